@@ -1,0 +1,62 @@
+"""One Settings object for the whole service, read from DEEPREC_* environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DEEPREC_", env_file=".env", extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite:///./var/deeprec.db",
+        description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://user@host/db",
+    )
+    models_dir: Path = Field(default=Path("models_store"), description="Root of the versioned model store")
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Where models are loaded")
+    api_key: str | None = Field(default=None, description="When set, write endpoints need X-API-Key")
+    rating_min: float = Field(default=0.5, description="Lowest accepted rating")
+    rating_max: float = Field(default=5.0, description="Highest accepted rating")
+    log_level: str = Field(default="INFO", description="Python logging level")
+    max_batch: int = Field(default=10_000, description="Most events or items accepted in one request")
+    future_tolerance_s: int = Field(
+        default=86_400, description="How far in the future an event timestamp may lie, in seconds"
+    )
+    torch_threads: int = Field(
+        default=1, description="torch intra-op threads in the API process (1 is lowest latency on small CPUs)"
+    )
+    train_threads: int = Field(default=0, description="torch threads for training; 0 means all cores")
+    embedded_worker: bool = Field(default=True, description="deeprec serve also starts one worker process")
+    migrate_on_start: bool = Field(default=True, description="Apply migrations when the service starts")
+    keep_versions: int = Field(default=5, description="Versions kept per model; older ones are pruned")
+    promotion_tolerance: float = Field(
+        default=0.0, description="A new version is promoted if its validation metric is at most this much worse"
+    )
+    model_poll_interval_s: float = Field(default=2.0, description="How often the API looks for new active versions")
+    job_heartbeat_s: float = Field(default=5.0, description="Worker heartbeat period")
+    job_stale_after_s: float = Field(default=60.0, description="A running job without heartbeat this long is dead")
+    job_max_attempts: int = Field(default=2, description="Attempts before a job whose worker died is failed")
+    retrain_interval: float | None = Field(default=None, description="Retrain every this many seconds")
+    retrain_min_new_events: int | None = Field(
+        default=None, description="Retrain once this many new interactions have arrived"
+    )
+
+    @model_validator(mode="after")
+    def _check_scale(self) -> Settings:
+        if self.rating_min >= self.rating_max:
+            raise ValueError("DEEPREC_RATING_MIN must be below DEEPREC_RATING_MAX")
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
