@@ -1,0 +1,207 @@
+"""The interface every recommender shares: fit, score all items, save and load without pickle."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from app.recsys.data import FeatureSchema, InteractionData
+
+WEIGHTS_FILE = "weights.safetensors"
+META_FILE = "meta.json"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings shared by every model; model shapes live in each model's own config."""
+
+    epochs: int = 30
+    batch_size: int = 1024
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: str = "adam"  # adam | adamw
+    patience: int = 5
+    seed: int = 0
+    device: str = "cpu"
+    num_negatives: int = 1
+    eval_k: int = 10
+    objective: str = "implicit"  # implicit | rating
+    verbose: bool = False
+
+
+@dataclass
+class EpochInfo:
+    epoch: int
+    epochs: int
+    loss: float
+    metric: float | None
+    metric_name: str
+    best_metric: float | None
+    best_epoch: int
+    seconds: float
+
+
+@dataclass
+class FitReport:
+    epochs_run: int = 0
+    best_epoch: int = 0
+    best_metric: float | None = None
+    metric_name: str = ""
+    seconds: float = 0.0
+    samples_per_second: float = 0.0
+    history: list[dict] = field(default_factory=list)
+
+
+EpochCallback = Callable[[EpochInfo], None]
+
+
+class Recommender:
+    """Base class. Subclasses set ``name``, ``config_cls`` and implement ``build``, ``fit`` and scoring.
+
+    ``net`` is a torch module whose state dict is the whole learned state; everything else
+    needed to rebuild it (config, dims, id maps, feature schema, metrics) goes to meta.json.
+    """
+
+    name: ClassVar[str]
+    config_cls: ClassVar[type]
+    sequential: ClassVar[bool] = False  # scores from an item sequence (serves unseen users/sessions)
+    supports_rating: ClassVar[bool] = False
+    uses_features: ClassVar[bool] = False
+
+    def __init__(self, config: Any = None) -> None:
+        self.config = config if config is not None else self.config_cls()
+        self.net: torch.nn.Module | None = None
+        self.dims: dict[str, int] = {}
+        self.user_ids = np.empty(0, dtype=object)
+        self.item_ids = np.empty(0, dtype=object)
+        self.feature_schema = FeatureSchema()
+        self.metrics: dict[str, Any] = {}
+        self.extra: dict[str, Any] = {}  # JSON-serialisable model state that is not a tensor
+        self.device = torch.device("cpu")
+
+    # -- to implement ---------------------------------------------------------------------------
+    def build(self, **dims: int) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def fit(
+        self,
+        train: InteractionData,
+        valid: InteractionData | None,
+        cfg: TrainConfig,
+        on_epoch: EpochCallback | None = None,
+    ) -> FitReport:
+        raise NotImplementedError
+
+    def score_users(self, users: torch.Tensor) -> torch.Tensor:
+        """(B,) user indices -> (B, n_items) relevance scores; higher is better."""
+        raise NotImplementedError
+
+    def score_history(self, history: InteractionData, users: np.ndarray) -> torch.Tensor:
+        """(B,) user indices -> (B, n_items), given the interactions known so far.
+
+        The default ignores history (the user embedding holds it); sequential and profile-based
+        models read each user's latest items from ``history``.
+        """
+        return self.score_users(torch.as_tensor(users, device=self.device))
+
+    def score_sequences(self, seqs: torch.Tensor) -> torch.Tensor:
+        """(B, L) item indices + 1, left-padded with 0 -> (B, n_items). Sequential models only."""
+        raise NotImplementedError(f"{self.name} does not score sequences")
+
+    def predict_ratings(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """(B,), (B,) -> (B,) ratings on the data set's scale. Rating models only."""
+        raise NotImplementedError(f"{self.name} does not predict ratings")
+
+    # -- shared ---------------------------------------------------------------------------------
+    def bind(self, data: InteractionData, **dims: int) -> torch.nn.Module:
+        """Remember the id maps and feature schema of ``data`` and build the network."""
+        self.user_ids, self.item_ids = data.user_ids, data.item_ids
+        self.feature_schema = data.feature_schema
+        self.dims = {"n_users": data.n_users, "n_items": data.n_items, **dims}
+        self.net = self.build(**self.dims).to(self.device)
+        return self.net
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def to(self, device: torch.device | str) -> Self:
+        self.device = torch.device(device)
+        if self.net is not None:
+            self.net.to(self.device)
+        return self
+
+    def eval(self) -> Self:
+        if self.net is not None:
+            self.net.eval()
+        return self
+
+    def save(self, path: Path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        state = {} if self.net is None else self.net.state_dict()
+        tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+        save_file(tensors, str(path / WEIGHTS_FILE))
+        meta = {
+            "name": self.name,
+            "config": asdict(self.config),
+            "dims": self.dims,
+            "user_ids": [str(u) for u in self.user_ids],
+            "item_ids": [str(i) for i in self.item_ids],
+            "feature_schema": self.feature_schema.to_dict(),
+            "metrics": self.metrics,
+            "extra": self.extra,
+        }
+        (path / META_FILE).write_text(json.dumps(meta, default=_json_default))
+
+    @classmethod
+    def load(cls, path: Path, device: torch.device | str = "cpu") -> Self:
+        path = Path(path)
+        meta = json.loads((path / META_FILE).read_text())
+        names = {f.name for f in fields(cls.config_cls)}
+        model = cls(cls.config_cls(**{k: v for k, v in meta["config"].items() if k in names}))
+        model.device = torch.device(device)
+        model.user_ids = np.asarray(meta["user_ids"], dtype=object)
+        model.item_ids = np.asarray(meta["item_ids"], dtype=object)
+        model.feature_schema = FeatureSchema.from_dict(meta["feature_schema"])
+        model.metrics = meta.get("metrics", {})
+        model.extra = meta.get("extra", {})
+        model.dims = meta["dims"]
+        model.net = model.build(**model.dims)
+        state = load_file(str(path / WEIGHTS_FILE), device=str(model.device))
+        model.net.load_state_dict(state)
+        model.net.to(model.device).eval()
+        model.after_load(path)
+        return model
+
+    def after_load(self, path: Path) -> None:
+        """Hook for models that keep more than one network (the hybrid loads its members here)."""
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def top_k(scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, I) scores, (B, I) bool exclusions -> (B, k') values and indices, best first.
+
+    Excluded items are never returned: where fewer than k items remain, the tail is dropped
+    (k' < k) or, for rows with fewer candidates than others, marked with index -1.
+    """
+    if exclude is not None:
+        scores = scores.masked_fill(exclude, float("-inf"))
+    k = min(k, scores.shape[1])
+    values, idx = torch.topk(scores, k, dim=1)
+    idx = idx.masked_fill(torch.isneginf(values), -1)
+    return values, idx

@@ -1,0 +1,170 @@
+"""One training loop for every model: permuted index batches, Adam/AdamW, early stopping, progress.
+
+Models supply ``step(batch_idx) -> loss`` over their own pre-built tensors and a validation
+function; the loop owns the optimiser, seeds, best-epoch weights and the ``on_epoch`` callback.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from app.recsys.data import InteractionData
+from app.recsys.metrics import loo_metrics, target_ranks
+from app.recsys.models.base import EpochCallback, EpochInfo, FitReport, Recommender, TrainConfig
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def set_train_threads(threads: int = 0) -> None:
+    """Use every core for training unless told otherwise (serving sets its own, lower count)."""
+    torch.set_num_threads(threads if threads > 0 else max(1, os.cpu_count() or 1))
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' means CUDA when available; 'cuda' without a GPU is an error, not a silent fallback."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("DEEPREC_DEVICE=cuda but no CUDA device is available")
+    return torch.device(name)
+
+
+def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}: use adam or adamw")
+
+
+def train_loop(
+    model: Recommender,
+    *,
+    n_samples: int,
+    step: Callable[[torch.Tensor], torch.Tensor],
+    validate: Callable[[], float] | None,
+    cfg: TrainConfig,
+    metric_name: str,
+    higher_is_better: bool = True,
+    on_epoch: EpochCallback | None = None,
+    before_epoch: Callable[[int], None] | None = None,
+) -> FitReport:
+    """Runs epochs of shuffled mini-batches; keeps the weights of the best validation epoch."""
+    assert model.net is not None
+    net = model.net
+    gen = seed_everything(cfg.seed)
+    opt = make_optimizer(net.parameters(), cfg)
+    report = FitReport(metric_name=metric_name)
+    best_state: dict[str, torch.Tensor] | None = None
+    best: float | None = None
+    stale = 0
+    t_start = time.perf_counter()
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        if before_epoch is not None:
+            before_epoch(epoch)
+        net.train()
+        perm = torch.randperm(n_samples, generator=gen).to(model.device)
+        total = torch.zeros((), device=model.device)
+        for start in range(0, n_samples, cfg.batch_size):
+            idx = perm[start : start + cfg.batch_size]
+            loss = step(idx)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.detach() * len(idx)
+        epoch_loss = float(total) / max(n_samples, 1)
+        net.eval()
+        metric = None
+        if validate is not None:
+            with torch.no_grad():
+                metric = float(validate())
+        improved = metric is not None and (
+            best is None or (metric > best if higher_is_better else metric < best)
+        )
+        if validate is None or improved:
+            best, report.best_epoch, stale = metric, epoch, 0
+            best_state = copy.deepcopy(net.state_dict())
+        else:
+            stale += 1
+        seconds = time.perf_counter() - t0
+        info = EpochInfo(epoch, cfg.epochs, epoch_loss, metric, metric_name, best, report.best_epoch, seconds)
+        report.history.append({"epoch": epoch, "loss": epoch_loss, metric_name: metric, "seconds": seconds})
+        report.epochs_run = epoch
+        if cfg.verbose:
+            _progress(model.name, info)
+        if on_epoch is not None:
+            on_epoch(info)
+        if not np.isfinite(epoch_loss):
+            raise FloatingPointError(f"{model.name}: loss became {epoch_loss} at epoch {epoch}")
+        if validate is not None and stale >= cfg.patience:
+            break
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    net.eval()
+    report.best_metric = best
+    report.seconds = time.perf_counter() - t_start
+    report.samples_per_second = n_samples * report.epochs_run / max(report.seconds, 1e-9)
+    return report
+
+
+def _progress(name: str, info: EpochInfo) -> None:
+    width = 20
+    done = int(width * info.epoch / info.epochs)
+    metric = "" if info.metric is None else f" {info.metric_name} {info.metric:.4f} (best {info.best_metric:.4f})"
+    bar = "#" * done + "." * (width - done)
+    print(
+        f"\r{name:>10} [{bar}] epoch {info.epoch}/{info.epochs} loss {info.loss:.4f}{metric} {info.seconds:.2f}s",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+@torch.no_grad()
+def ranking_score(
+    model: Recommender,
+    history: InteractionData,
+    targets: InteractionData,
+    k: int = 10,
+    batch_size: int = 1024,
+) -> dict[str, float]:
+    """Full-ranking metrics at K for each user's first target item, seen items of ``history`` excluded.
+
+    Used for early stopping on a leave-one-out validation split (one target per user).
+    """
+    users = np.unique(targets.users)
+    if users.size == 0:
+        return loo_metrics(torch.empty(0), k)
+    first = targets.indptr[users]
+    target_items = torch.as_tensor(targets.items[first], device=model.device)
+    ranks = []
+    for start in range(0, len(users), batch_size):
+        batch = users[start : start + batch_size]
+        scores = model.score_history(history, batch).float()
+        scores = scores.masked_fill(history.seen_mask(batch, device=scores.device), float("-inf"))
+        ranks.append(target_ranks(scores, target_items[start : start + batch_size]))
+    return loo_metrics(torch.cat(ranks), k)
+
+
+@torch.no_grad()
+def rating_errors(model: Recommender, targets: InteractionData) -> dict[str, float]:
+    """RMSE and MAE of the model's rating predictions on rows with a rating."""
+    from app.recsys.metrics import mae, rmse
+
+    mask = targets.has_ratings()
+    users = torch.as_tensor(targets.users[mask], device=model.device)
+    items = torch.as_tensor(targets.items[mask], device=model.device)
+    truth = torch.as_tensor(targets.ratings[mask], device=model.device)
+    pred = model.predict_ratings(users, items)
+    return {"rmse": rmse(pred, truth), "mae": mae(pred, truth)}
