@@ -1,0 +1,97 @@
+"""Training benchmark on MovieLens-100K: per model, seconds per epoch, samples/s, epochs to best,
+total seconds and peak RSS. Each model trains in its own subprocess so peak RSS is its own.
+
+    python bench/train.py [--models mf,neumf,...] [--threads 2] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from app.paths import ml100k_available, ml100k_dir  # noqa: E402
+
+
+def train_one(name: str, threads: int, seed: int) -> dict:
+    import dataclasses
+
+    import pandas as pd
+    import torch
+
+    from app.recsys.data import InteractionData
+    from app.recsys.models import get_model_class
+    from app.recsys.models.base import TrainConfig
+    from app.recsys.splits import leave_one_out
+    from app.recsys.training import ranking_score
+
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    df = pd.read_csv(ml100k_dir() / "u.data", sep="\t", names=["user_id", "item_id", "value", "ts"])
+    read_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    data = InteractionData.from_frames(df)
+    split = leave_one_out(data)
+    snapshot_s = time.perf_counter() - t0
+    cls = get_model_class(name)
+    cfg = cls.default_train_config() if hasattr(cls, "default_train_config") else TrainConfig()
+    cfg = dataclasses.replace(cfg, seed=seed, verbose=False)
+    model = cls()
+    t0 = time.perf_counter()
+    report = model.fit(split.train, split.valid, cfg)
+    total = time.perf_counter() - t0
+    epoch_s = [h["seconds"] for h in report.history] or [total]
+    test = ranking_score(model, split.train.union(split.valid), split.test)
+    return {
+        "model": name,
+        "read_s": read_s,
+        "snapshot_s": snapshot_s,
+        "s_per_epoch": sum(epoch_s) / len(epoch_s),
+        "samples_per_s": report.samples_per_second,
+        "epochs": report.epochs_run,
+        "best_epoch": report.best_epoch,
+        "total_s": total,
+        "ndcg@10": test["ndcg@10"],
+        "hr@10": test["hr@10"],
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def main() -> None:
+    from app.recsys.models import model_names
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default=",".join(model_names()))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--one", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if not ml100k_available():
+        sys.exit(f"skipped: MovieLens 100K not found at {ml100k_dir()} (set DEEPREC_ML100K_DIR)")
+    if args.one:
+        print(json.dumps(train_one(args.one, args.threads, args.seed)))
+        return
+    rows = []
+    for name in args.models.split(","):
+        cmd = [sys.executable, __file__, "--one", name, "--threads", str(args.threads), "--seed", str(args.seed)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(f"{name}: {rows[-1]['total_s']:.1f}s", file=sys.stderr)
+    print(f"snapshot of ML-100K (from a read frame): {rows[0]['snapshot_s'] * 1000:.0f} ms\n")
+    print("| model | s/epoch | samples/s | epochs run | best epoch | total s | peak RSS MB | NDCG@10 | HR@10 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['model']} | {r['s_per_epoch']:.3f} | {r['samples_per_s']:,.0f} | {r['epochs']} | {r['best_epoch']} "
+            f"| {r['total_s']:.1f} | {r['peak_rss_mb']:.0f} | {r['ndcg@10']:.4f} | {r['hr@10']:.4f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
