@@ -1,0 +1,205 @@
+"""Training pipeline: split one snapshot, fit the requested models in dependency order, measure them.
+
+Split (leave-one-out by time): each user's last event is the test item and the one before it the
+validation item used for early stopping; users with fewer than three events train on everything.
+The served model is the one that was measured: its test metrics are honest (the test item was
+never seen in training or model selection). Serving reads each user's full history at request
+time, so the two held-out events still count for sequence models and for exclude-seen.
+With ``holdout="valid"`` only the validation item is held out (more training data, no test metrics).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.recsys.data import InteractionData
+from app.recsys.models import get_model_class, model_names
+from app.recsys.models.base import EpochInfo, FitReport, Recommender, TrainConfig
+from app.recsys.splits import Split, leave_one_out
+from app.recsys.training import ranking_score, rating_errors
+
+# What `make run` trains first: fast enough on the demo data, and it covers every serving path.
+DEFAULT_MODELS = ("popularity", "mf", "sasrec", "gru4rec", "content", "hybrid")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One progress event: a model started, finished an epoch, or finished."""
+
+    model: str
+    index: int  # 1-based position in the run
+    total: int
+    stage: str  # start | epoch | done
+    epoch: int = 0
+    epochs: int = 0
+    loss: float | None = None
+    metric_name: str = ""
+    metric: float | None = None
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass
+class TrainResult:
+    name: str
+    model: Recommender
+    report: FitReport
+    metrics: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def dependencies(name: str) -> tuple[str, ...]:
+    """Models that must be trained before ``name`` (class attribute ``depends_on``, default none)."""
+    return tuple(getattr(get_model_class(name), "depends_on", ()))
+
+
+def resolve_models(spec: str | Sequence[str]) -> list[str]:
+    """'all', 'default', a name, a comma list or a list -> registered names in a valid training order.
+
+    Dependencies are added when missing (the hybrid needs its members trained in the same run).
+    """
+    registered = model_names()
+    names: list[str] = []
+    for part in [spec] if isinstance(spec, str) else list(spec):
+        for token in (t.strip() for t in part.split(",")):
+            if token == "all":
+                names += registered
+            elif token == "default":
+                names += [m for m in DEFAULT_MODELS if m in registered]
+            elif token:
+                if token not in registered:
+                    raise KeyError(f"unknown model {token!r}; valid: {', '.join(registered + ['all', 'default'])}")
+                names.append(token)
+    order: list[str] = []
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if name in path:
+            raise ValueError(f"dependency cycle: {' -> '.join((*path, name))}")
+        if name in order:
+            return
+        for dep in dependencies(name):
+            visit(dep, (*path, name))
+        order.append(name)
+
+    for name in names:
+        visit(name, ())
+    return order
+
+
+def configs_for(name: str, params: Mapping[str, Any] | None) -> tuple[Any, TrainConfig]:
+    """The model config and TrainConfig for ``name``: tuned defaults, then ``params`` overrides.
+
+    ``params`` keys are TrainConfig or model-config fields and apply to every model that has
+    them; a key named after a model holds overrides for that model only, e.g. {"mf": {"dim": 128}}.
+    """
+    cls = get_model_class(name)
+    model_cfg = cls.config_cls()
+    default_cfg = getattr(cls, "default_train_config", None)
+    train_cfg = default_cfg() if callable(default_cfg) else TrainConfig()
+    params = dict(params or {})
+    flat = {k: v for k, v in params.items() if not isinstance(v, Mapping)}
+    flat.update(params.get(name, {}) if isinstance(params.get(name), Mapping) else {})
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    model_fields = {f.name for f in dataclasses.fields(model_cfg)}
+    train_cfg = dataclasses.replace(train_cfg, **{k: v for k, v in flat.items() if k in train_fields})
+    model_cfg = dataclasses.replace(model_cfg, **{k: v for k, v in flat.items() if k in model_fields})
+    return model_cfg, train_cfg
+
+
+def check_params(names: Sequence[str], params: Mapping[str, Any] | None) -> None:
+    """Every override must be a field of TrainConfig or of one of the models' configs."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    for name in names:
+        known |= {f.name for f in dataclasses.fields(get_model_class(name).config_cls)}
+    for key, value in (params or {}).items():
+        if isinstance(value, Mapping):
+            if key not in names:
+                raise ValueError(f"overrides given for {key!r}, which is not being trained")
+            fields = {f.name for f in dataclasses.fields(get_model_class(key).config_cls)}
+            fields |= {f.name for f in dataclasses.fields(TrainConfig)}
+            bad = sorted(set(value) - fields)
+        else:
+            bad = [] if key in known else [key]
+        if bad:
+            raise ValueError(f"unknown parameter(s) {bad}; known: {sorted(known)}")
+
+
+def make_split(data: InteractionData, holdout: str = "test") -> Split:
+    split = leave_one_out(data)
+    if holdout == "test":
+        return split
+    if holdout == "valid":  # the test event goes back to training; validation stays held out
+        return Split(split.train.union(split.test), split.valid, split.test.subset(split.test.users < 0), "loo-valid")
+    raise ValueError(f"unknown holdout {holdout!r}: use test or valid")
+
+
+def evaluate(model: Recommender, split: Split, k: int = 10) -> dict[str, Any]:
+    """Validation and (when held out) test ranking metrics, plus RMSE/MAE for rating models."""
+    metrics: dict[str, Any] = {f"valid_{m}": v for m, v in ranking_score(model, split.train, split.valid, k).items()}
+    if split.test.n_interactions:
+        history = split.train.union(split.valid)
+        metrics.update({f"test_{m}": v for m, v in ranking_score(model, history, split.test, k).items()})
+    if model.supports_rating and model.extra.get("objective") == "rating":
+        for part, targets in (("valid", split.valid), ("test", split.test)):
+            if targets.has_ratings().any():
+                metrics.update({f"{part}_{m}": v for m, v in rating_errors(model, targets).items()})
+    return metrics
+
+
+def train_models(
+    data: InteractionData,
+    models: str | Sequence[str] = "default",
+    *,
+    params: Mapping[str, Any] | None = None,
+    on_progress: ProgressCallback | None = None,
+    holdout: str = "test",
+    device: str | None = None,
+) -> list[TrainResult]:
+    """Fit every requested model (and its dependencies) on one split of ``data``; returns them in order."""
+    names = resolve_models(models)
+    check_params(names, params)
+    split = make_split(data, holdout)
+    trained: dict[str, Recommender] = {}
+    results: list[TrainResult] = []
+    emit: ProgressCallback = on_progress or (lambda p: None)
+    for index, name in enumerate(names, start=1):
+        model_cfg, train_cfg = configs_for(name, params)
+        if device is not None:
+            train_cfg = dataclasses.replace(train_cfg, device=device)
+        model = get_model_class(name)(model_cfg).to(train_cfg.device)
+        deps = {d: trained[d] for d in dependencies(name)}
+        if deps and hasattr(model, "use_dependencies"):
+            model.use_dependencies(deps)
+        emit(Progress(name, index, len(names), "start", epochs=train_cfg.epochs))
+
+        def on_epoch(info: EpochInfo, name: str = name, index: int = index) -> None:
+            emit(
+                Progress(
+                    name, index, len(names), "epoch", info.epoch, info.epochs, info.loss, info.metric_name, info.metric
+                )
+            )
+
+        t0 = time.perf_counter()
+        report = model.fit(split.train, split.valid, train_cfg, on_epoch)
+        model.eval()
+        metrics = evaluate(model, split, train_cfg.eval_k)
+        seconds = time.perf_counter() - t0
+        metrics.update(
+            best_epoch=report.best_epoch,
+            epochs_run=report.epochs_run,
+            train_seconds=round(seconds, 3),
+            split=split.name,
+            data=data.stats(),
+        )
+        model.metrics = metrics
+        trained[name] = model
+        results.append(TrainResult(name, model, report, metrics, seconds))
+        key = f"ndcg@{train_cfg.eval_k}"
+        done = Progress(name, index, len(names), "done", report.epochs_run, train_cfg.epochs)
+        emit(dataclasses.replace(done, metric_name=key, metric=metrics.get(f"valid_{key}")))
+    return results

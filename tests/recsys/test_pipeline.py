@@ -1,0 +1,83 @@
+"""Training pipeline: model resolution and order, overrides, metrics and progress on synthetic data."""
+
+import pytest
+
+from app.recsys import pipeline
+from app.recsys.models import model_names
+from app.recsys.pipeline import DEFAULT_MODELS, configs_for, resolve_models, train_models
+from tests.recsys.synthetic import taste_data
+
+
+@pytest.fixture(scope="module")
+def data():
+    return taste_data(n_users=40, n_items=30, per_user=10)
+
+
+def test_resolve_all_default_and_lists():
+    assert set(resolve_models("all")) == set(model_names())
+    assert set(resolve_models("default")) == {m for m in DEFAULT_MODELS if m in model_names()}
+    assert resolve_models("mf,popularity") == ["mf", "popularity"]
+    assert resolve_models(["mf", "mf"]) == ["mf"]
+    with pytest.raises(KeyError, match="valid: .*popularity"):
+        resolve_models("nope")
+
+
+def test_dependencies_come_first_and_are_added(monkeypatch):
+    deps = {"mf": ("popularity",)}
+    monkeypatch.setattr(pipeline, "dependencies", lambda name: deps.get(name, ()))
+    assert resolve_models("mf") == ["popularity", "mf"]
+    deps["popularity"] = ("mf",)
+    with pytest.raises(ValueError, match="cycle"):
+        resolve_models("mf")
+
+
+def test_every_registered_model_declares_known_dependencies():
+    for name in model_names():
+        assert set(pipeline.dependencies(name)) <= set(model_names())
+
+
+def test_overrides_global_and_per_model():
+    model_cfg, train_cfg = configs_for("mf", {"epochs": 2, "dim": 12, "mf": {"lr": 0.5}})
+    assert (train_cfg.epochs, train_cfg.lr, model_cfg.dim) == (2, 0.5, 12)
+    _, pop_cfg = configs_for("popularity", {"epochs": 2, "mf": {"lr": 0.5}})
+    assert pop_cfg.epochs == 2 and pop_cfg.lr != 0.5
+
+
+def test_unknown_parameter_is_refused(data):
+    with pytest.raises(ValueError, match="unknown parameter"):
+        train_models(data, "mf", params={"epoks": 2})
+    with pytest.raises(ValueError, match="not being trained"):
+        train_models(data, "mf", params={"popularity": {"epochs": 1}})
+
+
+def test_train_models_measures_and_reports_progress(data):
+    events = []
+    params = {"epochs": 2, "batch_size": 128}
+    results = train_models(data, ["popularity", "mf"], params=params, on_progress=events.append)
+    assert [r.name for r in results] == ["popularity", "mf"]
+    for r in results:
+        assert r.model.metrics is r.metrics
+        for key in ("valid_ndcg@10", "test_ndcg@10", "test_hr@10", "best_epoch", "train_seconds"):
+            assert key in r.metrics
+        assert 0.0 <= r.metrics["test_ndcg@10"] <= 1.0
+        assert r.metrics["data"]["n_interactions"] == data.n_interactions
+    stages = [(e.model, e.stage) for e in events]
+    assert stages[0] == ("popularity", "start") and stages[-1] == ("mf", "done")
+    assert [e.epoch for e in events if e.model == "mf" and e.stage == "epoch"] == [1, 2]
+    assert all(e.total == 2 for e in events)
+
+
+def test_holdout_valid_trains_on_more_and_skips_test(data):
+    full = train_models(data, "popularity")[0]
+    more = train_models(data, "popularity", holdout="valid")[0]
+    assert "test_ndcg@10" not in more.metrics
+    assert more.model.net.counts.sum() > full.model.net.counts.sum()
+
+
+def test_rating_models_get_rmse(data):
+    rating = [m for m in model_names() if pipeline.get_model_class(m).supports_rating]
+    if not rating:
+        pytest.skip("no rating model registered")
+    name = rating[0]
+    result = train_models(data, name, params={"epochs": 2, "objective": "rating"})[-1]
+    assert result.metrics["test_rmse"] > 0 and result.metrics["test_mae"] > 0
