@@ -1,0 +1,92 @@
+"""POST /v1/interactions (batched, idempotent, all or nothing) and a user's history, newest first."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Annotated
+
+import numpy as np
+import pandas as pd
+from fastapi import APIRouter, HTTPException, Query
+
+from app.api.deps import SessionDep, SettingsDep, UserIdPath, WriteAccess
+from app.api.errors import ERROR_RESPONSES, NOT_FOUND, WRITE_RESPONSES, FieldError, InvalidInput
+from app.api.schemas import InteractionPage, InteractionRead, InteractionsCreate, InteractionsResult
+from app.config import Settings
+from app.db import repository
+
+router = APIRouter(tags=["interactions"])
+
+
+def check_batch(body: InteractionsCreate, settings: Settings, now: float) -> list[FieldError]:
+    """The rules that depend on the settings: batch limit, rating scale, how far ahead of the clock."""
+    rows = body.interactions
+    if len(rows) > settings.max_batch:
+        return [FieldError(field="interactions", message=f"{len(rows)} events; at most {settings.max_batch} per call")]
+    ratings = np.array([np.nan if r.rating is None else r.rating for r in rows], dtype=np.float64)  # [N]
+    stamps = np.array([now if r.timestamp is None else r.timestamp.timestamp() for r in rows])  # [N]
+    is_rating = np.array([r.event_type == "rating" for r in rows], dtype=bool)  # [N]
+    lo, hi = settings.rating_min, settings.rating_max
+    problems: list[tuple[int, str, str]] = []
+    for i in np.flatnonzero((ratings < lo) | (ratings > hi)):
+        problems.append((int(i), "rating", f"{ratings[i]} outside the rating scale {lo}-{hi}"))
+    for i in np.flatnonzero(is_rating & np.isnan(ratings)):
+        problems.append((int(i), "rating", "required when type is 'rating'"))
+    horizon = now + settings.future_tolerance_s
+    for i in np.flatnonzero(stamps > horizon):
+        when = datetime.fromtimestamp(stamps[i], UTC).isoformat()
+        ahead = settings.future_tolerance_s
+        problems.append((int(i), "timestamp", f"{when} is in the future (at most {ahead}s ahead)"))
+    return [FieldError(field=f"interactions[{i}].{name}", message=msg, index=i) for i, name, msg in sorted(problems)]
+
+
+def to_frame(body: InteractionsCreate, now: float) -> pd.DataFrame:
+    rows = body.interactions
+    return pd.DataFrame(
+        {
+            "user_id": [r.user_id for r in rows],
+            "item_id": [r.item_id for r in rows],
+            "type": [r.event_type for r in rows],
+            "value": np.array([np.nan if r.rating is None else r.rating for r in rows], dtype=np.float64),
+            "ts": np.array([now if r.timestamp is None else r.timestamp.timestamp() for r in rows], dtype=np.float64),
+            "event_id": [r.event_id for r in rows],
+        }
+    )
+
+
+@router.post("/interactions", response_model=InteractionsResult, dependencies=[WriteAccess], responses=WRITE_RESPONSES)
+def add_interactions(body: InteractionsCreate, session: SessionDep, settings: SettingsDep) -> InteractionsResult:
+    """Store up to DEEPREC_MAX_BATCH events; unknown users and items are created. All or nothing."""
+    now = time.time()
+    problems = check_batch(body, settings, now)
+    if problems:
+        raise InvalidInput(problems)
+    result = repository.add_interactions(session=session, rows=to_frame(body, now))
+    session.commit()
+    return InteractionsResult(inserted=result.inserted, duplicates=result.duplicates)
+
+
+@router.get(
+    "/users/{user_id}/interactions",
+    response_model=InteractionPage,
+    responses={**ERROR_RESPONSES, **NOT_FOUND},
+)
+def list_interactions(
+    user_id: UserIdPath,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Page size")] = 50,
+    cursor: Annotated[str | None, Query(max_length=200, description="next_cursor of the previous page")] = None,
+) -> InteractionPage:
+    """A user's events, newest first, one page at a time."""
+    try:
+        page = repository.list_user_interactions(session=session, user_id=user_id, limit=limit, cursor=cursor)
+    except repository.InvalidCursor:
+        raise InvalidInput([FieldError(field="cursor", message="not a cursor handed out by this endpoint")]) from None
+    if page is None:
+        raise HTTPException(status_code=404, detail=f"user {user_id!r} not found")
+    rows = [
+        InteractionRead(item_id=r.item_id, type=r.type, rating=r.value, timestamp=r.occurred_at, event_id=r.event_id)
+        for r in page.interactions
+    ]
+    return InteractionPage(interactions=rows, next_cursor=page.next_cursor)

@@ -1,0 +1,325 @@
+"""Request and response bodies of the ingestion API (pydantic v2), with examples for /docs."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+ID_MAX = 256
+EVENT_TYPES = ("rating", "view", "click", "like", "add_to_cart", "purchase")
+ATTRIBUTES_MAX_BYTES = 65_536
+
+
+def _check_text(value: str, what: str, max_len: int) -> str:
+    if not value.strip():
+        raise ValueError(f"empty {what}")
+    if len(value) > max_len:
+        raise ValueError(f"{what} longer than {max_len} characters ({len(value)})")
+    if "\x00" in value:
+        raise ValueError(f"{what} contains a NUL character")
+    return value
+
+
+def _check_id(value: str) -> str:
+    return _check_text(value, "id", ID_MAX)
+
+
+def _check_finite(value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise ValueError(f"must be a finite number, got {value}")
+    return value
+
+
+def _check_type(value: str) -> str:
+    if value not in EVENT_TYPES:
+        raise ValueError(f"unknown event type {value!r}; expected one of {', '.join(EVENT_TYPES)}")
+    return value
+
+
+def _unix(seconds: float) -> datetime:
+    if not math.isfinite(seconds):
+        raise ValueError(f"timestamp must be finite, got {seconds}")
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError) as exc:
+        hint = "; it looks like milliseconds, send Unix seconds" if abs(seconds) > 1e11 else ""
+        raise ValueError(f"timestamp {seconds:g} out of range{hint}") from exc
+
+
+def _parse_timestamp(value: Any) -> Any:
+    """ISO-8601 (naive means UTC) or Unix seconds, as a number or a numeric string."""
+    if value is None or isinstance(value, datetime):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("timestamp must be ISO-8601 or Unix seconds")
+    if isinstance(value, int | float):
+        return _unix(float(value))
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return _unix(float(text))
+        except ValueError:
+            pass
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"timestamp {value!r} is neither ISO-8601 nor Unix seconds") from None
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    raise ValueError("timestamp must be ISO-8601 or Unix seconds")
+
+
+def _check_json(value: Any, path: str = "") -> Any:
+    """Values that every backend can store as JSON: finite numbers, no NUL characters."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{path or 'value'} is {value}; JSON numbers must be finite")
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError(f"{path or 'value'} contains a NUL character")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_json(key, f"{path}.{key}" if path else str(key))
+            _check_json(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_json(item, f"{path}[{i}]")
+    return value
+
+
+def _check_attributes(value: dict[str, Any]) -> dict[str, Any]:
+    _check_json(value)
+    size = len(json.dumps(value))
+    if size > ATTRIBUTES_MAX_BYTES:
+        raise ValueError(f"attributes take {size} bytes as JSON; at most {ATTRIBUTES_MAX_BYTES}")
+    return value
+
+
+Id = Annotated[str, AfterValidator(_check_id)]
+Rating = Annotated[float, AfterValidator(_check_finite)]
+EventType = Annotated[str, AfterValidator(_check_type)]
+Timestamp = Annotated[datetime, BeforeValidator(_parse_timestamp)]
+Attributes = Annotated[dict[str, Any], AfterValidator(_check_attributes)]
+Title = Annotated[str, AfterValidator(lambda v: _check_text(v, "title", 1024))]
+Category = Annotated[str, AfterValidator(lambda v: _check_text(v, "category", ID_MAX))]
+
+IN = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+
+class InteractionIn(BaseModel):
+    model_config = ConfigDict(
+        **IN,
+        json_schema_extra={
+            "examples": [
+                {"user_id": "u42", "item_id": "i7", "rating": 4.5, "timestamp": "2024-05-01T12:00:00Z"},
+                {"user_id": "u42", "item_id": "i9", "type": "click", "timestamp": 1714564800, "event_id": "ev-1"},
+            ]
+        },
+    )
+
+    user_id: Id
+    item_id: Id
+    rating: Rating | None = Field(default=None, description="Explicit rating on the configured scale")
+    type: EventType | None = Field(
+        default=None, description=f"One of {', '.join(EVENT_TYPES)}; default rating if a rating is given, else view"
+    )
+    timestamp: Timestamp | None = Field(default=None, description="ISO-8601 or Unix seconds; default now")
+    event_id: Id | None = Field(default=None, description="Client id of the event; re-sent ids are stored once")
+
+    @property
+    def event_type(self) -> str:
+        return self.type or ("rating" if self.rating is not None else "view")
+
+
+class InteractionsCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "interactions": [
+                        {"user_id": "u42", "item_id": "i7", "rating": 4.5, "event_id": "ev-1"},
+                        {"user_id": "u42", "item_id": "i9", "type": "view", "timestamp": "2024-05-01T12:00:00Z"},
+                        {"user_id": "u7", "item_id": "i7", "type": "purchase", "timestamp": 1714564800},
+                    ]
+                }
+            ]
+        },
+    )
+
+    interactions: list[InteractionIn]
+
+
+class InteractionsResult(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"inserted": 3, "duplicates": 0}]})
+
+    inserted: int = Field(description="Events stored by this call")
+    duplicates: int = Field(description="Events skipped because their event_id was already stored")
+
+
+class InteractionRead(BaseModel):
+    item_id: str
+    type: str
+    rating: float | None
+    timestamp: datetime
+    event_id: str | None
+
+
+class InteractionPage(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "interactions": [
+                        {
+                            "item_id": "i7",
+                            "type": "rating",
+                            "rating": 4.5,
+                            "timestamp": "2024-05-01T12:00:00Z",
+                            "event_id": "ev-1",
+                        }
+                    ],
+                    "next_cursor": "MTcxNDU2NDgwMDAwMDAwMC4xMg",
+                }
+            ]
+        }
+    )
+
+    interactions: list[InteractionRead]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page")
+
+
+class ItemUpdate(BaseModel):
+    """Fields of an item; a field left out keeps its stored value."""
+
+    model_config = ConfigDict(
+        **IN,
+        json_schema_extra={
+            "examples": [
+                {"title": "Alien (1979)", "categories": ["Horror", "Sci-Fi"], "attributes": {"year": 1979}}
+            ]
+        },
+    )
+
+    title: Title | None = None
+    categories: list[Category] | None = Field(default=None, max_length=100)
+    attributes: Attributes | None = Field(default=None, description="Free JSON: year, price, text, ...")
+    active: bool | None = Field(default=None, description="Inactive items are kept but not recommended")
+
+
+class ItemIn(ItemUpdate):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"item_id": "i7", "title": "Alien (1979)", "categories": ["Horror", "Sci-Fi"]}]}
+    )
+
+    item_id: Id
+
+
+class ItemsUpsert(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "items": [
+                        {"item_id": "i7", "title": "Alien (1979)", "categories": ["Horror", "Sci-Fi"]},
+                        {"item_id": "i9", "title": "Heat (1995)", "attributes": {"year": 1995, "price": 3.99}},
+                    ]
+                }
+            ]
+        },
+    )
+
+    items: list[ItemIn]
+
+
+class ItemsResult(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"created": 1, "updated": 1}]})
+
+    created: int
+    updated: int
+
+
+class ItemRead(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "item_id": "i7",
+                    "title": "Alien (1979)",
+                    "categories": ["Horror", "Sci-Fi"],
+                    "attributes": {"year": 1979},
+                    "active": True,
+                    "created_at": "2024-05-01T12:00:00Z",
+                    "interactions": 583,
+                }
+            ]
+        }
+    )
+
+    item_id: str
+    title: str | None
+    categories: list[str]
+    attributes: dict[str, Any]
+    active: bool
+    created_at: datetime
+    interactions: int = Field(description="Events stored for this item")
+
+
+class UserIn(BaseModel):
+    model_config = ConfigDict(**IN, json_schema_extra={"examples": [{"attributes": {"age": 31, "country": "NZ"}}]})
+
+    attributes: Attributes | None = Field(default=None, description="Replaces the stored attributes; omit to keep")
+
+
+class UserRead(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "user_id": "u42",
+                    "attributes": {"age": 31},
+                    "created_at": "2024-05-01T12:00:00Z",
+                    "interactions": 12,
+                }
+            ]
+        }
+    )
+
+    user_id: str
+    attributes: dict[str, Any]
+    created_at: datetime
+    interactions: int = Field(description="Events stored for this user")
+
+
+class UserDeleted(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"user_id": "u42", "deleted_interactions": 12}]})
+
+    user_id: str
+    deleted_interactions: int
+
+
+class Health(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok"}]})
+
+    status: str
+
+
+class Readiness(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "status": "ready",
+                    "checks": {
+                        "database": {"ok": True, "detail": "sqlite reachable"},
+                        "migrations": {"ok": True, "detail": "at head 0001"},
+                    },
+                }
+            ]
+        }
+    )
+
+    status: str = Field(description="ready or not ready")
+    checks: dict[str, dict[str, Any]]

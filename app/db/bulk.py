@@ -1,0 +1,90 @@
+"""Bulk writes tuned per backend: one unnest() INSERT on PostgreSQL, executemany on SQLite.
+
+Both skip rows whose event_id is already stored (ON CONFLICT DO NOTHING) and report how many
+rows were really inserted. Columns arrive as numpy arrays, so no Python work is done per row
+beyond what the driver needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Connection, Table, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+
+LOOKUP_CHUNK = 5_000  # ids per IN (...) query; far below SQLite's 32,766 variables
+
+PG_INSERT = text(
+    """
+    INSERT INTO interaction (user_id, item_id, type, value, occurred_at, event_id)
+    SELECT u, i, t, v, TIMESTAMPTZ 'epoch' + us * INTERVAL '1 microsecond', e
+    FROM unnest(CAST(:u AS BIGINT[]), CAST(:i AS BIGINT[]), CAST(:t AS TEXT[]),
+                CAST(:v AS FLOAT8[]), CAST(:us AS BIGINT[]), CAST(:e AS TEXT[])) AS x(u, i, t, v, us, e)
+    ON CONFLICT (event_id) DO NOTHING
+    """
+)
+SQLITE_INSERT = (
+    "INSERT INTO interaction (user_id, item_id, type, value, occurred_at, event_id) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING"
+)
+
+
+def batched(values: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def dialect_insert(conn: Connection, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """INSERT that supports ON CONFLICT on the connection's backend."""
+    return postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
+
+
+def lookup_ids(conn: Connection, table: Table, external_ids: Sequence[str]) -> dict[str, int]:
+    """external id -> internal id for the ids that exist."""
+    found: dict[str, int] = {}
+    for chunk in batched(external_ids, LOOKUP_CHUNK):
+        stmt = select(table.c.external_id, table.c.id).where(table.c.external_id.in_(chunk))
+        found.update((ext, pk) for ext, pk in conn.execute(stmt))
+    return found
+
+
+def ensure_ids(conn: Connection, table: Table, external_ids: Sequence[str], **defaults: Any) -> dict[str, int]:
+    """external id -> internal id, creating missing rows with the given column defaults."""
+    wanted = list(dict.fromkeys(external_ids))
+    found = lookup_ids(conn, table, wanted)
+    missing = [x for x in wanted if x not in found]
+    if missing:
+        # DO NOTHING: a concurrent request may create the same id between lookup and insert.
+        stmt = dialect_insert(conn, table).on_conflict_do_nothing(index_elements=["external_id"])
+        conn.execute(stmt, [{"external_id": x, **defaults} for x in missing])
+        found.update(lookup_ids(conn, table, missing))
+    return found
+
+
+def insert_interactions(
+    conn: Connection,
+    *,
+    user_ids: np.ndarray,  # [N] int64 internal ids
+    item_ids: np.ndarray,  # [N] int64 internal ids
+    types: Sequence[str],  # [N]
+    values: np.ndarray,  # [N] float64, NaN where there is no value
+    occurred_us: np.ndarray,  # [N] int64 microseconds since the Unix epoch, UTC
+    event_ids: Sequence[str | None] | None,  # [N] or None when no row has one
+) -> int:
+    """Insert the rows; returns how many were new (the rest repeated a stored event_id)."""
+    n = len(user_ids)
+    if n == 0:
+        return 0
+    boxed = values.astype(object)
+    boxed[np.isnan(values)] = None  # NaN -> NULL
+    vals = boxed.tolist()
+    evs = list(event_ids) if event_ids is not None else [None] * n
+    if conn.dialect.name == "postgresql":
+        params = dict(u=user_ids.tolist(), i=item_ids.tolist(), t=list(types), v=vals, us=occurred_us.tolist(), e=evs)
+        return conn.execute(PG_INSERT, params).rowcount
+    # The text form SQLAlchemy's SQLite DateTime stores, so ORM reads and comparisons agree.
+    stamps = np.char.replace(np.datetime_as_string(occurred_us.astype("datetime64[us]"), unit="us"), "T", " ")
+    rows = list(zip(user_ids.tolist(), item_ids.tolist(), types, vals, stamps.tolist(), evs, strict=True))
+    return conn.exec_driver_sql(SQLITE_INSERT, rows).rowcount

@@ -1,0 +1,225 @@
+"""Repository: keyword-only reads and writes over user, item and interaction.
+
+Writes run in the caller's session transaction; the caller commits, so one request is one
+transaction. Ids in and out are the external strings; internal integer ids stay in db/.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import CursorResult, Table, delete, func, select, tuple_
+from sqlalchemy.orm import Session
+
+from app.db.bulk import dialect_insert, ensure_ids, insert_interactions, lookup_ids
+from app.db.frames import interactions_frame, items_frame, stream_interactions, users_frame
+from app.db.tables import Interaction, Item, User
+
+__all__ = [
+    "AddResult", "Counts", "InteractionPage", "InteractionRecord", "InvalidCursor", "ItemUpsert",
+    "UpsertResult", "add_interactions", "counts", "delete_user", "get_item", "get_user",
+    "interaction_count", "interactions_frame", "items_frame", "list_user_interactions",
+    "stream_interactions", "upsert_items", "upsert_user", "users_frame",
+]  # fmt: skip
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+USER = cast(Table, User.__table__)
+ITEM = cast(Table, Item.__table__)
+
+
+@dataclass(frozen=True)
+class AddResult:
+    inserted: int
+    duplicates: int  # rows whose event_id was already stored (or repeated within the batch)
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    created: int
+    updated: int
+
+
+@dataclass(frozen=True)
+class ItemUpsert:
+    """One item to create or update. A field left None keeps its stored value (or default)."""
+
+    item_id: str
+    title: str | None = None
+    categories: list[str] | None = None
+    attributes: dict[str, Any] | None = None
+    active: bool | None = None
+
+
+@dataclass(frozen=True)
+class InteractionRecord:
+    item_id: str
+    type: str
+    value: float | None
+    occurred_at: datetime
+    event_id: str | None
+
+
+@dataclass(frozen=True)
+class InteractionPage:
+    interactions: list[InteractionRecord]
+    next_cursor: str | None  # None on the last page
+
+
+@dataclass(frozen=True)
+class Counts:
+    users: int
+    items: int
+    interactions: int
+
+
+class InvalidCursor(ValueError):
+    """A pagination cursor that this service did not hand out."""
+
+
+def add_interactions(*, session: Session, rows: pd.DataFrame) -> AddResult:
+    """Store events, creating unknown users and items; repeated event_ids are skipped.
+
+    rows: one row per event with columns user_id (str), item_id (str), type (str),
+    value (float, NaN when none), ts (Unix seconds, int or float) and optionally event_id
+    (str or None). Bulk statements only: the work per row is the driver's.
+    """
+    if rows.empty:
+        return AddResult(inserted=0, duplicates=0)
+    conn = session.connection()
+    users = ensure_ids(conn, USER, pd.unique(rows["user_id"]).tolist(), attributes={})
+    items = ensure_ids(conn, ITEM, pd.unique(rows["item_id"]).tolist(), categories=[], attributes={})
+    event_ids = None
+    if "event_id" in rows and rows["event_id"].notna().any():
+        col = rows["event_id"].astype(object)
+        event_ids = col.where(col.notna(), None).tolist()
+    inserted = insert_interactions(
+        conn,
+        user_ids=rows["user_id"].map(users).to_numpy(np.int64),
+        item_ids=rows["item_id"].map(items).to_numpy(np.int64),
+        types=rows["type"].tolist(),
+        values=rows["value"].to_numpy(np.float64, na_value=np.nan),
+        occurred_us=np.round(rows["ts"].to_numpy(np.float64) * 1e6).astype(np.int64),
+        event_ids=event_ids,
+    )
+    return AddResult(inserted=inserted, duplicates=len(rows) - inserted)
+
+
+ITEM_DEFAULTS: dict[str, Any] = {"title": None, "categories": [], "attributes": {}, "active": True}
+
+
+def upsert_items(*, session: Session, items: list[ItemUpsert]) -> UpsertResult:
+    """Create or update items. Within one call the last entry for an item_id wins."""
+    latest = {it.item_id: it for it in items}
+    conn = session.connection()
+    existing = lookup_ids(conn, ITEM, list(latest))
+    # One executemany per set of given fields: the UPDATE touches only the fields a row sets.
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for it in latest.values():
+        given = {f.name: getattr(it, f.name) for f in fields(it) if f.name != "item_id"}
+        given = {k: v for k, v in given.items() if v is not None}
+        groups.setdefault(tuple(sorted(given)), []).append({"external_id": it.item_id, **ITEM_DEFAULTS, **given})
+    for names, params in groups.items():
+        stmt = dialect_insert(conn, ITEM)
+        if names:
+            stmt = stmt.on_conflict_do_update(index_elements=["external_id"], set_={k: stmt.excluded[k] for k in names})
+        else:
+            stmt = stmt.on_conflict_do_nothing(index_elements=["external_id"])
+        conn.execute(stmt, params)
+    return UpsertResult(created=len(latest) - len(existing), updated=len(existing))
+
+
+def upsert_user(*, session: Session, user_id: str, attributes: dict[str, Any] | None = None) -> User:
+    """Create the user or replace its attributes (None keeps them); returns the stored row."""
+    conn = session.connection()
+    stmt = dialect_insert(conn, USER)
+    row = {"external_id": user_id, "attributes": attributes if attributes is not None else {}}
+    if attributes is None:
+        stmt = stmt.on_conflict_do_nothing(index_elements=["external_id"])
+    else:
+        stmt = stmt.on_conflict_do_update(index_elements=["external_id"], set_={"attributes": stmt.excluded.attributes})
+    conn.execute(stmt, row)
+    user = get_user(session=session, user_id=user_id)
+    assert user is not None
+    session.refresh(user)  # the identity map may hold the row from before the upsert
+    return user
+
+
+def get_user(*, session: Session, user_id: str) -> User | None:
+    return session.scalar(select(User).where(User.external_id == user_id))
+
+
+def get_item(*, session: Session, item_id: str) -> Item | None:
+    return session.scalar(select(Item).where(Item.external_id == item_id))
+
+
+def interaction_count(*, session: Session, user: User | None = None, item: Item | None = None) -> int:
+    """Events of one user, of one item, or of everybody."""
+    stmt = select(func.count()).select_from(Interaction)
+    if user is not None:
+        stmt = stmt.where(Interaction.user_id == user.id)
+    if item is not None:
+        stmt = stmt.where(Interaction.item_id == item.id)
+    return session.scalar(stmt) or 0
+
+
+def list_user_interactions(
+    *, session: Session, user_id: str, limit: int = 50, cursor: str | None = None
+) -> InteractionPage | None:
+    """A page of the user's events, newest first; None when the user is unknown."""
+    user = get_user(session=session, user_id=user_id)
+    if user is None:
+        return None
+    ev = Interaction
+    stmt = (
+        select(Item.external_id, ev.type, ev.value, ev.occurred_at, ev.event_id, ev.id)
+        .join(Item, Item.id == ev.item_id)
+        .where(ev.user_id == user.id)
+    )
+    if cursor is not None:
+        at, last_id = decode_cursor(cursor)
+        stmt = stmt.where(tuple_(ev.occurred_at, ev.id) < tuple_(at, last_id))
+    rows = session.execute(stmt.order_by(ev.occurred_at.desc(), ev.id.desc()).limit(limit + 1)).all()
+    page = [InteractionRecord(*row[:5]) for row in rows[:limit]]
+    next_cursor = encode_cursor(rows[limit - 1].occurred_at, rows[limit - 1].id) if len(rows) > limit else None
+    return InteractionPage(interactions=page, next_cursor=next_cursor)
+
+
+def encode_cursor(occurred_at: datetime, row_id: int) -> str:
+    micros = (occurred_at - EPOCH) // timedelta(microseconds=1)
+    return base64.urlsafe_b64encode(f"{micros}.{row_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        micros, row_id = (int(part) for part in raw.split("."))
+        return EPOCH + timedelta(microseconds=micros), row_id
+    except (ValueError, UnicodeDecodeError, binascii.Error, OverflowError) as exc:
+        raise InvalidCursor(f"invalid cursor {cursor!r}") from exc
+
+
+def delete_user(*, session: Session, user_id: str) -> int | None:
+    """Forget the user and every event of theirs; returns the number of events, None if unknown."""
+    user = get_user(session=session, user_id=user_id)
+    if user is None:
+        return None
+    # Explicit rather than relying on ON DELETE CASCADE alone, so the count can be reported.
+    no_sync = {"synchronize_session": False}
+    result = session.execute(delete(Interaction).where(Interaction.user_id == user.id), execution_options=no_sync)
+    gone = cast(CursorResult[Any], result).rowcount
+    session.execute(delete(User).where(User.id == user.id), execution_options=no_sync)
+    session.expunge(user)
+    return gone
+
+
+def counts(*, session: Session) -> Counts:
+    def n(model: type[User] | type[Item] | type[Interaction]) -> int:
+        return session.scalar(select(func.count()).select_from(model)) or 0
+
+    return Counts(users=n(User), items=n(Item), interactions=n(Interaction))

@@ -1,0 +1,67 @@
+"""The FastAPI application: create_app(settings) and a lifespan that starts components in order."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import ExitStack, asynccontextmanager
+
+from fastapi import FastAPI
+
+from app import __version__
+from app.api.errors import install_error_handlers
+from app.api.routes import catalog, health, interactions
+from app.config import Settings, get_settings
+from app.db.migrations import upgrade
+from app.db.session import make_engine, make_sessionmaker
+
+API_PREFIX = "/v1"
+
+
+def start_database(app: FastAPI, stack: ExitStack) -> None:
+    """Migrate (DEEPREC_MIGRATE_ON_START), then app.state.engine and app.state.sessionmaker."""
+    settings: Settings = app.state.settings
+    if settings.migrate_on_start:
+        upgrade(settings)
+    engine = make_engine(settings)
+    stack.callback(engine.dispose)
+    app.state.engine = engine
+    app.state.sessionmaker = make_sessionmaker(engine)
+
+
+# Started in this order, stopped in reverse. Each gets the app and an ExitStack for its cleanup,
+# and may add a readiness check to app.state.ready_checks. The model registry and the embedded
+# worker go after the database.
+COMPONENTS: tuple[Callable[[FastAPI, ExitStack], None], ...] = (start_database,)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    with ExitStack() as stack:
+        for start in COMPONENTS:
+            start(app, stack)
+        yield
+
+
+def include_routers(app: FastAPI) -> None:
+    """Every router of the service, in one place."""
+    app.include_router(health.router)
+    for module in (interactions, catalog):
+        app.include_router(module.router, prefix=API_PREFIX)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    logging.getLogger("app").setLevel(settings.log_level.upper())
+    app = FastAPI(
+        title="DeepRec",
+        version=__version__,
+        summary="Deep recommenders behind an HTTP API",
+        description="Write endpoints need the X-API-Key header when DEEPREC_API_KEY is set.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.ready_checks = health.default_ready_checks()
+    install_error_handlers(app)
+    include_routers(app)
+    return app
