@@ -10,7 +10,9 @@ from fastapi import FastAPI
 
 from app import __version__
 from app.api.errors import install_error_handlers
+from app.api.observability import configure_logging
 from app.api.routes import catalog, health, interactions
+from app.api.serving_app import install_serving, start_serving
 from app.config import Settings, get_settings
 from app.db.migrations import upgrade
 from app.db.session import make_engine, make_sessionmaker
@@ -32,7 +34,7 @@ def start_database(app: FastAPI, stack: ExitStack) -> None:
 # Started in this order, stopped in reverse. Each gets the app and an ExitStack for its cleanup,
 # and may add a readiness check to app.state.ready_checks. The model registry and the embedded
 # worker go after the database.
-COMPONENTS: tuple[Callable[[FastAPI, ExitStack], None], ...] = (start_database,)
+COMPONENTS: tuple[Callable[[FastAPI, ExitStack], None], ...] = (start_database, start_serving)
 
 
 @asynccontextmanager
@@ -52,6 +54,7 @@ def include_routers(app: FastAPI) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    configure_logging(settings.log_level)
     logging.getLogger("app").setLevel(settings.log_level.upper())
     app = FastAPI(
         title="DeepRec",
@@ -64,4 +67,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ready_checks = health.default_ready_checks()
     install_error_handlers(app)
     include_routers(app)
+    install_serving(app)
     return app

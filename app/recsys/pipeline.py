@@ -24,6 +24,8 @@ from app.recsys.training import ranking_score, rating_errors
 
 # What `make run` trains first: fast enough on the demo data, and it covers every serving path.
 DEFAULT_MODELS = ("popularity", "mf", "sasrec", "gru4rec", "content", "hybrid")
+# Models that can start from others trained earlier in the same run (NeuMF from GMF and MLP).
+PRETRAIN_FROM: dict[str, tuple[str, ...]] = {"neumf": ("gmf", "mlp")}
 
 
 @dataclass(frozen=True)
@@ -61,33 +63,42 @@ def dependencies(name: str) -> tuple[str, ...]:
 def resolve_models(spec: str | Sequence[str]) -> list[str]:
     """'all', 'default', a name, a comma list or a list -> registered names in a valid training order.
 
-    Dependencies are added when missing (the hybrid needs its members trained in the same run).
+    A model named explicitly brings its dependencies (the hybrid needs its members trained in the
+    same run); 'default' is a closed set: its hybrid combines the members in the set.
     """
     registered = model_names()
-    names: list[str] = []
+    named: list[str] = []
+    closed: list[str] = []
     for part in [spec] if isinstance(spec, str) else list(spec):
         for token in (t.strip() for t in part.split(",")):
             if token == "all":
-                names += registered
+                named += registered
             elif token == "default":
-                names += [m for m in DEFAULT_MODELS if m in registered]
+                closed += [m for m in DEFAULT_MODELS if m in registered]
             elif token:
                 if token not in registered:
                     raise KeyError(f"unknown model {token!r}; valid: {', '.join(registered + ['all', 'default'])}")
-                names.append(token)
+                named.append(token)
     order: list[str] = []
+    chosen = set(named) | set(closed)
 
-    def visit(name: str, path: tuple[str, ...]) -> None:
+    def visit(name: str, path: tuple[str, ...], add_deps: bool) -> None:
         if name in path:
             raise ValueError(f"dependency cycle: {' -> '.join((*path, name))}")
         if name in order:
             return
         for dep in dependencies(name):
-            visit(dep, (*path, name))
+            if add_deps or dep in chosen:
+                visit(dep, (*path, name), add_deps)
+        for dep in PRETRAIN_FROM.get(name, ()):  # order only: never added
+            if dep in chosen:
+                visit(dep, (*path, name), add_deps)
         order.append(name)
 
-    for name in names:
-        visit(name, ())
+    for name in closed:
+        visit(name, (), name in named)
+    for name in named:
+        visit(name, (), True)
     return order
 
 
@@ -151,6 +162,26 @@ def evaluate(model: Recommender, split: Split, k: int = 10) -> dict[str, Any]:
     return metrics
 
 
+def build_model(name: str, model_cfg: Any, train_cfg: TrainConfig, trained: Mapping[str, Recommender]) -> Recommender:
+    """A fresh model, handed what earlier models of the run offer it.
+
+    The hybrid gets its trained members (``use_dependencies``); a NeuMF asked to pre-train
+    (``pretrain=True``) starts from the GMF and MLP of this run when both were trained, as in the
+    paper, instead of training its own.
+    """
+    cls = get_model_class(name)
+    pretrained = [trained.get(n) for n in PRETRAIN_FROM.get(name, ())]
+    if getattr(model_cfg, "pretrain", False) and hasattr(cls, "from_pretrained") and all(pretrained):
+        model = cls.from_pretrained(*pretrained, alpha=model_cfg.alpha, config=model_cfg)
+    else:
+        model = cls(model_cfg)
+    model = model.to(train_cfg.device)
+    deps = {d: trained[d] for d in dependencies(name) if d in trained}
+    if deps and hasattr(model, "use_dependencies"):
+        model.use_dependencies(deps)
+    return model
+
+
 def train_models(
     data: InteractionData,
     models: str | Sequence[str] = "default",
@@ -171,10 +202,7 @@ def train_models(
         model_cfg, train_cfg = configs_for(name, params)
         if device is not None:
             train_cfg = dataclasses.replace(train_cfg, device=device)
-        model = get_model_class(name)(model_cfg).to(train_cfg.device)
-        deps = {d: trained[d] for d in dependencies(name)}
-        if deps and hasattr(model, "use_dependencies"):
-            model.use_dependencies(deps)
+        model = build_model(name, model_cfg, train_cfg, trained)
         emit(Progress(name, index, len(names), "start", epochs=train_cfg.epochs))
 
         def on_epoch(info: EpochInfo, name: str = name, index: int = index) -> None:

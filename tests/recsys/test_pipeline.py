@@ -26,9 +26,18 @@ def test_dependencies_come_first_and_are_added(monkeypatch):
     deps = {"mf": ("popularity",)}
     monkeypatch.setattr(pipeline, "dependencies", lambda name: deps.get(name, ()))
     assert resolve_models("mf") == ["popularity", "mf"]
+    assert resolve_models(["default", "mf"])[:2] == ["popularity", "mf"]
     deps["popularity"] = ("mf",)
     with pytest.raises(ValueError, match="cycle"):
         resolve_models("mf")
+
+
+def test_default_is_a_closed_set(monkeypatch):
+    deps = {"mf": ("popularity", "gmf")}
+    monkeypatch.setattr(pipeline, "dependencies", lambda name: deps.get(name, ()))
+    monkeypatch.setattr(pipeline, "DEFAULT_MODELS", ("mf", "popularity"))
+    assert resolve_models("default") == ["popularity", "mf"]  # gmf is not in the set: not added
+    assert "gmf" in resolve_models("default,mf")  # named explicitly: brings every dependency
 
 
 def test_every_registered_model_declares_known_dependencies():
@@ -81,3 +90,17 @@ def test_rating_models_get_rmse(data):
     name = rating[0]
     result = train_models(data, name, params={"epochs": 2, "objective": "rating"})[-1]
     assert result.metrics["test_rmse"] > 0 and result.metrics["test_mae"] > 0
+
+
+def test_neumf_pretrains_from_gmf_and_mlp_of_the_same_run(data, monkeypatch):
+    if not {"gmf", "mlp", "neumf"} <= set(model_names()):
+        pytest.skip("NCF models not registered")
+    assert resolve_models("neumf,gmf,mlp") == ["gmf", "mlp", "neumf"]
+    gmf_cls = pipeline.get_model_class("gmf")
+    fits = []
+    original = gmf_cls.fit
+    monkeypatch.setattr(gmf_cls, "fit", lambda self, *a, **k: fits.append(1) or original(self, *a, **k))
+    params = {"epochs": 1, "batch_size": 256, "neumf": {"pretrain": True}}
+    results = {r.name: r for r in train_models(data, "gmf,mlp,neumf", params=params)}
+    assert results["neumf"].model.extra.get("pretrained") is True
+    assert len(fits) == 1  # the run's GMF was reused, not a second one trained inside NeuMF

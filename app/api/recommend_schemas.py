@@ -1,0 +1,189 @@
+"""Request and response bodies of the serving endpoints, with the examples shown on /docs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_N = 1000
+MAX_ITEMS = 1000
+IdStr = Field(min_length=1, max_length=256)
+
+Strategy = Literal["personalized", "sequential", "content", "popular", "similar"]
+
+
+class ScoredItemRead(BaseModel):
+    item_id: str
+    score: float = Field(description="The model's relevance score (higher is better; scale depends on the model)")
+    reason: str = Field(description="Why: the seed item it came from, the ensemble member, or 'popular'")
+
+
+class RecommendationsRead(BaseModel):
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        json_schema_extra={
+            "example": {
+                "user_id": "196",
+                "model": "hybrid",
+                "version": "20250101T120000000000Z-1f2e3d",
+                "strategy": "personalized",
+                "items": [{"item_id": "50", "score": 2.31, "reason": "sasrec"}],
+                "detail": None,
+            }
+        },
+    )
+
+    user_id: str | None = None
+    model: str = Field(description="The model that made the list (after any fallback)")
+    version: str | None = Field(description="Its active version; null when computed from the database")
+    strategy: Strategy
+    items: list[ScoredItemRead]
+    detail: str | None = Field(default=None, description="Why a fallback was used, when one was")
+
+
+class SessionRecommendationsRead(RecommendationsRead):
+    unknown_item_ids: list[str] = Field(default_factory=list, description="Session items not in the catalogue")
+
+
+class SimilarRead(BaseModel):
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        json_schema_extra={
+            "example": {
+                "item_id": "50",
+                "model": "sasrec",
+                "version": "20250101T120000000000Z-1f2e3d",
+                "strategy": "similar",
+                "items": [{"item_id": "181", "score": 0.91, "reason": "similar to 50"}],
+                "detail": None,
+            }
+        },
+    )
+
+    item_id: str
+    model: str
+    version: str | None
+    strategy: Strategy
+    items: list[ScoredItemRead]
+    detail: str | None = None
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        protected_namespaces=(),
+        json_schema_extra={"example": {"user_id": "196", "item_ids": ["242", "302"], "model": "neumf"}},
+    )
+
+    user_id: str = IdStr
+    item_ids: list[str] = Field(min_length=1, max_length=MAX_ITEMS)
+    model: str | None = None
+
+
+class PredictionRead(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    item_id: str
+    score: float
+    rating: float | None = Field(description="Predicted rating on the data set's scale; null without a rating model")
+    model: str = Field(description="The model that scored this item (content for items newer than the model)")
+
+
+class PredictRead(BaseModel):
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        json_schema_extra={
+            "example": {
+                "model": "neumf",
+                "version": "20250101T120000000000Z-1f2e3d",
+                "strategy": "personalized",
+                "predictions": [{"item_id": "242", "score": 1.7, "rating": 4.1, "model": "neumf"}],
+            }
+        },
+    )
+
+    model: str
+    version: str | None
+    strategy: Strategy
+    predictions: list[PredictionRead]
+
+
+class SessionRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        protected_namespaces=(),
+        json_schema_extra={"example": {"item_ids": ["50", "172", "181"], "n": 10, "model": "sasrec"}},
+    )
+
+    item_ids: list[str] = Field(min_length=1, max_length=MAX_ITEMS, description="The session's items, oldest first")
+    n: int = Field(default=10, gt=0, le=MAX_N)
+    model: str | None = None
+    exclude_seen: bool = Field(default=True, description="Leave out the session's own items")
+
+
+class ModelRead(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    name: str
+    active_version: str | None
+    metrics: dict[str, Any]
+    device: str | None
+    trained_at: datetime | None
+    loaded: bool = Field(description="Serving now (false: not trained yet, or its version was refused)")
+    error: str | None = None
+
+
+class ModelsRead(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "models": [
+                    {
+                        "name": "mf",
+                        "active_version": "20250101T120000000000Z-1f2e3d",
+                        "metrics": {"valid_ndcg@10": 0.071, "test_ndcg@10": 0.068},
+                        "device": "cpu",
+                        "trained_at": "2025-01-01T12:00:00Z",
+                        "loaded": True,
+                        "error": None,
+                    }
+                ]
+            }
+        }
+    )
+
+    models: list[ModelRead]
+
+
+class VersionRead(BaseModel):
+    version: str
+    trained_at: datetime
+    metrics: dict[str, Any]
+    size_bytes: int
+    active: bool
+
+
+class VersionsRead(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "name": "mf",
+                "active_version": "20250101T120000000000Z-1f2e3d",
+                "versions": [
+                    {
+                        "version": "20250101T120000000000Z-1f2e3d",
+                        "trained_at": "2025-01-01T12:00:00Z",
+                        "metrics": {"valid_ndcg@10": 0.071},
+                        "size_bytes": 1234567,
+                        "active": True,
+                    }
+                ],
+            }
+        }
+    )
+
+    name: str
+    active_version: str | None
+    versions: list[VersionRead]

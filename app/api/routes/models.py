@@ -1,0 +1,63 @@
+"""Trained models: the active version of each, its metrics and device, and every stored version."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Request
+
+from app.api.recommend_schemas import ModelsRead, VersionsRead
+from app.recsys.models import model_names
+from app.recsys.store import StoreError, version_time
+from app.serving.registry import ModelRegistry
+from app.serving.results import UnknownModel
+
+router = APIRouter(prefix="/v1", tags=["models"])
+
+
+def get_registry(request: Request) -> ModelRegistry:
+    return request.app.state.registry
+
+
+Registry = Annotated[ModelRegistry, Depends(get_registry)]
+
+
+@router.get("/models", response_model=ModelsRead, summary="Models")
+def list_models(registry: Registry) -> dict[str, Any]:
+    """Each model's active version, its metrics, the device it is on and when it was trained."""
+    loaded = registry.models
+    out = []
+    for name in model_names():
+        lm = loaded.get(name)
+        if lm is not None:
+            row = {"name": name, "active_version": lm.version, "metrics": lm.metrics, "device": str(lm.device),
+                   "trained_at": lm.trained_at, "loaded": True}  # fmt: skip
+        else:
+            active = registry.store.active_version(name)
+            row = {"name": name, "active_version": active, "metrics": {}, "device": None,
+                   "trained_at": version_time(active) if active else None, "loaded": False}  # fmt: skip
+        out.append({**row, "error": registry.errors.get(name)})
+    return {"models": out}
+
+
+@router.get(
+    "/models/{name}/versions",
+    response_model=VersionsRead,
+    responses={422: {"description": "Unknown model name; the valid ones are listed"}},
+    summary="Model versions",
+)
+def list_versions(registry: Registry, name: Annotated[str, Path(examples=["mf"])]) -> dict[str, Any]:
+    """Every stored version of one model, oldest first, with its metrics; marks the active one."""
+    if name not in model_names():
+        raise UnknownModel(name, model_names())
+    store = registry.store
+    active = store.active_version(name)
+    versions = []
+    for version in store.versions(name):
+        try:
+            info = store.info(name, version)
+        except StoreError:
+            continue  # a version being deleted or damaged is not listed
+        versions.append({"version": version, "trained_at": info.trained_at, "metrics": info.metrics,
+                         "size_bytes": info.size_bytes, "active": version == active})  # fmt: skip
+    return {"name": name, "active_version": active, "versions": versions}

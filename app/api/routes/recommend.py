@@ -1,0 +1,120 @@
+"""Recommendations, predictions, next items and similar items. Sync routes: torch runs in the threadpool."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+
+from app.api.recommend_schemas import (
+    MAX_N,
+    PredictRead,
+    PredictRequest,
+    RecommendationsRead,
+    SessionRecommendationsRead,
+    SessionRequest,
+    SimilarRead,
+)
+from app.serving import items as item_service
+from app.serving.results import RecList
+from app.serving.service import Filters, RecommendationService
+
+router = APIRouter(prefix="/v1", tags=["recommendations"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    422: {"description": "Bad parameter: n outside 1..1000, or an unknown model (the valid ones are listed)"},
+    503: {"description": "Models are loading; the Retry-After header says when to retry"},
+}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "Unknown ids; they are listed"}}
+
+
+def get_recommender(request: Request) -> RecommendationService:
+    return request.app.state.recommender
+
+
+Recommender = Annotated[RecommendationService, Depends(get_recommender)]
+N = Annotated[int, Query(gt=0, le=MAX_N, description="How many items", examples=[10])]
+ModelName = Annotated[str | None, Query(description="Any model name; default: the hybrid", examples=["hybrid"])]
+UserId = Annotated[str, Path(min_length=1, max_length=256, examples=["196"])]
+ExcludeSeen = Annotated[bool, Query(description="Leave out items the user interacted with")]
+Categories = Annotated[
+    str | None, Query(max_length=10_000, description="Only items in any of these categories", examples=["Comedy"])
+]
+Exclude = Annotated[str | None, Query(max_length=100_000, description="Item ids to leave out", examples=["50,181"])]
+
+
+def _csv(value: str | None) -> tuple[str, ...]:
+    return tuple(p for p in (s.strip() for s in (value or "").split(",")) if p)
+
+
+def _rec(out: RecList, **ids: Any) -> dict[str, Any]:
+    items = [{"item_id": i.item_id, "score": i.score, "reason": i.reason} for i in out.items]
+    body = {"model": out.model, "version": out.version, "strategy": out.strategy, "items": items}
+    return {**ids, **body, "detail": out.detail, **out.extra}
+
+
+@router.get(
+    "/users/{user_id}/recommendations", response_model=RecommendationsRead, responses=ERRORS, summary="Recommend"
+)
+def recommend(
+    svc: Recommender,
+    user_id: UserId,
+    n: N = 10,
+    model: ModelName = None,
+    exclude_seen: ExcludeSeen = True,
+    categories: Categories = None,
+    exclude: Exclude = None,
+) -> dict[str, Any]:
+    """Top-N items for a user; users the model never saw fall back (sequence model, content, popular)."""
+    filters = Filters(n=n, categories=_csv(categories), exclude=_csv(exclude), exclude_seen=exclude_seen)
+    return _rec(svc.recommend(user_id, model=model, filters=filters), user_id=user_id)
+
+
+@router.post("/predict", response_model=PredictRead, responses={**ERRORS, **NOT_FOUND}, summary="Predict")
+def predict(svc: Recommender, body: PredictRequest) -> dict[str, Any]:
+    """Relevance scores and, from a rating model, ratings on the data set's scale for given items."""
+    out = item_service.predict(svc, body.user_id, body.item_ids, body.model)
+    out["predictions"] = [p.__dict__ for p in out["predictions"]]
+    return out
+
+
+@router.get(
+    "/users/{user_id}/next-items",
+    response_model=RecommendationsRead,
+    responses={**ERRORS, **NOT_FOUND},
+    summary="Next items for a user",
+)
+def next_items(
+    svc: Recommender,
+    user_id: UserId,
+    n: N = 10,
+    model: Annotated[str | None, Query(description="A sequence model", examples=["sasrec"])] = None,
+    exclude_seen: ExcludeSeen = True,
+) -> dict[str, Any]:
+    """What comes next after the user's current sequence, read from the database now."""
+    return _rec(svc.next_items(user_id, model=model, filters=Filters(n=n, exclude_seen=exclude_seen)), user_id=user_id)
+
+
+@router.post(
+    "/sessions/next-items", response_model=SessionRecommendationsRead, responses=ERRORS, summary="Next items (session)"
+)
+def session_next_items(svc: Recommender, body: SessionRequest) -> dict[str, Any]:
+    """Next items for an anonymous session's sequence of items; no user needed."""
+    filters = Filters(n=body.n, exclude_seen=body.exclude_seen)
+    return _rec(svc.session_next(body.item_ids, model=body.model, filters=filters), user_id=None)
+
+
+@router.get(
+    "/items/{item_id}/similar",
+    response_model=SimilarRead,
+    responses={**ERRORS, **NOT_FOUND},
+    summary="Similar items",
+)
+def similar_items(
+    svc: Recommender,
+    item_id: Annotated[str, Path(min_length=1, max_length=256, examples=["50"])],
+    n: N = 10,
+    model: Annotated[str | None, Query(description="A model with item embeddings", examples=["mf"])] = None,
+) -> dict[str, Any]:
+    """Item-to-item by learned embeddings; an item with features only is matched by the content model."""
+    return _rec(item_service.similar(svc, item_id, n, model), item_id=item_id)

@@ -1,0 +1,88 @@
+"""Wires serving into the FastAPI app: routers, request middleware, error mapping, and the lifespan part
+that loads every active model version in the background (requests get 503 until it is done).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import ExitStack
+
+import torch
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.api import observability
+from app.api.routes import models as models_routes
+from app.api.routes import recommend as recommend_routes
+from app.config import Settings
+from app.recsys.store import ModelStore
+from app.serving.history import CatalogueCache
+from app.serving.metrics import set_loaded
+from app.serving.registry import ModelRegistry, select_device
+from app.serving.results import ServingError
+from app.serving.service import RecommendationService
+
+log = logging.getLogger(__name__)
+
+
+async def _serving_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServingError)
+    detail = exc.detail if isinstance(exc.detail, dict) else {"message": str(exc.detail)}
+    body = {"detail": detail.get("message", ""), **{k: v for k, v in detail.items() if k != "message"}}
+    return JSONResponse(body, status_code=exc.status, headers=exc.headers)
+
+
+def install_serving(app: FastAPI) -> None:
+    """Routers, the request-id/metrics middleware and the ServingError -> JSON mapping."""
+    app.include_router(recommend_routes.router)
+    app.include_router(models_routes.router)
+    app.include_router(observability.router)
+    app.add_middleware(observability.RequestContextMiddleware)
+    app.add_exception_handler(ServingError, _serving_error)
+
+
+def build_serving(app: FastAPI, settings: Settings, sessions: sessionmaker[Session]) -> ModelRegistry:
+    """Registry and service on app.state; raises at once when DEEPREC_DEVICE=cuda has no GPU."""
+    torch.set_num_threads(max(1, settings.torch_threads))  # small per-request ops: thread hand-off costs more
+    device = select_device(settings.device)
+    registry = ModelRegistry(ModelStore(settings.models_dir), device)
+    app.state.registry = registry
+    app.state.recommender = RecommendationService(registry, sessions, CatalogueCache(sessions))
+    return registry
+
+
+def load_models(registry: ModelRegistry) -> None:
+    try:
+        models = registry.refresh()
+    except Exception:  # never stay not-ready forever: serve popularity and say why in the logs
+        log.exception("loading models failed; serving popularity from the database")
+        registry.ready = True
+        return
+    set_loaded({name: (m.version, str(m.device)) for name, m in models.items()})
+    log.info("models ready", extra={"models": models.versions(), "device": str(registry.device)})
+
+
+def start_serving(app: FastAPI, stack: ExitStack) -> None:
+    """Lifespan component (after the database): load every active model version in a background
+    thread; model routes answer 503 with Retry-After and /readyz is not ready until it is done."""
+    registry = build_serving(app, app.state.settings, app.state.sessionmaker)
+    loader = threading.Thread(target=load_models, args=(registry,), name="model-loader", daemon=True)
+    loader.start()
+    stack.callback(loader.join, 60)
+    app.state.ready_checks["models"] = check_models
+
+
+def check_models(app: FastAPI) -> str:
+    """Readiness check: raises until the model registry has loaded the active versions."""
+    registry: ModelRegistry | None = getattr(app.state, "registry", None)
+    if registry is None or not registry.ready:
+        raise ModelsLoading("models loading")
+    if not registry.models:
+        return "no trained model yet: serving popularity from the database"
+    return ", ".join(f"{n}@{v}" for n, v in registry.models.versions().items())
+
+
+class ModelsLoading(Exception):
+    pass

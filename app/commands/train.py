@@ -1,0 +1,201 @@
+"""`deeprec train` and `deeprec models`: train from the configured database into the model store, list versions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from app.config import Settings, get_settings
+
+# CLI flag -> TrainConfig / model-config field (the pipeline routes each to the configs that have it).
+OVERRIDES: dict[str, tuple[str, type]] = {
+    "--epochs": ("epochs", int),
+    "--dim": ("dim", int),
+    "--lr": ("lr", float),
+    "--batch-size": ("batch_size", int),
+    "--weight-decay": ("weight_decay", float),
+    "--patience": ("patience", int),
+    "--num-negatives": ("num_negatives", int),
+    "--seed": ("seed", int),
+    "--objective": ("objective", str),
+}
+
+
+def add_train_parser(sub: Any) -> None:
+    p = sub.add_parser("train", help="train models from the database into the model store and activate them")
+    p.add_argument(
+        "--model",
+        "-m",
+        action="append",
+        default=None,
+        help="model name, comma list, 'all' or 'default' (repeatable; default: default)",
+    )
+    for flag, (field, typ) in OVERRIDES.items():
+        p.add_argument(flag, dest=field, type=typ, default=None, help=f"override {field}")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other config field, e.g. --param max_len=100 or --param mf.dim=128 (JSON values)",
+    )
+    p.add_argument("--device", default=None, help="cpu | cuda | auto (default: DEEPREC_DEVICE)")
+    p.add_argument(
+        "--holdout",
+        choices=["test", "valid"],
+        default="test",
+        help="test: hold out each user's last two events (honest test metrics); valid: only the last one",
+    )
+    p.add_argument("--text-buckets", type=int, default=0, help="hashed title-token features for content models")
+    p.add_argument("--if-missing", action="store_true", help="only train models that have no version yet")
+    p.add_argument("--no-activate", action="store_true", help="save versions without making them active")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_train)
+
+
+def add_models_parser(sub: Any) -> None:
+    p = sub.add_parser("models", help="list trained model versions in the store")
+    p.add_argument("name", nargs="?", help="only this model")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run_models)
+
+
+def parse_params(args: argparse.Namespace) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for _, (field, _) in OVERRIDES.items():
+        if getattr(args, field, None) is not None:
+            params[field] = getattr(args, field)
+    for item in args.param:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--param expects KEY=VALUE, got {item!r}")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        model, dot, field = key.partition(".")
+        if dot:
+            params.setdefault(model, {})[field] = value
+        else:
+            params[key] = value
+    return params
+
+
+def train(
+    settings: Settings,
+    models: Sequence[str] | str = "default",
+    *,
+    params: dict[str, Any] | None = None,
+    if_missing: bool = False,
+    activate: bool = True,
+    device: str | None = None,
+    holdout: str = "test",
+    text_buckets: int = 0,
+    verbose: bool = False,
+) -> list[dict[str, Any]]:
+    """Read a snapshot from the database, train, save each model as a new version; returns a summary."""
+    from app.db.frames import interactions_frame, items_frame
+    from app.db.session import make_engine, make_sessionmaker
+    from app.recsys.data import InteractionData
+    from app.recsys.pipeline import resolve_models, train_models
+    from app.recsys.store import ModelStore
+    from app.recsys.training import resolve_device, set_train_threads
+
+    store = ModelStore(settings.models_dir)
+    names = resolve_models(models)
+    if if_missing:
+        names = [n for n in names if not store.versions(n)]
+        if not names:
+            return []
+    engine = make_engine(settings)
+    try:
+        with make_sessionmaker(engine)() as session:
+            interactions = interactions_frame(session=session)
+            items = items_frame(session=session)
+    finally:
+        engine.dispose()
+    if interactions.empty:
+        raise SystemExit("no interactions in the database: import some first (deeprec demo-data or deeprec import)")
+    set_train_threads(settings.train_threads)
+    data = InteractionData.from_frames(interactions, items, text_buckets=text_buckets)
+    params = dict(params or {})
+    if verbose:
+        params.setdefault("verbose", True)
+    dev = str(resolve_device(device or settings.device))
+    results = train_models(data, names, params=params, holdout=holdout, device=dev)
+    summary = []
+    for r in results:
+        version = store.save(r.model)
+        if activate:
+            store.activate(r.name, version)
+        pruned = store.prune(r.name, settings.keep_versions)
+        summary.append(
+            {
+                "model": r.name,
+                "version": version,
+                "active": activate,
+                "seconds": round(r.seconds, 2),
+                "valid_ndcg@10": r.metrics.get("valid_ndcg@10"),
+                "test_ndcg@10": r.metrics.get("test_ndcg@10"),
+                "pruned": pruned,
+            }
+        )
+    return summary
+
+
+def run_train(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    t0 = time.perf_counter()
+    try:
+        summary = train(
+            settings,
+            args.model or ["default"],
+            params=parse_params(args),
+            if_missing=args.if_missing,
+            activate=not args.no_activate,
+            device=args.device,
+            holdout=args.holdout,
+            text_buckets=args.text_buckets,
+            verbose=not args.quiet,
+        )
+    except (KeyError, ValueError, RuntimeError) as e:
+        print(f"deeprec train: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+    if not summary:
+        print("every requested model already has a version; nothing to train (drop --if-missing to retrain)")
+    for row in summary:
+        ndcg = row["test_ndcg@10"]
+        shown = "n/a" if ndcg is None else f"{ndcg:.4f}"
+        state = "active" if row["active"] else "saved"
+        print(f"{row['model']:>10}  {row['version']}  {state}  test ndcg@10 {shown}  {row['seconds']:.1f}s")
+    print(f"done in {time.perf_counter() - t0:.1f}s; store: {settings.models_dir}")
+    return 0
+
+
+def run_models(args: argparse.Namespace) -> int:
+    from app.recsys.store import ModelStore, StoreError
+
+    store = ModelStore(get_settings().models_dir)
+    rows = []
+    for name in [args.name] if args.name else store.models():
+        active = store.active_version(name)
+        for version in store.versions(name):
+            try:
+                info = store.info(name, version).to_dict()
+            except StoreError as e:
+                info = {"name": name, "version": version, "error": str(e)}
+            rows.append({**info, "active": version == active})
+    if args.json:
+        print(json.dumps(rows, indent=1, default=str))
+        return 0
+    if not rows:
+        print(f"no trained models in {store.root}; run: deeprec train --model default")
+    for r in rows:
+        ndcg = r.get("metrics", {}).get("test_ndcg@10")
+        shown = "" if ndcg is None else f"test ndcg@10 {ndcg:.4f}"
+        print(f"{'*' if r['active'] else ' '} {r['name']:>10}  {r['version']}  {r.get('trained_at', '')}  {shown}")
+    return 0

@@ -1,0 +1,148 @@
+"""The models the API serves: the active version of each trained model, loaded onto one device.
+
+Requests read ``registry.models`` once and keep that immutable :class:`ModelSet` to the end, so a
+swap (one reference assignment) never changes the models under a running request: requests in
+flight finish on the old versions, new ones get the new versions, none fail.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from app.recsys.models import model_names
+from app.recsys.models.base import Recommender
+from app.recsys.store import ModelStore, StoreError, version_time
+from app.recsys.training import resolve_device
+
+log = logging.getLogger(__name__)
+
+
+def select_device(name: str) -> torch.device:
+    """'auto' -> CUDA when available, else CPU; 'cuda' without a GPU is a clear error, never a silent CPU."""
+    if name not in ("auto", "cpu") and not name.startswith("cuda"):
+        raise ValueError(f"DEEPREC_DEVICE must be auto, cpu or cuda[:N], not {name!r}")
+    return resolve_device(name)
+
+
+@dataclass
+class LoadedModel:
+    """One model version on the device, with the lookups serving needs built once at load time."""
+
+    name: str
+    version: str
+    model: Recommender
+    trained_at: datetime
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    cache: dict[str, Any] = field(default_factory=dict)  # lazily built tensors (normalised embeddings, masks)
+
+    def __post_init__(self) -> None:
+        self.item_index = pd.Index(self.model.item_ids)  # external id -> column
+        self.user_index = pd.Index(self.model.user_ids)
+        self.item_ids = np.asarray(self.model.item_ids, dtype=object)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.model.metrics
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def user_of(self, user_id: str) -> int:
+        """Training index of a user, -1 when the model never saw them."""
+        loc = self.user_index.get_indexer([user_id])[0]
+        return int(loc)
+
+    def items_of(self, item_ids: np.ndarray | list[str]) -> np.ndarray:
+        return self.item_index.get_indexer(pd.Index(item_ids, dtype=object))
+
+
+class ModelSet(Mapping[str, LoadedModel]):
+    """An immutable name -> LoadedModel view; one consistent set of versions per request."""
+
+    def __init__(self, models: Mapping[str, LoadedModel] | None = None, generation: int = 0) -> None:
+        self._models = dict(models or {})
+        self.generation = generation
+
+    def __getitem__(self, name: str) -> LoadedModel:
+        return self._models[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._models)
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def versions(self) -> dict[str, str]:
+        return {name: m.version for name, m in self._models.items()}
+
+
+class ModelRegistry:
+    """Loads active versions from the store; ``swap`` publishes a new set atomically."""
+
+    def __init__(self, store: ModelStore, device: torch.device) -> None:
+        self.store = store
+        self.device = device
+        self.models = ModelSet()
+        self.ready = False
+        self.errors: dict[str, str] = {}  # model -> why its version was refused
+        self._lock = threading.Lock()  # one loader at a time; readers never lock
+
+    def swap(self, models: ModelSet) -> ModelSet:
+        """Publish ``models``; returns the previous set (requests holding it keep using it)."""
+        old, self.models = self.models, models
+        return old
+
+    def load_version(self, name: str, version: str) -> LoadedModel:
+        model = self.store.load(name, version, device=self.device)
+        with torch.inference_mode():
+            model.eval()
+        return LoadedModel(name, version, model, version_time(version))
+
+    def wanted_versions(self) -> dict[str, str]:
+        """The version each registered model should serve: its active one (the store decides which)."""
+        out = {}
+        for name in self.store.models():
+            if name not in model_names():
+                continue
+            version = self.store.active_version(name)
+            if version is not None:
+                out[name] = version
+        return out
+
+    def refresh(self, wanted: Mapping[str, str] | None = None) -> ModelSet:
+        """Load what changed and swap once; a version that fails to load is refused and the old one kept."""
+        with self._lock:
+            wanted = dict(self.wanted_versions() if wanted is None else wanted)
+            current = self.models
+            loaded: dict[str, LoadedModel] = {}
+            for name, version in wanted.items():
+                if name in current and current[name].version == version:
+                    loaded[name] = current[name]
+                    continue
+                try:
+                    loaded[name] = self.load_version(name, version)
+                    self.errors.pop(name, None)
+                    log.info("model loaded", extra={"model": name, "version": version, "device": str(self.device)})
+                except (StoreError, RuntimeError, ValueError, KeyError, OSError) as e:
+                    self.errors[name] = str(e)
+                    log.error("model refused", extra={"model": name, "version": version, "error": str(e)})
+                    if name in current:
+                        loaded[name] = current[name]
+            new = ModelSet(loaded, current.generation + 1)
+            self.swap(new)
+            self.ready = True
+            return new

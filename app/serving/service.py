@@ -1,0 +1,230 @@
+"""Recommendations, next items and session next items: model choice, fallback chain, filters, top-N.
+
+Fallback for a user the requested model never saw: a sequence model over their recent events,
+else the content model over them, else popular items within the filters; ``strategy`` says which.
+Each list is one forward pass over the catalogue, then one masked top-N.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.recsys.models import get_model_class, model_names
+from app.serving import scoring
+from app.serving.history import Catalogue, CatalogueCache, UserHistory, user_history
+from app.serving.metrics import STRATEGY, inference_timer
+from app.serving.registry import LoadedModel, ModelRegistry, ModelSet
+from app.serving.results import NotFound, NotReady, RecList, ScoredItem, UnknownModel
+
+DEFAULT_MODEL = "hybrid"
+# When the default is not trained yet, the first of these that is loaded serves instead.
+PREFERENCE = ("hybrid", "sasrec", "neumf", "mf", "gru4rec", "ease", "content", "gmf", "mlp")
+
+
+@dataclass(frozen=True)
+class Filters:
+    n: int = 10
+    categories: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    exclude_seen: bool = True
+
+
+@dataclass
+class Scores:
+    """One forward pass: the model that made it, [I] scores in its item space, and how."""
+
+    lm: LoadedModel
+    scores: torch.Tensor
+    strategy: str
+    hist_cols: np.ndarray  # the user's known items, model columns, oldest first
+    detail: str | None = None
+
+
+def _best(models: ModelSet, names: Sequence[str]) -> LoadedModel | None:
+    """The loaded model among ``names`` with the best validation NDCG (ties: order of ``names``)."""
+    loaded = [models[n] for n in names if n in models]
+    if not loaded:
+        return None
+    return max(loaded, key=lambda m: float(m.metrics.get("valid_ndcg@10") or 0.0))
+
+
+class RecommendationService:
+    def __init__(self, registry: ModelRegistry, sessions: sessionmaker[Session], catalogue: CatalogueCache) -> None:
+        self.registry = registry
+        self.sessions = sessions
+        self.catalogue = catalogue
+
+    # -- shared ---------------------------------------------------------------------------------
+    def snapshot(self) -> ModelSet:
+        if not self.registry.ready:
+            raise NotReady()
+        return self.registry.models
+
+    @staticmethod
+    def check_model(name: str | None, *, sequential: bool = False) -> None:
+        if name is None:
+            return
+        valid = model_names()
+        if sequential:
+            valid = [m for m in valid if get_model_class(m).sequential]
+        if name not in valid:
+            raise UnknownModel(name, valid, "not a sequence model" if name in model_names() else "unknown model")
+
+    def history(self, user_id: str) -> UserHistory:
+        with self.sessions() as session:
+            return user_history(session=session, user_id=user_id)
+
+    def default_model(self, models: ModelSet) -> str:
+        return DEFAULT_MODEL if DEFAULT_MODEL in models else next((m for m in PREFERENCE if m in models), DEFAULT_MODEL)
+
+    def sequential_models(self, models: ModelSet) -> list[str]:
+        return [n for n in models if models[n].model.sequential]
+
+    def content_models(self, models: ModelSet) -> list[str]:
+        return [n for n in models if models[n].model.uses_features and scoring.history_aware(models[n].model)]
+
+    # -- scoring with fallbacks -----------------------------------------------------------------
+    def score_user(self, models: ModelSet, name: str, user_id: str, hist: UserHistory) -> Scores | None:
+        """The requested model if it can serve this user, else the fallback chain; None means popular."""
+        lm = models.get(name)
+        detail = None if lm is not None else f"model {name!r} has no trained version yet"
+        if lm is not None:
+            if lm.model.sequential:
+                if not hist.empty:
+                    with inference_timer(name):
+                        s, known = scoring.score_sequence(lm, hist.item_ids)
+                    if known:
+                        return Scores(lm, s, "sequential", lm.items_of(hist.item_ids))
+                detail = f"{name} knows none of the user's items"
+            else:
+                user = lm.user_of(user_id)
+                if user >= 0 and name != "popularity":
+                    with inference_timer(name):
+                        s = scoring.score_user(lm, user, hist.item_ids, hist.ts)
+                    return Scores(lm, s, "personalized", lm.items_of(hist.item_ids))
+                if name != "popularity":
+                    detail = f"user unknown to {name}"
+        if not hist.empty:
+            seq = lm if lm is not None and lm.model.sequential else _best(models, self.sequential_models(models))
+            if seq is not None:
+                with inference_timer(seq.name):
+                    s, known = scoring.score_sequence(seq, hist.item_ids)
+                if known:
+                    return Scores(seq, s, "sequential", seq.items_of(hist.item_ids), detail)
+            content = _best(models, self.content_models(models))
+            if content is not None:
+                cols = content.items_of(hist.item_ids)
+                if (cols >= 0).any():
+                    with inference_timer(content.name):
+                        s = scoring.score_user(content, content.user_of(user_id), hist.item_ids, hist.ts)
+                    return Scores(content, s, "content", cols, detail)
+        return None
+
+    def rank(self, sc: Scores, cat: Catalogue, f: Filters, seen: np.ndarray | None) -> list[ScoredItem]:
+        """Mask (inactive, categories, exclude, seen) and take the top N in the model's item space."""
+        lm = sc.lm
+        rows, active = cat.aligned(f"{lm.name}:{lm.version}", lm.item_ids, lm.device)
+        allowed = active.clone()
+        if f.categories:
+            in_cat = np.where(rows >= 0, cat.category_mask(list(f.categories))[np.maximum(rows, 0)], False)
+            allowed &= torch.as_tensor(in_cat, device=lm.device)
+        drop = lm.items_of(list(f.exclude)) if f.exclude else np.empty(0, np.int64)
+        if seen is not None:
+            drop = np.concatenate([drop, seen])
+        drop = drop[drop >= 0]
+        if drop.size:
+            allowed[torch.as_tensor(drop, device=lm.device)] = False
+        values, idx = torch.topk(sc.scores.masked_fill(~allowed, float("-inf")), min(f.n, lm.n_items))
+        keep = torch.isfinite(values)
+        values, idx = values[keep].tolist(), idx[keep]
+        cols = idx.cpu().numpy()
+        reasons = self.reasons(sc, idx)
+        return [ScoredItem(str(lm.item_ids[c]), float(v), r) for c, v, r in zip(cols, values, reasons, strict=True)]
+
+    def reasons(self, sc: Scores, idx: torch.Tensor) -> list[str]:
+        lm, hist = sc.lm, sc.hist_cols[sc.hist_cols >= 0]
+        if sc.strategy == "sequential" and hist.size:
+            return [f"next after {lm.item_ids[hist[-1]]}"] * len(idx)
+        explain = getattr(lm.model, "explain", None)  # ensembles name the member behind each item
+        if callable(explain):
+            return [str(r) for r in explain(idx)]
+        seeds = scoring.seed_items(lm, idx, hist)
+        if seeds is None:
+            return [lm.name] * len(idx)
+        return [f"similar to {lm.item_ids[s]}" for s in seeds]
+
+    def popular(self, cat: Catalogue, models: ModelSet, f: Filters, seen_ids: np.ndarray) -> RecList:
+        """Most interacted-with items within the filters, counted in the database now."""
+        allowed = cat.active.copy()
+        if f.categories:
+            allowed &= cat.category_mask(list(f.categories))
+        drop = cat.rows_of(np.concatenate([np.asarray(f.exclude, dtype=object), seen_ids]))
+        allowed[drop[drop >= 0]] = False
+        scores = torch.as_tensor(np.where(allowed, cat.popularity, -np.inf))
+        values, idx = torch.topk(scores, min(f.n, cat.size)) if cat.size else (torch.empty(0), torch.empty(0))
+        keep = torch.isfinite(values)
+        why = f"popular in {', '.join(f.categories)}" if f.categories else "popular"
+        picked = zip(idx[keep].tolist(), values[keep].tolist(), strict=True)
+        items = [ScoredItem(str(cat.item_ids[i]), float(v), why) for i, v in picked]
+        STRATEGY.labels("popular").inc()
+        version = models["popularity"].version if "popularity" in models else None
+        detail = None if models else "no trained model yet: popularity computed from the database"
+        return RecList("popularity", version, "popular", items, detail)
+
+    # -- endpoints ------------------------------------------------------------------------------
+    def recommend(self, user_id: str, *, model: str | None = None, filters: Filters = Filters()) -> RecList:
+        self.check_model(model)
+        models = self.snapshot()
+        name = model or self.default_model(models)
+        hist = self.history(user_id)
+        cat = self.catalogue.get()
+        sc = self.score_user(models, name, user_id, hist)
+        if sc is None:
+            out = self.popular(cat, models, filters, hist.item_ids if filters.exclude_seen else np.empty(0, object))
+            if name in models and name != "popularity":
+                out.detail = f"user unknown to {name} and no recent events a fallback model knows"
+            return out
+        seen = sc.hist_cols if filters.exclude_seen else None
+        STRATEGY.labels(sc.strategy).inc()
+        return RecList(sc.lm.name, sc.lm.version, sc.strategy, self.rank(sc, cat, filters, seen), sc.detail)
+
+    def next_items(self, user_id: str, *, model: str | None, filters: Filters) -> RecList:
+        self.check_model(model, sequential=True)
+        models = self.snapshot()
+        hist = self.history(user_id)
+        if not hist.exists:
+            raise NotFound({"message": f"unknown user {user_id!r}", "unknown_user_ids": [user_id]})
+        return self._next(models, model, hist.item_ids, filters)
+
+    def session_next(self, item_ids: list[str], *, model: str | None, filters: Filters) -> RecList:
+        self.check_model(model, sequential=True)
+        models = self.snapshot()
+        out = self._next(models, model, np.asarray(item_ids, dtype=object), filters)
+        cat = self.catalogue.get()
+        unknown = [i for i, r in zip(item_ids, cat.rows_of(item_ids), strict=True) if r < 0]
+        out.extra["unknown_item_ids"] = unknown
+        return out
+
+    def _next(self, models: ModelSet, model: str | None, items: np.ndarray, f: Filters) -> RecList:
+        lm = models.get(model) if model else _best(models, self.sequential_models(models))
+        cat = self.catalogue.get()
+        seen_ids = items if f.exclude_seen else np.empty(0, dtype=object)
+        if lm is None or items.size == 0:
+            out = self.popular(cat, models, f, seen_ids)
+            out.detail = "no events to continue from" if lm is not None else "no sequence model trained yet"
+            return out
+        with inference_timer(lm.name):
+            s, known = scoring.score_sequence(lm, items)
+        if not known:
+            out = self.popular(cat, models, f, seen_ids)
+            out.detail = f"{lm.name} knows none of these items"
+            return out
+        sc = Scores(lm, s, "sequential", lm.items_of(items))
+        STRATEGY.labels("sequential").inc()
+        seen = sc.hist_cols if f.exclude_seen else None
+        return RecList(lm.name, lm.version, "sequential", self.rank(sc, cat, f, seen))

@@ -1,0 +1,94 @@
+"""Predictions for given items and similar items, on a real database (SQLite and PostgreSQL)."""
+
+import numpy as np
+import pytest
+import torch
+
+from app.db.session import make_sessionmaker
+from app.recsys.store import ModelStore
+from app.serving import items, scoring
+from app.serving.history import CatalogueCache
+from app.serving.registry import ModelRegistry
+from app.serving.results import NotFound, UnknownModel
+from app.serving.service import RecommendationService
+from tests.recsys.synthetic import CATEGORIES
+from tests.serving.support import NEW_ITEM, add_event, seed_database
+
+
+@pytest.fixture
+def svc(models_dir, engine, session):
+    seed_database(session)
+    registry = ModelRegistry(ModelStore(models_dir), torch.device("cpu"))
+    registry.refresh()
+    sessions = make_sessionmaker(engine)
+    return RecommendationService(registry, sessions, CatalogueCache(sessions, ttl_s=0.0))
+
+
+def test_predict_scores_match_the_full_ranking(svc):
+    out = items.predict(svc, "u1", ["i1", "i2", "i3"], "mf")
+    lm = svc.registry.models["mf"]
+    hist = svc.history("u1")
+    full = scoring.score_user(lm, lm.user_of("u1"), hist.item_ids, hist.ts)
+    expected = full[torch.as_tensor(lm.items_of(["i1", "i2", "i3"]))].tolist()
+    assert [p.score for p in out["predictions"]] == pytest.approx(expected, rel=1e-5)
+    assert out["strategy"] == "personalized" and out["version"] == lm.version
+    assert all(p.rating is None for p in out["predictions"])  # no rating model is trained in this store
+
+
+def test_predict_lists_unknown_ids(svc):
+    with pytest.raises(NotFound) as err:
+        items.predict(svc, "u1", ["i1", "zz", "yy"], None)
+    assert err.value.detail["unknown_item_ids"] == ["yy", "zz"]
+    with pytest.raises(NotFound) as err:
+        items.predict(svc, "ghost", ["i1"], None)
+    assert err.value.detail["unknown_user_ids"] == ["ghost"]
+    with pytest.raises(UnknownModel):
+        items.predict(svc, "u1", ["i1"], "nope")
+
+
+def test_predict_new_item_goes_through_content_model(svc):
+    out = items.predict(svc, "u1", ["i1", NEW_ITEM], "mf")
+    by_id = {p.item_id: p for p in out["predictions"]}
+    assert by_id["i1"].model == "mf" and by_id[NEW_ITEM].model == "content"
+    assert np.isfinite(by_id[NEW_ITEM].score)
+
+
+def test_predict_for_user_unknown_to_the_model_uses_the_fallback_chain(svc, session):
+    add_event(session, "fresh", "i0")
+    out = items.predict(svc, "fresh", ["i1"], "mf")  # unknown to mf: sequence model over one event
+    assert out["strategy"] == "sequential" and out["model"] == "gru4rec"
+    add_event(session, "idle", "i0")
+    svc.registry.swap(type(svc.registry.models)({"popularity": svc.registry.models["popularity"]}))
+    cold = items.predict(svc, "idle", ["i1", "i2"], None)
+    assert cold["strategy"] == "popular" and all(p.rating is None for p in cold["predictions"])
+
+
+def test_similar_items_by_embeddings(svc):
+    out = items.similar(svc, "i1", 5, "mf")
+    assert (out.model, out.strategy) == ("mf", "similar") and len(out.items) == 5
+    assert "i1" not in {i.item_id for i in out.items}
+    emb = scoring.item_embeddings(svc.registry.models["mf"])
+    lm = svc.registry.models["mf"]
+    sims = emb @ emb[lm.items_of(["i1"])[0]]
+    best = [lm.item_ids[c] for c in sims.argsort(descending=True).tolist() if lm.item_ids[c] != "i1"][:5]
+    assert [i.item_id for i in out.items] == best
+
+
+def test_similar_default_model_and_unknown_item(svc):
+    assert items.similar(svc, "i2", 3).strategy == "similar"
+    with pytest.raises(NotFound):
+        items.similar(svc, "nope", 3)
+
+
+def test_similar_for_feature_only_item_uses_content_model(svc):
+    out = items.similar(svc, NEW_ITEM, 5)
+    assert (out.model, out.strategy) == ("content", "content")
+    assert len(out.items) == 5 and NEW_ITEM not in {i.item_id for i in out.items}
+    comedies = [i for i in out.items if int(i.item_id[1:]) % len(CATEGORIES) == CATEGORIES.index("Comedy")]
+    assert len(comedies) >= 4  # its features say comedy, and so do its nearest items
+
+
+def test_similar_with_model_without_embeddings_is_refused(svc):
+    with pytest.raises(UnknownModel) as err:
+        items.similar(svc, "i1", 3, "popularity")
+    assert "mf" in err.value.detail["valid_models"]

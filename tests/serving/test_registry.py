@@ -1,0 +1,104 @@
+"""Model registry: loads active versions, picks the device, swaps atomically, refuses corrupt versions."""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from app.recsys.store import ModelStore
+from app.serving import scoring
+from app.serving.registry import ModelRegistry, ModelSet, select_device
+from tests.serving.support import SERVED
+
+
+def test_loads_every_active_version(models_dir):
+    store = ModelStore(models_dir)
+    registry = ModelRegistry(store, torch.device("cpu"))
+    assert not registry.ready
+    models = registry.refresh()
+    assert registry.ready and set(models) == set(SERVED)
+    for name, lm in models.items():
+        assert lm.version == store.active_version(name)
+        assert lm.device.type == "cpu"
+        assert all(p.device.type == "cpu" for p in lm.model.net.parameters())
+        assert lm.metrics["valid_ndcg@10"] >= 0
+
+
+def test_device_selection_on_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert select_device("auto") == torch.device("cpu")
+    assert select_device("cpu") == torch.device("cpu")
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        select_device("cuda")
+    with pytest.raises(ValueError, match="auto, cpu or cuda"):
+        select_device("tpu")
+
+
+def test_auto_means_cuda_when_available(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert select_device("auto") == torch.device("cuda")
+
+
+def test_swap_keeps_held_snapshot_intact(models_dir):
+    registry = ModelRegistry(ModelStore(models_dir), torch.device("cpu"))
+    first = registry.refresh()
+    held = registry.models
+    mf = first["mf"]
+    old = registry.swap(ModelSet({"mf": mf}, first.generation + 1))
+    assert old is held and set(held) == set(SERVED)  # the request that holds it sees no change
+    assert set(registry.models) == {"mf"}
+
+
+def test_refresh_reuses_unchanged_and_loads_new_version(models_dir):
+    store = ModelStore(models_dir)
+    registry = ModelRegistry(store, torch.device("cpu"))
+    before = registry.refresh()
+    new_version = store.save(before["mf"].model)
+    store.activate("mf", new_version)
+    after = registry.refresh()
+    assert after["mf"].version == new_version and after["mf"] is not before["mf"]
+    assert after["gru4rec"] is before["gru4rec"]
+    assert after.generation == before.generation + 1
+
+
+def test_corrupt_new_version_refused_old_keeps_serving(models_dir):
+    store = ModelStore(models_dir)
+    registry = ModelRegistry(store, torch.device("cpu"))
+    old = registry.refresh()["mf"]
+    bad = store.save(old.model)
+    weights = models_dir / "mf" / bad / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    store.activate("mf", bad)
+    models = registry.refresh()
+    assert models["mf"] is old
+    assert "truncated" in registry.errors["mf"]
+
+
+def test_requests_during_swaps_never_fail(models_dir):
+    """Readers take one snapshot per request while another thread keeps swapping versions."""
+    store = ModelStore(models_dir)
+    registry = ModelRegistry(store, torch.device("cpu"))
+    first = registry.refresh()
+    second = ModelSet({n: registry.load_version(n, first[n].version) for n in first}, first.generation + 1)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                lm = registry.models["mf"]
+                scores = scoring.score_user(lm, 0, np.array(["i1"], dtype=object), np.array([1]))
+                assert scores.shape == (lm.n_items,) and torch.isfinite(scores).all()
+            except BaseException as e:  # noqa: BLE001
+                errors.append(e)
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for i in range(200):
+        registry.swap(second if i % 2 else first)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert errors == []

@@ -1,0 +1,164 @@
+"""Serving logic on a real database (SQLite and PostgreSQL): fallback chain, filters, exclude-seen."""
+
+import numpy as np
+import pytest
+import torch
+
+from app.db.repository import ItemUpsert, upsert_items
+from app.db.session import make_sessionmaker
+from app.recsys.store import ModelStore
+from app.serving.history import CatalogueCache
+from app.serving.registry import ModelRegistry, ModelSet
+from app.serving.results import NotFound, NotReady, UnknownModel
+from app.serving.service import Filters, RecommendationService
+from tests.recsys.synthetic import CATEGORIES
+from tests.serving.support import N_ITEMS, add_event, events, seed_database
+
+
+@pytest.fixture
+def svc(models_dir, engine, session):
+    seed_database(session)
+    registry = ModelRegistry(ModelStore(models_dir), torch.device("cpu"))
+    registry.refresh()
+    sessions = make_sessionmaker(engine)
+    return RecommendationService(registry, sessions, CatalogueCache(sessions, ttl_s=0.0))
+
+
+def only(svc, *names):
+    """Serve just these models (as if the others were never trained)."""
+    models = svc.registry.models
+    svc.registry.swap(ModelSet({n: models[n] for n in names}, models.generation + 1))
+    return svc
+
+
+def history_of(user_id):
+    ev = events()
+    return set(ev.loc[ev["user_id"] == user_id, "item_id"])
+
+
+def test_known_user_gets_personalized_list(svc):
+    out = svc.recommend("u1", model="mf", filters=Filters(n=5))
+    assert (out.model, out.strategy) == ("mf", "personalized")
+    assert out.version == svc.registry.models["mf"].version
+    assert len(out.items) == 5
+    assert [i.score for i in out.items] == sorted((i.score for i in out.items), reverse=True)
+    assert not {i.item_id for i in out.items} & history_of("u1")
+    assert all(i.reason for i in out.items)
+
+
+def test_default_model_is_hybrid_else_best_available(svc):
+    out = svc.recommend("u1", filters=Filters(n=3))
+    assert out.model in svc.registry.models and out.strategy in ("personalized", "sequential")
+
+
+def test_unknown_user_with_events_falls_back_to_sequence_model(svc, session):
+    add_event(session, "newcomer", "i3")
+    add_event(session, "newcomer", "i8")
+    out = svc.recommend("newcomer", model="mf", filters=Filters(n=4))
+    assert (out.model, out.strategy) == ("gru4rec", "sequential")
+    assert "user unknown to mf" in out.detail
+    assert not {i.item_id for i in out.items} & {"i3", "i8"}
+    assert out.items[0].reason == "next after i8"
+
+
+def test_without_sequence_model_falls_back_to_content(svc, session):
+    only(svc, "mf", "content")
+    add_event(session, "newcomer", "i3")
+    out = svc.recommend("newcomer", model="mf", filters=Filters(n=4))
+    assert (out.model, out.strategy) == ("content", "content")
+
+
+def test_user_without_events_gets_popular_within_filters(svc):
+    out = svc.recommend("stranger", model="mf", filters=Filters(n=5, categories=("Drama",)))
+    assert out.strategy == "popular" and out.model == "popularity"
+    dramas = {f"i{j}" for j in range(N_ITEMS) if CATEGORIES[j % len(CATEGORIES)] == "Drama"}
+    assert {i.item_id for i in out.items} <= dramas
+    counts = events()["item_id"].value_counts()
+    assert [i.score for i in out.items] == sorted(counts[list(dramas)].to_numpy(float), reverse=True)[:5]
+
+
+def test_no_trained_model_serves_popularity_and_says_so(svc):
+    svc.registry.swap(ModelSet())
+    out = svc.recommend("u1", filters=Filters(n=3))
+    assert (out.model, out.version, out.strategy) == ("popularity", None, "popular")
+    assert "no trained model" in out.detail
+    assert not {i.item_id for i in out.items} & history_of("u1")
+
+
+def test_category_and_exclude_filters(svc):
+    comedies = {f"i{j}" for j in range(N_ITEMS) if CATEGORIES[j % len(CATEGORIES)] == "Comedy"}
+    first = svc.recommend("u2", model="mf", filters=Filters(n=3, categories=("Comedy",)))
+    assert first.items and {i.item_id for i in first.items} <= comedies
+    top = first.items[0].item_id
+    again = svc.recommend("u2", model="mf", filters=Filters(n=3, categories=("Comedy",), exclude=(top,)))
+    assert top not in {i.item_id for i in again.items}
+
+
+def test_exclude_seen_reads_events_ingested_after_training(svc, session):
+    before = svc.recommend("u3", model="mf", filters=Filters(n=3))
+    top = before.items[0].item_id
+    add_event(session, "u3", top)
+    after = svc.recommend("u3", model="mf", filters=Filters(n=3))
+    assert top not in {i.item_id for i in after.items}
+    kept = svc.recommend("u3", model="mf", filters=Filters(n=N_ITEMS, exclude_seen=False))
+    assert top in {i.item_id for i in kept.items}
+
+
+def test_inactive_items_are_never_recommended(svc, session):
+    top = svc.recommend("u4", model="mf", filters=Filters(n=1)).items[0].item_id
+    upsert_items(session=session, items=[ItemUpsert(top, active=False)])
+    session.commit()
+    svc.catalogue.invalidate()
+    assert top not in {i.item_id for i in svc.recommend("u4", model="mf", filters=Filters(n=10)).items}
+
+
+def test_next_items_use_the_sequence_in_the_database_now(svc, session):
+    add_event(session, "u5", "i7", ts=int(events()["ts"].max()) + 10)
+    out = svc.next_items("u5", model="gru4rec", filters=Filters(n=3))
+    assert (out.model, out.strategy) == ("gru4rec", "sequential")
+    assert out.items[0].reason == "next after i7"
+    with pytest.raises(NotFound):
+        svc.next_items("ghost", model=None, filters=Filters())
+    with pytest.raises(UnknownModel):
+        svc.next_items("u5", model="mf", filters=Filters())
+
+
+def test_session_next_items_ignore_and_report_unknown_ids(svc):
+    out = svc.session_next(["i1", "i2", "nope"], model=None, filters=Filters(n=5))
+    assert out.strategy == "sequential" and out.extra["unknown_item_ids"] == ["nope"]
+    assert not {i.item_id for i in out.items} & {"i1", "i2"}
+    cold = svc.session_next(["nope"], model=None, filters=Filters(n=5))
+    assert cold.strategy == "popular"
+
+
+def test_scores_are_one_forward_pass_per_request(svc, monkeypatch):
+    lm = svc.registry.models["mf"]
+    calls = []
+    original = lm.model.score_users
+    monkeypatch.setattr(lm.model, "score_users", lambda users: calls.append(len(users)) or original(users))
+    svc.recommend("u1", model="mf", filters=Filters(n=50))
+    assert calls == [1]
+
+
+def test_not_ready_until_loaded(models_dir, engine):
+    sessions = make_sessionmaker(engine)
+    registry = ModelRegistry(ModelStore(models_dir), torch.device("cpu"))
+    svc = RecommendationService(registry, sessions, CatalogueCache(sessions))
+    with pytest.raises(NotReady) as err:
+        svc.recommend("u1", filters=Filters())
+    assert err.value.headers["Retry-After"].isdigit()
+
+
+def test_unknown_model_lists_valid_ones(svc):
+    with pytest.raises(UnknownModel) as err:
+        svc.recommend("u1", model="nope", filters=Filters())
+    assert "mf" in err.value.detail["valid_models"]
+
+
+def test_history_query_is_time_ordered(svc, session):
+    hist = svc.history("u6")
+    ev = events()
+    expected = ev.loc[ev["user_id"] == "u6"].sort_values("ts")["item_id"].tolist()
+    assert hist.exists and hist.item_ids.tolist() == expected
+    assert np.all(np.diff(hist.ts) >= 0)
+    assert not svc.history("ghost").exists
