@@ -29,7 +29,7 @@ from app.recsys.evaluation import (
 )
 from app.recsys.models import get_model_class, model_names
 from app.recsys.models.base import Recommender, TrainConfig
-from app.recsys.pipeline import dependencies, resolve_models
+from app.recsys.pipeline import build_model, configs_for, dependencies, resolve_models
 from app.recsys.splits import Split
 
 PROTOCOLS = ("loo", "sampled", "rating", "rating-u1", "rating-temporal")
@@ -145,15 +145,13 @@ def _availability(names: list[str]) -> tuple[list[str], dict[str, str]]:
 def _fit(
     name: str, seed: int, split: Split, cfg: EvalConfig, objective: str, trained: dict[str, Recommender]
 ) -> tuple[Recommender, dict[str, Any]]:
-    cls = get_model_class(name)
-    train_cfg = train_config_for(cls, objective)
+    """One fit with the model's tuned settings; earlier models of the run are offered as the pipeline does."""
+    model_cfg, _ = configs_for(name, None)
+    train_cfg = train_config_for(get_model_class(name), objective)
     train_cfg = dataclasses.replace(
         train_cfg, seed=seed, device=cfg.device, verbose=False, epochs=cfg.epochs or train_cfg.epochs
     )
-    model = cls().to(train_cfg.device)
-    deps = {d: trained[d] for d in dependencies(name) if d in trained}
-    if deps and hasattr(model, "use_dependencies"):
-        model.use_dependencies(deps)
+    model = build_model(name, model_cfg, train_cfg, trained)
     t0 = time.perf_counter()
     report = model.fit(split.train, split.valid, train_cfg)
     seconds = time.perf_counter() - t0

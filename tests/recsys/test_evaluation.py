@@ -1,5 +1,7 @@
 """Protocols on synthetic data: candidate exclusion, shared sampled negatives, rating splits, the runner."""
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -103,11 +105,16 @@ def test_sampled_protocol_scores_the_target_among_its_candidates(split):
     assert evaluate_sampled(flat, split, cands, ks=(10,))["hr@10"] == 0.0  # 11 candidates, all tied
 
 
+@dataclass(frozen=True)
+class NoConfig:
+    pass
+
+
 class MeanRating(Recommender):
     """Predicts the training mean: RMSE equals the test ratings' spread around it."""
 
     name = "mean_rating"
-    config_cls = dict
+    config_cls = NoConfig
     supports_rating = True
 
     def fit(self, train, valid, cfg, on_epoch=None):
