@@ -11,6 +11,7 @@ import contextvars
 import json
 import logging
 import re
+import sys
 import time
 import uuid
 from typing import Any
@@ -46,13 +47,25 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is at the time (test runners swap it)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def configure_logging(level: str = "INFO") -> None:
-    """JSON logs on stderr for the whole process (idempotent)."""
+    """JSON logs on stderr for the whole process; idempotent, other handlers are left alone."""
     root = logging.getLogger()
-    if not any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
-        handler = logging.StreamHandler()
+    if not any(isinstance(h, StderrHandler) for h in root.handlers):
+        handler = StderrHandler()
         handler.setFormatter(JsonFormatter())
-        root.handlers = [handler]
+        root.addHandler(handler)
     root.setLevel(level.upper())
 
 
