@@ -129,14 +129,12 @@ def main() -> None:
 
     import torch
 
-    from app.recsys.evaluation import EvalData
+    from app.commands.evaluate import load_folder
     from app.recsys.experiment import EvalConfig, evaluate_models
-    from app.recsys.movielens import load_movielens
     from app.recsys.report import write_json
 
     torch.set_num_threads(args.threads)
-    ml = load_movielens(ml100k_dir())
-    data = EvalData("ml-100k", ml.interactions, ml.items, ml.rating_train, ml.rating_test)
+    data = load_folder(ml100k_dir())
     cfg = EvalConfig(ks=(5, 10, 20), seeds=tuple(range(args.seeds)), epochs=args.epochs)
     t0 = time.perf_counter()
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
