@@ -9,8 +9,10 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-ID_MAX = 256
-EVENT_TYPES = ("rating", "view", "click", "like", "add_to_cart", "purchase")
+from app.db.repository import EVENT_TYPES
+from app.db.tables import ID_LENGTH
+
+ID_MAX = ID_LENGTH
 ATTRIBUTES_MAX_BYTES = 65_536
 
 
@@ -196,9 +198,7 @@ class ItemUpdate(BaseModel):
     model_config = ConfigDict(
         **IN,
         json_schema_extra={
-            "examples": [
-                {"title": "Alien (1979)", "categories": ["Horror", "Sci-Fi"], "attributes": {"year": 1979}}
-            ]
+            "examples": [{"title": "Alien (1979)", "categories": ["Horror", "Sci-Fi"], "attributes": {"year": 1979}}]
         },
     )
 

@@ -22,12 +22,14 @@ from app.db.frames import interactions_frame, items_frame, stream_interactions, 
 from app.db.tables import Interaction, Item, User
 
 __all__ = [
-    "AddResult", "Counts", "InteractionPage", "InteractionRecord", "InvalidCursor", "ItemUpsert",
+    "EVENT_TYPES", "AddResult", "Counts", "InteractionPage", "InteractionRecord", "InvalidCursor", "ItemUpsert",
     "UpsertResult", "add_interactions", "counts", "delete_user", "get_item", "get_user",
     "interaction_count", "interactions_frame", "items_frame", "list_user_interactions",
-    "stream_interactions", "upsert_items", "upsert_user", "users_frame",
+    "stream_interactions", "upsert_items", "upsert_user", "upsert_users", "users_frame",
 ]  # fmt: skip
 
+# What interaction.type may hold (the API and the importers check it); "rating" carries a value.
+EVENT_TYPES = ("rating", "view", "click", "like", "add_to_cart", "purchase")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 USER = cast(Table, User.__table__)
 ITEM = cast(Table, Item.__table__)
@@ -148,6 +150,18 @@ def upsert_user(*, session: Session, user_id: str, attributes: dict[str, Any] | 
     assert user is not None
     session.refresh(user)  # the identity map may hold the row from before the upsert
     return user
+
+
+def upsert_users(*, session: Session, users: list[tuple[str, dict[str, Any]]]) -> UpsertResult:
+    """Create users or replace their attributes, in bulk: (user_id, attributes) pairs, last one wins."""
+    latest = dict(users)
+    conn = session.connection()
+    existing = lookup_ids(conn, USER, list(latest))
+    stmt = dialect_insert(conn, USER)
+    stmt = stmt.on_conflict_do_update(index_elements=["external_id"], set_={"attributes": stmt.excluded.attributes})
+    if latest:
+        conn.execute(stmt, [{"external_id": k, "attributes": v} for k, v in latest.items()])
+    return UpsertResult(created=len(latest) - len(existing), updated=len(existing))
 
 
 def get_user(*, session: Session, user_id: str) -> User | None:

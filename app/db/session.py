@@ -38,6 +38,7 @@ def make_engine(settings: Settings, *, migrating: bool = False) -> Engine:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cur.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; safe with WAL
+        cur.execute("PRAGMA cache_size=-65536")  # 64 MiB of pages: bulk inserts touch several indexes
         cur.execute(f"PRAGMA foreign_keys={'OFF' if migrating else 'ON'}")
         cur.close()
 

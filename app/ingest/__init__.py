@@ -1,0 +1,1 @@
+"""Bulk ingestion from files and generators: MovieLens, generic CSV, synthetic demo data."""
