@@ -96,17 +96,22 @@ def add_interactions(*, session: Session, rows: pd.DataFrame) -> AddResult:
     conn = session.connection()
     users = ensure_ids(conn, USER, pd.unique(rows["user_id"]).tolist(), attributes={})
     items = ensure_ids(conn, ITEM, pd.unique(rows["item_id"]).tolist(), categories=[], attributes={})
+    user_ids = rows["user_id"].map(users).to_numpy(np.int64)  # [N]
+    occurred_us = np.round(rows["ts"].to_numpy(np.float64) * 1e6).astype(np.int64)  # [N]
+    # Each user's events together and in time order: the (user_id, occurred_at) index is then
+    # written sequentially rather than at random, which makes large batches markedly faster.
+    order = np.lexsort((occurred_us, user_ids))
     event_ids = None
     if "event_id" in rows and rows["event_id"].notna().any():
         col = rows["event_id"].astype(object)
-        event_ids = col.where(col.notna(), None).tolist()
+        event_ids = col.where(col.notna(), None).to_numpy(object)[order].tolist()
     inserted = insert_interactions(
         conn,
-        user_ids=rows["user_id"].map(users).to_numpy(np.int64),
-        item_ids=rows["item_id"].map(items).to_numpy(np.int64),
-        types=rows["type"].tolist(),
-        values=rows["value"].to_numpy(np.float64, na_value=np.nan),
-        occurred_us=np.round(rows["ts"].to_numpy(np.float64) * 1e6).astype(np.int64),
+        user_ids=user_ids[order],
+        item_ids=rows["item_id"].map(items).to_numpy(np.int64)[order],
+        types=rows["type"].to_numpy(object)[order].tolist(),
+        values=rows["value"].to_numpy(np.float64, na_value=np.nan)[order],
+        occurred_us=occurred_us[order],
         event_ids=event_ids,
     )
     return AddResult(inserted=inserted, duplicates=len(rows) - inserted)

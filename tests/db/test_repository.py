@@ -160,7 +160,8 @@ def test_stream_is_chunked_and_matches_the_frame(session: Session) -> None:
     session.commit()
     chunks = list(repo.stream_interactions(session=session, chunk_size=3))
     assert [len(c) for c in chunks] == [3, 3, 3, 1]
-    pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), repo.interactions_frame(session=session))
+    streamed = pd.concat(chunks, ignore_index=True).sort_values("ts", kind="stable", ignore_index=True)
+    pd.testing.assert_frame_equal(streamed, repo.interactions_frame(session=session))
 
 
 def test_empty_database_frames(session: Session) -> None:
