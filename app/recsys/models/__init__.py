@@ -9,6 +9,9 @@ from app.recsys.models.base import Recommender
 _REGISTRY: dict[str, str] = {
     "popularity": "app.recsys.models.popularity:Popularity",
     "mf": "app.recsys.models.mf:MF",
+    "ease": "app.recsys.models.ease:EASE",
+    "content": "app.recsys.models.content:Content",
+    "hybrid": "app.recsys.models.hybrid:Hybrid",
 }
 
 

@@ -1,0 +1,211 @@
+"""Deep content model: an MLP encoder over item features and a user tower (embedding + history profile).
+
+Score = <user, encode(features)> + feature bias (+ per-item residuals for items seen in training).
+The profile pools the encodings of the user's latest items, so it serves users unseen at training
+time through ``score_history`` and scores brand-new items from their features (``score_new_items``).
+Implicit objective: BPR/BCE on sampled negatives or full softmax; rating objective: MSE with biases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from app.recsys.data import InteractionData
+from app.recsys.models.base import EpochCallback, FitReport, Recommender, TrainConfig
+from app.recsys.models.content_net import ContentNet, causal_windows
+from app.recsys.sampling import NegativeSampler
+from app.recsys.training import ranking_score, rating_errors, train_loop
+
+
+@dataclass(frozen=True)
+class ContentConfig:
+    dim: int = 64
+    hidden: int = 256
+    dropout: float = 0.1
+    user_embedding: bool = True  # a free vector per training user
+    user_dropout: float = 0.25  # share of training samples scored without it (trains the profile-only path)
+    profile: bool = True  # pooled encodings of the user's latest items (serves unseen users)
+    max_history: int = 50
+    profile_half_life: float = 5.0  # weight 0.5 ** (steps back / half_life); 0 = plain mean
+    item_residual: bool = True  # per-item vector + bias, only for items with training interactions
+    loss: str = "softmax"  # softmax (full catalogue) | bpr | bce (sampled negatives)
+    reg: float = 1e-5  # L2 on the embeddings used in each batch
+
+
+class Content(Recommender):
+    name = "content"
+    config_cls = ContentConfig
+    supports_rating = True
+    uses_features = True
+
+    @classmethod
+    def default_train_config(cls) -> TrainConfig:
+        return TrainConfig(epochs=40, batch_size=512, lr=2e-3, patience=4, num_negatives=4)
+
+    def build(self, *, n_users: int, n_items: int, n_features: int = 0, rating: int = 0) -> torch.nn.Module:
+        c = self.config
+        return ContentNet(
+            n_users,
+            n_items,
+            n_features,
+            c.dim,
+            c.hidden,
+            c.dropout,
+            c.max_history,
+            c.profile_half_life,
+            user_dropout=c.user_dropout,
+            user_embedding=c.user_embedding,
+            profile=c.profile,
+            item_residual=c.item_residual,
+            rating=bool(rating),
+        )
+
+    @property
+    def rating_model(self) -> bool:
+        return bool(self.dims.get("rating", 0))
+
+    # -- training -------------------------------------------------------------------------------
+    def fit(
+        self,
+        train: InteractionData,
+        valid: InteractionData | None,
+        cfg: TrainConfig,
+        on_epoch: EpochCallback | None = None,
+    ) -> FitReport:
+        rating = cfg.objective == "rating"
+        net = self.bind(train, n_features=train.item_features.shape[1], rating=int(rating))
+        assert isinstance(net, ContentNet)
+        net.set_catalogue(train, self.device)
+        keep = train.has_ratings() if rating else np.ones(train.n_interactions, dtype=bool)
+        users = torch.as_tensor(train.users[keep], device=self.device)
+        items = torch.as_tensor(train.items[keep], device=self.device)
+        windows = torch.as_tensor(causal_windows(train, self.config.max_history)[keep], device=self.device)  # [N, L]
+        targets = torch.as_tensor(train.ratings[keep], device=self.device)
+        sampler = NegativeSampler(train, seed=cfg.seed)
+        negs = torch.empty(0, dtype=torch.int64)
+        if rating:
+            mean = float(targets.mean()) if len(targets) else 0.0
+            net.global_mean.fill_(mean)
+
+        def before_epoch(epoch: int) -> None:
+            nonlocal negs
+            if not rating and self.config.loss != "softmax":
+                negs = torch.as_tensor(sampler.sample(train.users, cfg.num_negatives), device=self.device)  # [N, K]
+
+        def step(idx: torch.Tensor) -> torch.Tensor:
+            u, i, w = users[idx], items[idx], windows[idx]
+            enc, bias = net.encode_catalogue()  # [I, D], [I]
+            q = net.user_vectors(u, w, enc)  # [B, D]
+            reg = self.config.reg * (q.pow(2).sum() + enc[i].pow(2).sum()) / len(idx)
+            if rating:
+                pred = net.rating(u, q, i, enc, bias)
+                return F.mse_loss(pred, targets[idx]) + reg
+            if self.config.loss == "softmax":
+                logits = q @ enc.T + bias  # [B, I]
+                return F.cross_entropy(logits, i) + reg
+            j = negs[idx]  # [B, K]
+            pos = (q * enc[i]).sum(-1, keepdim=True) + bias[i].unsqueeze(1)  # [B, 1]
+            neg = (q.unsqueeze(1) * enc[j]).sum(-1) + bias[j]  # [B, K]
+            if self.config.loss == "bpr":
+                return -F.logsigmoid(pos - neg).mean() + reg
+            return F.softplus(-pos).mean() + F.softplus(neg).mean() + reg
+
+        def validate() -> float:
+            if rating:
+                return rating_errors(self, valid)["rmse"]
+            return ranking_score(self, train, valid, k=cfg.eval_k)[f"ndcg@{cfg.eval_k}"]
+
+        has_valid = valid is not None and valid.n_interactions > 0 and (not rating or valid.has_ratings().any())
+        report = train_loop(
+            self,
+            n_samples=len(users),
+            step=step,
+            validate=validate if has_valid else None,
+            cfg=cfg,
+            metric_name="rmse" if rating else f"ndcg@{cfg.eval_k}",
+            higher_is_better=not rating,
+            on_epoch=on_epoch,
+            before_epoch=before_epoch,
+        )
+        if rating and has_valid:
+            self.metrics.update({f"valid_{k}": v for k, v in rating_errors(self, valid).items()})
+        return report
+
+    # -- scoring --------------------------------------------------------------------------------
+    def _net(self) -> ContentNet:
+        assert isinstance(self.net, ContentNet)
+        return self.net
+
+    def _windows(self, history: InteractionData | None, users: np.ndarray) -> torch.Tensor:
+        """[B, L] latest items first (index + 1, 0 = none), from ``history`` or the training data."""
+        net = self._net()
+        if history is None:
+            return net.windows_of(torch.as_tensor(users, device=self.device))
+        seqs = history.sequences(self.config.max_history, users)[:, ::-1].copy()
+        return torch.as_tensor(seqs, device=self.device)
+
+    @torch.no_grad()
+    def user_vectors(self, users: np.ndarray, history: InteractionData | None = None) -> torch.Tensor:
+        """(B,) -> (B, D); users outside the training set are represented by their profile alone."""
+        net = self._net()
+        enc, _ = net.encode_catalogue()
+        u = torch.as_tensor(np.asarray(users, dtype=np.int64), device=self.device)
+        return net.user_vectors(u, self._windows(history, np.asarray(users)), enc)
+
+    @torch.no_grad()
+    def score_history(self, history: InteractionData, users: np.ndarray) -> torch.Tensor:
+        return self._score(np.asarray(users, dtype=np.int64), history)
+
+    @torch.no_grad()
+    def score_users(self, users: torch.Tensor) -> torch.Tensor:
+        return self._score(users.cpu().numpy().astype(np.int64), None)
+
+    def _score(self, users: np.ndarray, history: InteractionData | None) -> torch.Tensor:
+        net = self._net()
+        enc, bias = net.encode_catalogue()
+        u = torch.as_tensor(users, device=self.device)
+        q = net.user_vectors(u, self._windows(history, users), enc)  # [B, D]
+        if self.rating_model:
+            return net.rating_matrix(u, q, enc, bias)
+        return q @ enc.T + bias  # [B, I]
+
+    @torch.no_grad()
+    def predict_ratings(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        if not self.rating_model:
+            raise NotImplementedError("content was trained with the implicit objective; fit with objective='rating'")
+        net = self._net()
+        enc, bias = net.encode_catalogue()
+        q = net.user_vectors(users, net.windows_of(users), enc)
+        return net.rating(users, q, items, enc, bias)
+
+    # -- brand-new items ------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_items(self, features: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """[M, F] features (``feature_schema.encode(items_df)``) -> [M, D] item embeddings."""
+        enc, _ = self._net().encode_features(torch.as_tensor(features, dtype=torch.float32, device=self.device))
+        return enc
+
+    @torch.no_grad()
+    def score_new_items(
+        self, users: np.ndarray, features: np.ndarray | torch.Tensor, history: InteractionData | None = None
+    ) -> torch.Tensor:
+        """(B,) users, [M, F] features of items without interactions -> [B, M] scores (ratings if rating model)."""
+        net = self._net()
+        users = np.asarray(users, dtype=np.int64)
+        enc_cat, _ = net.encode_catalogue()
+        u = torch.as_tensor(users, device=self.device)
+        q = net.user_vectors(u, self._windows(history, users), enc_cat)  # [B, D]
+        enc, bias = net.encode_features(torch.as_tensor(features, dtype=torch.float32, device=self.device))
+        scores = q @ enc.T + bias  # [B, M]
+        if self.rating_model:
+            scores = scores + net.global_mean + net.known_user_bias(u).unsqueeze(1)
+        return scores
+
+    def item_embeddings(self) -> torch.Tensor:
+        """[I, D] catalogue item embeddings for similar-item lookups."""
+        with torch.no_grad():
+            return self._net().encode_catalogue()[0]

@@ -1,0 +1,138 @@
+"""Content model: brand-new and feature-only items are ranked by taste; unseen users; rating head."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from app.recsys.data import InteractionData
+from app.recsys.models.base import TrainConfig
+from app.recsys.models.content import Content, ContentConfig
+from app.recsys.splits import leave_one_out
+from app.recsys.training import rating_errors
+from tests.recsys.synthetic import CATEGORIES, items_frame, taste_frame
+
+CFG = TrainConfig(epochs=15, batch_size=128, lr=5e-3, patience=100, seed=0)
+N_KNOWN = 60  # items with interactions; the catalogue adds 10 feature-only items after them
+
+
+def favourites(data: InteractionData) -> np.ndarray:
+    """[U] index of each user's favourite category (taste_frame: user k likes category k % 5)."""
+    return np.array([int(u[1:]) % len(CATEGORIES) for u in data.user_ids])
+
+
+def item_categories(data: InteractionData) -> np.ndarray:
+    """[I] category of each catalogue item (one-hot columns come first, in CATEGORIES order)."""
+    assert data.feature_schema.categories == CATEGORIES
+    return data.item_features[:, : len(CATEGORIES)].argmax(1)
+
+
+def feature_only(data: InteractionData) -> np.ndarray:
+    """Catalogue indices of the items that have features but no interactions at all."""
+    return data.item_index([f"i{j}" for j in range(N_KNOWN, N_KNOWN + 10)])
+
+
+def new_items(n_per_cat: int = 2) -> pd.DataFrame:
+    cats = np.repeat(np.arange(len(CATEGORIES)), n_per_cat)
+    return pd.DataFrame(
+        {
+            "item_id": [f"new{j}" for j in range(len(cats))],
+            "title": [f"{CATEGORIES[c]} movie new {j}" for j, c in enumerate(cats)],
+            "categories": [[CATEGORIES[c]] for c in cats],
+            "attributes": [{"year": 1990 + j} for j in range(len(cats))],
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def split():
+    data = InteractionData.from_frames(taste_frame(n_items=N_KNOWN), items_frame(N_KNOWN + 10))
+    return leave_one_out(data)
+
+
+@pytest.fixture(scope="module")
+def model(split):
+    m = Content()
+    m.fit(split.train, split.valid, CFG)
+    return m
+
+
+def test_brand_new_items_matching_taste_rank_first(model, split):
+    frame = new_items()
+    feats = model.feature_schema.encode(frame)  # the service's encoding of items added after training
+    users = np.arange(split.train.n_users)
+    scores = model.score_new_items(users, feats, history=split.train)  # [U, 10]
+    assert scores.shape == (len(users), len(frame)) and torch.isfinite(scores).all()
+    item_cat = np.repeat(np.arange(len(CATEGORIES)), 2)
+    match = torch.as_tensor(item_cat[None, :] == favourites(split.train)[:, None])  # [U, 10]
+    worst_match = scores.masked_fill(~match, float("inf")).min(1).values
+    best_other = scores.masked_fill(match, float("-inf")).max(1).values
+    assert (worst_match > best_other).float().mean() >= 0.9
+    # They also beat the catalogue's interacted-with items of other categories for most users.
+    known = np.setdiff1d(np.arange(split.train.n_items), feature_only(split.train))
+    scores_known = model.score_history(split.train, users)[:, known]
+    cat_known = item_categories(split.train)[known]
+    other = torch.as_tensor(cat_known[None, :] != favourites(split.train)[:, None])
+    median_other = scores_known.masked_fill(~other, float("nan")).nanmedian(1).values
+    assert (worst_match > median_other).float().mean() >= 0.9
+
+
+def test_feature_only_catalogue_items_are_recommended_by_taste(model, split):
+    users = np.arange(split.train.n_users)
+    only = feature_only(split.train)
+    assert (split.train.union(split.valid).union(split.test).item_counts()[only] == 0).all()
+    scores = model.score_history(split.train, users)[:, only]  # [U, 10] items with features only
+    cat = item_categories(split.train)[only]
+    top = scores.argmax(1).numpy()
+    assert (cat[top] == favourites(split.train)).mean() >= 0.9
+
+
+def test_unseen_user_served_from_history_profile(model, split):
+    """A user absent from training (row past the last one) is scored from their items alone."""
+    cat = 2
+    items = np.setdiff1d(np.flatnonzero(item_categories(split.train) == cat), feature_only(split.train))[:6]
+    history = InteractionData(
+        user_ids=np.append(split.train.user_ids, "newcomer").astype(object),
+        item_ids=split.train.item_ids,
+        users=np.full(len(items), split.train.n_users),
+        items=items,
+        ratings=np.full(len(items), np.nan, dtype=np.float32),
+        ts=np.arange(len(items)),
+        item_features=np.zeros((split.train.n_items, 0), dtype=np.float32),
+    )
+    scores = model.score_history(history, np.array([split.train.n_users]))[0]
+    scores[torch.as_tensor(items)] = float("-inf")
+    top = scores.topk(10).indices.numpy()
+    assert (item_categories(split.train)[top] == cat).mean() >= 0.8
+
+
+def test_item_embeddings_and_encoder_shapes(model, split):
+    emb = model.item_embeddings()
+    assert emb.shape == (split.train.n_items, model.config.dim)
+    enc = model.encode_items(model.feature_schema.encode(new_items(1)))
+    assert enc.shape == (len(CATEGORIES), model.config.dim) and torch.isfinite(enc).all()
+
+
+def test_rating_head_beats_global_mean_and_rates_new_items(split, tmp_path):
+    m = Content(ContentConfig(dim=16))
+    m.fit(split.train, split.valid, TrainConfig(epochs=30, batch_size=128, lr=5e-3, objective="rating", seed=0))
+    assert m.supports_rating and "valid_rmse" in m.metrics
+    err = rating_errors(m, split.test)["rmse"]
+    mean = float(np.nanmean(split.train.ratings))
+    baseline = float(np.sqrt(np.nanmean((split.test.ratings - mean) ** 2)))
+    assert err < 0.8 * baseline
+    # Feature-only catalogue items get ratings on the data's scale, high for the favourite category.
+    users = torch.arange(split.train.n_users)
+    fav = favourites(split.train)
+    only = feature_only(split.train)
+    by_cat = only[np.argsort(item_categories(split.train)[only])][::2]  # one feature-only item per category
+    taste_item = torch.as_tensor(by_cat[fav])
+    other_item = torch.as_tensor(by_cat[(fav + 1) % len(CATEGORIES)])
+    liked, disliked = m.predict_ratings(users, taste_item), m.predict_ratings(users, other_item)
+    assert (liked > disliked).float().mean() >= 0.9
+    assert 0.0 < float(liked.mean()) < 6.0
+    new = m.score_new_items(users.numpy(), m.feature_schema.encode(new_items(1)))  # [U, 5] ratings
+    assert (new.argmax(1).numpy() == fav).mean() >= 0.9
+    m.save(tmp_path / "content")
+    loaded = Content.load(tmp_path / "content")
+    assert torch.equal(loaded.predict_ratings(users, taste_item), liked)

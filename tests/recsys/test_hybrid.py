@@ -1,0 +1,124 @@
+"""Hybrid: weights learned on validation beat complementary members; members save and load with it."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from app.recsys.data import InteractionData
+from app.recsys.models.base import FitReport, Recommender, TrainConfig
+from app.recsys.models.hybrid import Hybrid, HybridConfig
+from app.recsys.models.popularity import Popularity
+from app.recsys.splits import leave_one_out
+from app.recsys.training import ranking_score
+from tests.recsys.synthetic import CATEGORIES, items_frame, taste_data
+
+CFG = TrainConfig(epochs=30, batch_size=32, lr=0.05, patience=10, seed=0)
+
+
+class Taste(Recommender):
+    """Test member that knows only taste: the share of the user's history in each item's category."""
+
+    name = "taste"
+    config_cls = HybridConfig  # any frozen config will do; nothing to tune
+
+    def build(self, *, n_users: int, n_items: int) -> torch.nn.Module:
+        return torch.nn.Module()
+
+    def fit(self, train, valid, cfg, on_epoch=None) -> FitReport:
+        self.bind(train)
+        self.cats = torch.as_tensor(train.item_features[:, : len(CATEGORIES)])  # [I, C] one-hot
+        return FitReport(epochs_run=1)
+
+    def score_history(self, history: InteractionData, users: np.ndarray) -> torch.Tensor:
+        share = history.seen_mask(users).float() @ self.cats  # [B, C]
+        return share @ self.cats.T  # [B, I]
+
+
+def popular_within_taste(n_users: int = 150, n_items: int = 60, per_user: int = 12, seed: int = 0) -> pd.DataFrame:
+    """Users stay in their favourite category and pick its popular items (Zipf over the slots)."""
+    rng = np.random.default_rng(seed)
+    n_cat = len(CATEGORIES)
+    slots = n_items // n_cat
+    p = 1.0 / (np.arange(slots) + 1.0) ** 1.2
+    user = np.repeat(np.arange(n_users), per_user)
+    slot = rng.choice(slots, size=user.size, p=p / p.sum())
+    item = slot * n_cat + user % n_cat
+    ts = 1_000_000 + user * 1000 + np.tile(np.arange(per_user), n_users)
+    frame = pd.DataFrame({"user_id": [f"u{u}" for u in user], "item_id": [f"i{j}" for j in item], "ts": ts})
+    frame["value"] = 4.0
+    return frame
+
+
+def test_learned_weights_combine_complementary_members():
+    data = InteractionData.from_frames(popular_within_taste(), items_frame(60))
+    split = leave_one_out(data)
+    members = [Popularity(), Taste()]
+    for m in members:
+        m.fit(split.train, split.valid, CFG)
+    solo = {m.name: ranking_score(m, split.train, split.valid)["ndcg@10"] for m in members}
+    hybrid = Hybrid.from_members(members)
+    report = hybrid.fit(split.train, split.valid, CFG)
+    valid_ndcg = ranking_score(hybrid, split.train, split.valid)["ndcg@10"]
+    assert valid_ndcg == pytest.approx(report.best_metric)
+    assert valid_ndcg >= max(solo.values()) + 0.05, (valid_ndcg, solo)
+    w = torch.tensor(list(hybrid.weights.values()))
+    assert not torch.allclose(w / w.abs().sum(), torch.full_like(w, 1 / len(w)), atol=0.05)
+    # Each recommended item is credited to a member; contributions add up to the score.
+    users = np.arange(5)
+    contrib = hybrid.contributions(users, split.train)  # [B, I, M]
+    assert torch.allclose(contrib.sum(-1), hybrid.score_history(split.train, users))
+    reasons = hybrid.reasons(users, torch.topk(contrib.sum(-1), 3).indices, split.train)
+    assert {r for row in reasons for r in row} <= {"popularity", "taste"}
+
+
+@pytest.fixture(scope="module")
+def trained():
+    split = leave_one_out(taste_data())
+    hybrid = Hybrid(HybridConfig(members=("popularity", "mf", "ease", "content")))
+    hybrid.fit(split.train, split.valid, CFG)
+    return hybrid, split
+
+
+def test_fit_trains_its_own_members_and_keeps_them_fixed(trained):
+    hybrid, split = trained
+    assert list(hybrid.members) == ["popularity", "mf", "ease", "content"]
+    assert all(m.net is not None for m in hybrid.members.values())
+    before = {k: v.clone() for k, v in hybrid.members["mf"].net.state_dict().items()}
+    again = Hybrid.from_members(hybrid.members)
+    again.fit(split.train, split.valid, CFG)  # learns weights only
+    after = again.members["mf"].net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_save_load_round_trip_with_members(trained, tmp_path):
+    hybrid, split = trained
+    hybrid.save(tmp_path / "hybrid")
+    assert (tmp_path / "hybrid" / "members" / "content" / "weights.safetensors").is_file()
+    loaded = Hybrid.load(tmp_path / "hybrid", device="cpu")
+    assert list(loaded.members) == list(hybrid.members)
+    assert loaded.weights == hybrid.weights
+    users = np.arange(split.train.n_users)
+    assert torch.equal(loaded.score_history(split.train, users), hybrid.score_history(split.train, users))
+    top = torch.topk(loaded.score_history(split.train, np.array([0])), 5).indices[0]
+    assert loaded.explain(top) == hybrid.reasons(np.array([0]), top.unsqueeze(0), split.train)[0]
+
+
+def test_unseen_user_scored_by_history_members(trained):
+    """A user absent from training (row past the last one): mf sits out, history-based members serve."""
+    hybrid, split = trained
+    items = np.arange(5)
+    history = InteractionData(
+        user_ids=np.append(split.train.user_ids, "newcomer").astype(object),
+        item_ids=split.train.item_ids,
+        users=np.full(len(items), split.train.n_users),
+        items=items,
+        ratings=np.full(len(items), np.nan, dtype=np.float32),
+        ts=np.arange(len(items)),
+        item_features=np.zeros((split.train.n_items, 0), dtype=np.float32),
+    )
+    contrib = hybrid.contributions(np.array([split.train.n_users]), history)[0]  # [I, M]
+    assert torch.isfinite(contrib).all()
+    assert torch.all(contrib[:, list(hybrid.members).index("mf")] == 0)
+    scores = contrib.sum(-1)
+    assert scores.std() > 0  # the remaining members still rank the catalogue for this user
