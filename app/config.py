@@ -11,7 +11,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DEEPREC_", env_file=".env", extra="ignore")
+    # env_ignore_empty: DEEPREC_X= (as compose writes an unset ${VAR:-}) means "use the default".
+    model_config = SettingsConfigDict(env_prefix="DEEPREC_", env_file=".env", extra="ignore", env_ignore_empty=True)
 
     database_url: str = Field(
         default="sqlite:///./var/deeprec.db",

@@ -10,8 +10,9 @@ from fastapi import FastAPI
 
 from app import __version__
 from app.api.errors import install_error_handlers
+from app.api.jobs_app import start_embedded_worker, start_hot_swap
 from app.api.observability import configure_logging
-from app.api.routes import catalog, health, interactions
+from app.api.routes import catalog, health, interactions, jobs
 from app.api.serving_app import install_serving, start_serving
 from app.config import Settings, get_settings
 from app.db.migrations import upgrade
@@ -34,7 +35,12 @@ def start_database(app: FastAPI, stack: ExitStack) -> None:
 # Started in this order, stopped in reverse. Each gets the app and an ExitStack for its cleanup,
 # and may add a readiness check to app.state.ready_checks. The model registry and the embedded
 # worker go after the database.
-COMPONENTS: tuple[Callable[[FastAPI, ExitStack], None], ...] = (start_database, start_serving)
+COMPONENTS: tuple[Callable[[FastAPI, ExitStack], None], ...] = (
+    start_database,
+    start_serving,
+    start_hot_swap,
+    start_embedded_worker,
+)
 
 
 @asynccontextmanager
@@ -48,7 +54,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def include_routers(app: FastAPI) -> None:
     """Every router of the service, in one place."""
     app.include_router(health.router)
-    for module in (interactions, catalog):
+    for module in (interactions, catalog, jobs):
         app.include_router(module.router, prefix=API_PREFIX)
 
 

@@ -163,6 +163,9 @@ class VersionRead(BaseModel):
     metrics: dict[str, Any]
     size_bytes: int
     active: bool
+    status: str | None = Field(default=None, description="candidate | active | retired (the model_version table)")
+    note: str | None = Field(default=None, description="Why it was or was not promoted")
+    job_id: int | None = Field(default=None, description="The training job that made it")
 
 
 class VersionsRead(BaseModel):

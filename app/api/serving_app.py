@@ -17,7 +17,7 @@ from app.api import observability
 from app.api.routes import models as models_routes
 from app.api.routes import recommend as recommend_routes
 from app.config import Settings
-from app.recsys.store import ModelStore
+from app.jobs.publish import open_store
 from app.serving.history import CatalogueCache
 from app.serving.metrics import set_loaded
 from app.serving.registry import ModelRegistry, select_device
@@ -47,7 +47,7 @@ def build_serving(app: FastAPI, settings: Settings, sessions: sessionmaker[Sessi
     """Registry and service on app.state; raises at once when DEEPREC_DEVICE=cuda has no GPU."""
     torch.set_num_threads(max(1, settings.torch_threads))  # small per-request ops: thread hand-off costs more
     device = select_device(settings.device)
-    registry = ModelRegistry(ModelStore(settings.models_dir), device)
+    registry = ModelRegistry(open_store(settings, sessions), device)  # model_version says what is active
     app.state.registry = registry
     app.state.recommender = RecommendationService(registry, sessions, CatalogueCache(sessions))
     return registry

@@ -100,12 +100,12 @@ def train(
     """Read a snapshot from the database, train, save each model as a new version; returns a summary."""
     from app.db.frames import interactions_frame, items_frame
     from app.db.session import make_engine, make_sessionmaker
+    from app.jobs.publish import open_store
     from app.recsys.data import InteractionData
     from app.recsys.pipeline import resolve_models, train_models
-    from app.recsys.store import ModelStore
     from app.recsys.training import resolve_device, set_train_threads
 
-    store = ModelStore(settings.models_dir)
+    store = open_store(settings)  # versions are recorded in model_version, which says what is active
     names = resolve_models(models)
     if if_missing:
         names = [n for n in names if not store.versions(n)]

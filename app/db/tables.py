@@ -1,11 +1,11 @@
-"""ORM tables: user, item, interaction. External ids are strings; internal ids are integers."""
+"""ORM tables: user, item, interaction, training_job, model_version. External ids are strings; internal ids integers."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Float, ForeignKey, Index, String, text, true
+from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false, text, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, BigId
@@ -55,3 +55,75 @@ class Interaction(Base):
     occurred_at: Mapped[datetime]
     # Client-chosen id; re-sent events with the same id are stored once. NULLs never collide.
     event_id: Mapped[str | None] = mapped_column(String(ID_LENGTH), unique=True)
+
+
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+VERSION_STATUSES = ("candidate", "active", "retired")
+NAME_LENGTH = 64
+
+
+class TrainingJob(Base):
+    """One training request, claimed by a worker process; ``dedupe_key`` is the sorted model list."""
+
+    __tablename__ = "training_job"
+    __table_args__ = (
+        # The queue scan (oldest queued first) and the stale-job scan (running by heartbeat).
+        Index("ix_training_job_status_id", "status", "id"),
+        # At most one queued-or-running job per set of models: concurrent enqueues dedupe in the DB.
+        Index(
+            "ix_training_job_dedupe_key_open",
+            "dedupe_key",
+            unique=True,
+            sqlite_where=text("status IN ('queued', 'running')"),
+            postgresql_where=text("status IN ('queued', 'running')"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    models: Mapped[list[str]]
+    dedupe_key: Mapped[str] = mapped_column(String(1024))
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    promote: Mapped[str] = mapped_column(String(16), server_default="auto")
+    trigger: Mapped[str] = mapped_column(String(16), server_default="api")
+    status: Mapped[str] = mapped_column(String(16), server_default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    worker: Mapped[str | None] = mapped_column(String(256))
+    cancel_requested: Mapped[bool] = mapped_column(server_default=false())
+    progress: Mapped[dict[str, Any] | None]
+    result: Mapped[dict[str, Any] | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    # Highest interaction id in the snapshot the job trained on: "new events since" for the schedule.
+    snapshot_max_id: Mapped[int | None] = mapped_column(BigId)
+    created_at: Mapped[datetime] = mapped_column(server_default=NOW)
+    started_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class ModelVersion(Base):
+    """A version folder in the model store, recorded once its files are complete; one active per model."""
+
+    __tablename__ = "model_version"
+    __table_args__ = (
+        UniqueConstraint("name", "version", name="uq_model_version_name_version"),
+        Index(
+            "ix_model_version_name_active",
+            "name",
+            unique=True,
+            sqlite_where=text("status = 'active'"),
+            postgresql_where=text("status = 'active'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    version: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    status: Mapped[str] = mapped_column(String(16), server_default="candidate")
+    metric_name: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+    metric_value: Mapped[float | None] = mapped_column(Float)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    note: Mapped[str | None] = mapped_column(Text)  # why a version was not promoted, or how it was activated
+    job_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("training_job.id", ondelete="SET NULL"))
+    trained_at: Mapped[datetime]
+    created_at: Mapped[datetime] = mapped_column(server_default=NOW)
+    activated_at: Mapped[datetime | None]

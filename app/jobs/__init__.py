@@ -1,0 +1,1 @@
+"""Background training: the job queue in the database, the worker process, and version publishing."""

@@ -6,7 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
 
+from app.api.deps import SessionDep
 from app.api.recommend_schemas import ModelsRead, VersionsRead
+from app.jobs.versions import list_versions as list_recorded
 from app.recsys.models import model_names
 from app.recsys.store import StoreError, version_time
 from app.serving.registry import ModelRegistry
@@ -46,18 +48,22 @@ def list_models(registry: Registry) -> dict[str, Any]:
     responses={422: {"description": "Unknown model name; the valid ones are listed"}},
     summary="Model versions",
 )
-def list_versions(registry: Registry, name: Annotated[str, Path(examples=["mf"])]) -> dict[str, Any]:
-    """Every stored version of one model, oldest first, with its metrics; marks the active one."""
+def list_versions(
+    registry: Registry, session: SessionDep, name: Annotated[str, Path(examples=["mf"])]
+) -> dict[str, Any]:
+    """Every recorded version of one model (the model_version table), oldest first; marks the active one."""
     if name not in model_names():
         raise UnknownModel(name, model_names())
     store = registry.store
-    active = store.active_version(name)
+    rows = list_recorded(session=session, name=name)
+    active = next((r.version for r in rows if r.status == "active"), None)
     versions = []
-    for version in store.versions(name):
+    for row in rows:
         try:
-            info = store.info(name, version)
+            info = store.info(name, row.version)
         except StoreError:
             continue  # a version being deleted or damaged is not listed
-        versions.append({"version": version, "trained_at": info.trained_at, "metrics": info.metrics,
-                         "size_bytes": info.size_bytes, "active": version == active})  # fmt: skip
+        versions.append({"version": row.version, "trained_at": info.trained_at, "metrics": row.metrics,
+                         "size_bytes": info.size_bytes, "active": row.status == "active", "status": row.status,
+                         "note": row.note, "job_id": row.job_id})  # fmt: skip
     return {"name": name, "active_version": active, "versions": versions}

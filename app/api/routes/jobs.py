@@ -1,0 +1,164 @@
+"""Training jobs (queue, progress, cancel) and activating a model version (promote or roll back).
+
+The API only writes rows: a worker process claims and runs each job; every API process notices a
+newly active version within DEEPREC_MODEL_POLL_INTERVAL_S and swaps it in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+
+from app.api.deps import SessionDep, WriteAccess
+from app.api.errors import ERROR_RESPONSES, NOT_FOUND, WRITE_RESPONSES, FieldError, InvalidInput
+from app.api.job_schemas import ActivationRead, JobRead, JobsRead, JobStatus, TrainAccepted, TrainCreate, job_read
+from app.jobs import queue
+from app.jobs import versions as repo
+from app.jobs.publish import VersionedStore
+from app.recsys.models import model_names
+from app.recsys.pipeline import check_params, configs_for, resolve_models
+from app.recsys.store import CorruptVersion, StoreError
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["training"])
+CONFLICT: dict[int | str, dict[str, Any]] = {409: {"description": "The job already ended / the version is corrupt"}}
+
+
+def _type_ok(value: Any, default: Any) -> bool:
+    if default is None:
+        return True
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, int | float)
+    if isinstance(default, tuple | list):
+        return isinstance(value, list | tuple)
+    return isinstance(value, type(default))
+
+
+def param_errors(names: list[str], params: dict[str, Any]) -> list[FieldError]:
+    """Unknown keys (listing the known ones) and values of the wrong type, each naming its field."""
+    try:
+        check_params(names, params)
+    except ValueError as e:
+        return [FieldError(field="params", message=str(e))]
+    errors: list[FieldError] = []
+    for name in names:
+        model_cfg, train_cfg = configs_for(name, None)
+        defaults = {**dataclasses.asdict(train_cfg), **dataclasses.asdict(model_cfg)}
+        own = params.get(name) if isinstance(params.get(name), Mapping) else {}
+        for prefix, values in (("params", params), (f"params.{name}", own)):
+            for key, value in values.items():
+                if key in defaults and not isinstance(value, Mapping) and not _type_ok(value, defaults[key]):
+                    want = type(defaults[key]).__name__
+                    errors.append(FieldError(field=f"{prefix}.{key}", message=f"expected {want}, got {value!r}"))
+    return list({e.field: e for e in errors}.values())
+
+
+def resolve(body: TrainCreate) -> list[str]:
+    valid = model_names()
+    listed = ", ".join([*valid, "all", "default"])
+    bad = [
+        FieldError(field=f"models[{i}]", index=i, message=f"unknown model {m!r}; valid: {listed}")
+        for i, m in enumerate(body.models)
+        if m not in valid and m not in ("all", "default")
+    ]
+    if bad:
+        raise InvalidInput(bad)
+    names = resolve_models(body.models)
+    errors = param_errors(names, body.params)
+    if errors:
+        raise InvalidInput(errors)
+    return names
+
+
+@router.post(
+    "/train", status_code=202, response_model=TrainAccepted, responses=WRITE_RESPONSES, dependencies=[WriteAccess]
+)
+def create_job(body: TrainCreate, session: SessionDep, response: Response) -> TrainAccepted:
+    """Queue a training job; a queued or running job for the same models is returned instead."""
+    names = resolve(body)
+    out = queue.enqueue(session=session, models=names, params=body.params, promote=body.promote)
+    response.headers["Location"] = f"/v1/jobs/{out.job.id}"
+    return TrainAccepted(job_id=out.job.id, status=out.job.status, deduplicated=not out.created, models=out.job.models)  # type: ignore[arg-type]
+
+
+@router.get("/jobs", response_model=JobsRead, responses=ERROR_RESPONSES)
+def list_jobs(
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    status: Annotated[JobStatus | None, Query()] = None,
+) -> JobsRead:
+    """Recent jobs, newest first."""
+    jobs = queue.list_jobs(session=session, limit=limit, status=status)
+    now = queue.now()
+    return JobsRead(jobs=[job_read(j, now) for j in jobs])
+
+
+def _job_or_404(session: SessionDep, job_id: int) -> Any:
+    job = queue.get_job(session=session, job_id=job_id)
+    if job is None:
+        raise HTTPException(404, f"no job {job_id}")
+    return job
+
+
+@router.get("/jobs/{job_id}", response_model=JobRead, responses={**ERROR_RESPONSES, **NOT_FOUND})
+def get_job(session: SessionDep, job_id: Annotated[int, Path(ge=1)]) -> JobRead:
+    """Status, progress (model, epoch of epochs, validation metric), timings and error of one job."""
+    return job_read(_job_or_404(session, job_id), queue.now())
+
+
+@router.post(
+    "/jobs/{job_id}/cancel",
+    response_model=JobRead,
+    responses={**WRITE_RESPONSES, **NOT_FOUND, **CONFLICT},
+    dependencies=[WriteAccess],
+)
+def cancel_job(session: SessionDep, job_id: Annotated[int, Path(ge=1)]) -> JobRead:
+    """Cancel a job: a queued one at once, a running one at its next epoch (it publishes nothing)."""
+    job = _job_or_404(session, job_id)
+    if job.status in queue.TERMINAL:
+        raise HTTPException(409, f"job {job_id} already {job.status}")
+    job = queue.cancel(session=session, job_id=job_id)
+    return job_read(job, queue.now())
+
+
+@router.post(
+    "/models/{name}/versions/{version}/activate",
+    response_model=ActivationRead,
+    responses={**WRITE_RESPONSES, **NOT_FOUND, **CONFLICT},
+    dependencies=[WriteAccess],
+    tags=["models"],
+)
+def activate_version(
+    request: Request,
+    session: SessionDep,
+    name: Annotated[str, Path(examples=["mf"])],
+    version: Annotated[str, Path(examples=["20250101T120000000000Z-1f2e3d"])],
+) -> ActivationRead:
+    """Make a stored version the active one (promote a candidate or roll back); every API process swaps it in."""
+    if name not in model_names():
+        why = f"unknown model {name!r}; valid: {', '.join(model_names())}"
+        raise InvalidInput([FieldError(field="name", message=why)])
+    store: VersionedStore = request.app.state.registry.store
+    row = repo.get_version(session=session, name=name, version=version)
+    session.rollback()
+    try:
+        if row is None:
+            store.path(name, version)  # a folder the table does not know yet is recorded by activate
+        store.verify(name, version)
+    except CorruptVersion as e:
+        log.error("activation refused", extra={"model": name, "version": version, "error": str(e)})
+        raise HTTPException(409, f"version refused: {e}") from e
+    except StoreError as e:
+        raise HTTPException(404, str(e)) from e
+    previous = store.active_version(name)
+    store.activate(name, version, note="activated through the API")
+    ticker = getattr(request.app.state, "hot_swap", None)
+    if ticker is not None:
+        ticker.nudge()  # this process swaps at once; the others at their next poll
+    return ActivationRead(name=name, version=version, status="active", previous_version=previous)

@@ -1,0 +1,145 @@
+"""Run one claimed training job in this process: snapshot, train, then publish each version.
+
+Nothing is published until every model of the job has trained: a crash or a cancel part-way
+leaves the store and the serving models as they were. Each version is written to the store
+(temporary folder, then rename), then recorded, then passed through the promotion gate.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import Settings
+from app.db.frames import interactions_frame, items_frame
+from app.db.tables import Interaction
+from app.jobs import queue
+from app.jobs import versions as repo
+from app.jobs.publish import VersionedStore, promotion
+from app.recsys.data import InteractionData
+from app.recsys.pipeline import Progress, train_models
+from app.recsys.training import resolve_device, set_train_threads
+
+log = logging.getLogger(__name__)
+
+
+def jsonable(value: Any) -> Any:
+    """numpy scalars (metrics) -> Python numbers, so the JSON columns accept them."""
+    return json.loads(json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+class Stop(Exception):
+    """Raised from the progress callback to leave training between epochs."""
+
+    def __init__(self, reason: str) -> None:  # cancelled | shutdown | lost
+        super().__init__(reason)
+        self.reason = reason
+
+
+def load_snapshot(session: Session) -> tuple[InteractionData, int | None]:
+    """Every stored interaction and item, and the highest interaction id read (the schedule's watermark)."""
+    max_id = session.scalar(select(func.max(Interaction.id)))
+    interactions = interactions_frame(session=session)
+    items = items_frame(session=session)
+    session.rollback()  # end the read transaction; training takes a while
+    if interactions.empty:
+        raise ValueError("no interactions in the database: import some first (deeprec demo-data or deeprec import)")
+    return InteractionData.from_frames(interactions, items), max_id
+
+
+class JobRunner:
+    """Runs a claimed job; ``should_stop()`` is polled at every epoch and returns a Stop reason or None."""
+
+    def __init__(self, settings: Settings, sessions: sessionmaker[Session], store: VersionedStore) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.store = store
+
+    def run(self, claim: queue.Claim, should_stop: Callable[[], str | None]) -> str:
+        """Train and publish; returns the job's final status (or 'released' / 'lost')."""
+        job = claim.job
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        with self.sessions() as session:
+            try:
+                data, max_id = load_snapshot(session)
+                queue.set_snapshot(session=session, claim=claim, snapshot_max_id=max_id)
+                timings["snapshot_s"] = round(time.perf_counter() - t0, 3)
+                set_train_threads(self.settings.train_threads)
+                device = str(resolve_device(self.settings.device))
+                t1 = time.perf_counter()
+                results = train_models(
+                    data, job.models, params=job.params, device=device,
+                    on_progress=self._progress_writer(session, claim, should_stop),
+                )  # fmt: skip
+                timings["train_s"] = round(time.perf_counter() - t1, 3)
+                reason = should_stop()
+                if reason is not None:
+                    raise Stop(reason)
+                t2 = time.perf_counter()
+                published = [self._publish(r, job) for r in results]
+                timings["publish_s"] = round(time.perf_counter() - t2, 3)
+            except Stop as stop:
+                session.rollback()
+                return self._stopped(session, claim, stop.reason)
+            except Exception as exc:  # noqa: BLE001  (any failure fails the job, with its message)
+                session.rollback()
+                log.exception("training job failed", extra={"job_id": job.id})
+                queue.fail(session=session, claim=claim, error=f"{type(exc).__name__}: {exc}")
+                return "failed"
+            timings["total_s"] = round(time.perf_counter() - t0, 3)
+            result = {"versions": published, "timings": timings, "snapshot": {**data.stats(), "max_id": max_id}}
+            queue.finish(session=session, claim=claim, result=jsonable(result))
+            return "succeeded"
+
+    def _progress_writer(
+        self, session: Session, claim: queue.Claim, should_stop: Callable[[], str | None]
+    ) -> Callable[[Progress], None]:
+        def on_progress(p: Progress) -> None:
+            progress = jsonable(asdict(p))
+            signal = queue.report_progress(session=session, claim=claim, progress=progress)
+            reason = "lost" if not signal.owned else "cancelled" if signal.cancel else should_stop()
+            if reason is not None:
+                raise Stop(reason)
+
+        return on_progress
+
+    def _stopped(self, session: Session, claim: queue.Claim, reason: str) -> str:
+        if reason == "cancelled":
+            queue.confirm_cancel(session=session, claim=claim, result={"stopped": "cancel requested"})
+            return "cancelled"
+        if reason == "shutdown":
+            queue.release(session=session, claim=claim)
+            return "released"
+        log.warning("job taken from this worker (reaped); its result is dropped", extra={"job_id": claim.job.id})
+        return "lost"
+
+    def _publish(self, r: Any, job: Any) -> dict[str, Any]:
+        """Store the version (files first, then its row), gate it, prune old versions."""
+        version = self.store.save(r.model, job_id=job.id)
+        with self.sessions() as session:
+            active = repo.active_row(session=session, name=r.name)
+            active_version, active_metric = (active.version, active.metric_value) if active else (None, None)
+        decision = promotion(
+            job.promote, new=r.metrics.get(repo.GATE_METRIC), active=active_metric, active_version=active_version,
+            tolerance=self.settings.promotion_tolerance,
+        )  # fmt: skip
+        if decision.promote:
+            self.store.activate(r.name, version, note=decision.reason)
+        else:
+            with self.sessions() as session:
+                repo.set_note(session=session, name=r.name, version=version, note=decision.reason)
+        pruned = self.store.prune(r.name, self.settings.keep_versions)
+        log.info("version published", extra={"model": r.name, "version": version, "promoted": decision.promote})
+        return {
+            "model": r.name, "version": version, "promoted": decision.promote, "reason": decision.reason,
+            "previous_version": active_version, repo.GATE_METRIC: r.metrics.get(repo.GATE_METRIC),
+            "test_ndcg@10": r.metrics.get("test_ndcg@10"), "seconds": round(r.seconds, 3), "pruned": pruned,
+        }  # fmt: skip

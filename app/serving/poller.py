@@ -1,0 +1,106 @@
+"""Hot swap: every API process polls model_version for newly active versions and swaps them in.
+
+The swap itself is the registry's (one reference assignment: requests in flight keep the set they
+hold). A version that cannot be loaded (missing or corrupt files) is refused once, logged, and not
+retried until another version is activated; the previous version keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.jobs.versions import active_versions
+from app.recsys.models import model_names
+from app.serving.metrics import set_loaded
+from app.serving.registry import ModelRegistry
+
+log = logging.getLogger(__name__)
+
+
+class VersionPoller:
+    def __init__(self, registry: ModelRegistry, sessions: sessionmaker[Session]) -> None:
+        self.registry = registry
+        self.sessions = sessions
+        self.refused: set[tuple[str, str]] = set()
+        self.swaps = 0
+        self.last_swap_s: float | None = None  # seconds the last load-and-swap took
+
+    def wanted(self) -> dict[str, str]:
+        """Active versions in the database, minus refused ones (the loaded version stays instead)."""
+        with self.sessions() as session:
+            active = active_versions(session=session)
+        current = self.registry.models.versions()
+        out: dict[str, str] = {}
+        for name, version in active.items():
+            if name not in model_names():
+                continue
+            if (name, version) in self.refused:
+                if name in current:
+                    out[name] = current[name]
+                continue
+            out[name] = version
+        return out
+
+    def check(self) -> bool:
+        """Swap in what changed; True when a new set was published."""
+        if not self.registry.ready:  # the startup load has not finished; it reads the same table
+            return False
+        wanted = self.wanted()
+        if wanted == self.registry.models.versions():
+            return False
+        t0 = time.perf_counter()
+        models = self.registry.refresh(wanted)
+        self.last_swap_s = time.perf_counter() - t0
+        for name, version in wanted.items():
+            if name not in models or models[name].version != version:
+                self.refused.add((name, version))
+                log.error(
+                    "active version refused; previous version keeps serving",
+                    extra={"model": name, "version": version, "error": self.registry.errors.get(name),
+                           "serving": models[name].version if name in models else None},
+                )  # fmt: skip
+        self.swaps += 1
+        set_loaded({name: (m.version, str(m.device)) for name, m in models.items()})
+        log.info("models swapped", extra={"models": models.versions(), "seconds": round(self.last_swap_s, 4)})
+        return True
+
+
+class Ticker:
+    """One daemon thread running periodic tasks (period_s, fn) until stopped; ``nudge`` runs them now."""
+
+    def __init__(self, tasks: list[tuple[float, Callable[[], object]]], name: str = "ticker") -> None:
+        self.tasks = tasks
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=30)
+
+    def nudge(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        due = [0.0] * len(self.tasks)
+        while not self._stop.is_set():
+            now = time.monotonic()
+            forced = self._wake.is_set()
+            self._wake.clear()
+            for i, (period, fn) in enumerate(self.tasks):
+                if forced or now >= due[i]:
+                    due[i] = now + period
+                    try:
+                        fn()
+                    except Exception:  # noqa: BLE001  (the database may be briefly away; next tick retries)
+                        log.exception("periodic task failed", extra={"task": getattr(fn, "__name__", str(fn))})
+            self._wake.wait(max(0.01, min(due) - time.monotonic()))
