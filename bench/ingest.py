@@ -226,8 +226,9 @@ def render(results: dict, command: str, load_before: tuple, load_after: tuple, a
     ]
     for label, key in rows:
         n = (sq.get(key) or pg.get(key) or (0, 0))[0]
-        ratio = "n/a" if copy is None or rate(pg.get(key)) is None else f"{rate(pg.get(key)) / copy:.0%}"
-        lines.append(f"| {label} | {n:,} | {fmt(rate(sq.get(key)))} | {fmt(rate(pg.get(key)))} | {ratio} |")
+        pg_rate = rate(pg.get(key))
+        ratio = "n/a" if copy is None or pg_rate is None else f"{pg_rate / copy:.0%}"
+        lines.append(f"| {label} | {n:,} | {fmt(rate(sq.get(key)))} | {fmt(pg_rate)} | {ratio} |")
     if copy is not None:
         n = pg["copy"][0]
         nofk = fmt(rate(pg.get("copy_nofk")))

@@ -11,20 +11,19 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, Table, select, text
+from sqlalchemy import Connection, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 LOOKUP_CHUNK = 5_000  # ids per IN (...) query; far below SQLite's 32,766 variables
 
-PG_INSERT = text(
-    """
+# One statement for the whole batch; %(name)b sends each column as a binary array (no text quoting).
+PG_INSERT = """
     INSERT INTO interaction (user_id, item_id, type, value, occurred_at, event_id)
     SELECT u, i, t, v, TIMESTAMPTZ 'epoch' + us * INTERVAL '1 microsecond', e
-    FROM unnest(CAST(:u AS BIGINT[]), CAST(:i AS BIGINT[]), CAST(:t AS TEXT[]),
-                CAST(:v AS FLOAT8[]), CAST(:us AS BIGINT[]), CAST(:e AS TEXT[])) AS x(u, i, t, v, us, e)
+    FROM unnest(%(u)b::BIGINT[], %(i)b::BIGINT[], %(t)b::TEXT[], %(v)b::FLOAT8[], %(us)b::BIGINT[], %(e)b::TEXT[])
+        AS x(u, i, t, v, us, e)
     ON CONFLICT (event_id) DO NOTHING
-    """
-)
+"""
 SQLITE_INSERT = (
     "INSERT INTO interaction (user_id, item_id, type, value, occurred_at, event_id) "
     "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING"
@@ -54,7 +53,8 @@ def ensure_ids(conn: Connection, table: Table, external_ids: Sequence[str], **de
     """external id -> internal id, creating missing rows with the given column defaults."""
     wanted = list(dict.fromkeys(external_ids))
     found = lookup_ids(conn, table, wanted)
-    missing = [x for x in wanted if x not in found]
+    # Sorted, so concurrent transactions take the unique-index locks in one order and cannot deadlock.
+    missing = sorted(x for x in wanted if x not in found)
     if missing:
         # DO NOTHING: a concurrent request may create the same id between lookup and insert.
         stmt = dialect_insert(conn, table).on_conflict_do_nothing(index_elements=["external_id"])
@@ -83,7 +83,7 @@ def insert_interactions(
     evs = list(event_ids) if event_ids is not None else [None] * n
     if conn.dialect.name == "postgresql":
         params = dict(u=user_ids.tolist(), i=item_ids.tolist(), t=list(types), v=vals, us=occurred_us.tolist(), e=evs)
-        return conn.execute(PG_INSERT, params).rowcount
+        return conn.exec_driver_sql(PG_INSERT, params).rowcount
     # The text form SQLAlchemy's SQLite DateTime stores, so ORM reads and comparisons agree.
     stamps = np.char.replace(np.datetime_as_string(occurred_us.astype("datetime64[us]"), unit="us"), "T", " ")
     rows = list(zip(user_ids.tolist(), item_ids.tolist(), types, vals, stamps.tolist(), evs, strict=True))

@@ -98,11 +98,15 @@ def add_interactions(*, session: Session, rows: pd.DataFrame) -> AddResult:
     items = ensure_ids(conn, ITEM, pd.unique(rows["item_id"]).tolist(), categories=[], attributes={})
     user_ids = rows["user_id"].map(users).to_numpy(np.int64)  # [N]
     occurred_us = np.round(rows["ts"].to_numpy(np.float64) * 1e6).astype(np.int64)  # [N]
+    has_ids = "event_id" in rows and bool(rows["event_id"].notna().any())
     # Each user's events together and in time order: the (user_id, occurred_at) index is then
     # written sequentially rather than at random, which makes large batches markedly faster.
-    order = np.lexsort((occurred_us, user_ids))
+    # The event_id tie-break gives re-sent events one global order, so concurrent re-sends
+    # take their unique-index locks in the same order and cannot deadlock.
+    keys = pd.DataFrame({"u": user_ids, "t": occurred_us, "e": rows["event_id"].to_numpy() if has_ids else 0})
+    order = keys.sort_values(["u", "t", "e"], kind="stable").index.to_numpy()
     event_ids = None
-    if "event_id" in rows and rows["event_id"].notna().any():
+    if has_ids:
         col = rows["event_id"].astype(object)
         event_ids = col.where(col.notna(), None).to_numpy(object)[order].tolist()
     inserted = insert_interactions(

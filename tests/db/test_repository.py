@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
 import pytest
 from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import repository as repo
 from app.db.tables import Interaction, User
@@ -56,8 +57,12 @@ def test_event_ids_make_resends_idempotent(session: Session) -> None:
 def test_rows_without_event_id_are_always_stored(session: Session) -> None:
     repo.add_interactions(session=session, rows=events(4))
     repo.add_interactions(session=session, rows=events(4))
+    mixed = events(4, with_ids=True)
+    mixed.loc[[0, 2], "event_id"] = None
+    assert repo.add_interactions(session=session, rows=mixed) == repo.AddResult(inserted=4, duplicates=0)
+    assert repo.add_interactions(session=session, rows=mixed) == repo.AddResult(inserted=2, duplicates=2)
     session.commit()
-    assert repo.counts(session=session).interactions == 8
+    assert repo.counts(session=session).interactions == 14
 
 
 def test_rollback_stores_nothing(session: Session) -> None:
@@ -170,3 +175,38 @@ def test_empty_database_frames(session: Session) -> None:
     assert list(repo.stream_interactions(session=session, chunk_size=10)) == []
     assert repo.items_frame(session=session).empty and repo.users_frame(session=session).empty
     assert repo.interaction_count(session=session) == 0
+
+
+def test_concurrent_writers_overlapping_users_items_and_event_ids(session: Session) -> None:
+    """Writers creating the same new users and items in different orders neither fail nor deadlock."""
+    sessions = sessionmaker(bind=session.get_bind(), expire_on_commit=False)
+    errors: list[BaseException] = []
+
+    def writer(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        try:
+            for _ in range(5):
+                k = rng.permutation(40)
+                rows = pd.DataFrame(
+                    {
+                        "user_id": [f"u{x % 13}" for x in k],
+                        "item_id": [f"i{x % 17}" for x in k],
+                        "type": "view",
+                        "value": np.nan,
+                        "ts": 1_700_000_000 + k,
+                        "event_id": [f"e{x}" for x in k],
+                    }
+                )
+                with sessions() as s:
+                    repo.add_interactions(session=s, rows=rows)
+                    s.commit()
+        except BaseException as exc:  # noqa: BLE001  (collected and asserted below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(seed,)) for seed in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert repo.counts(session=session) == repo.Counts(users=13, items=17, interactions=40)
