@@ -102,7 +102,7 @@ def train(
     from app.db.session import make_engine, make_sessionmaker
     from app.jobs.publish import open_store
     from app.recsys.data import InteractionData
-    from app.recsys.pipeline import resolve_models, train_models
+    from app.recsys.pipeline import TrainResult, resolve_models, train_models
     from app.recsys.training import resolve_device, set_train_threads
 
     store = open_store(settings)  # versions are recorded in model_version, which says what is active
@@ -126,9 +126,9 @@ def train(
     if verbose:
         params.setdefault("verbose", True)
     dev = str(resolve_device(device or settings.device))
-    results = train_models(data, names, params=params, holdout=holdout, device=dev)
-    summary = []
-    for r in results:
+    summary: list[dict[str, Any]] = []
+
+    def save(r: TrainResult) -> None:
         version = store.save(r.model)
         if activate:
             store.activate(r.name, version)
@@ -144,6 +144,8 @@ def train(
                 "pruned": pruned,
             }
         )
+
+    train_models(data, names, params=params, holdout=holdout, device=dev, on_result=save)
     return summary
 
 

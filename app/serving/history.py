@@ -15,61 +15,85 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import torch
-from sqlalchemy import func, select
+from sqlalchemy import Connection, bindparam, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.frames import epoch_seconds, items_frame
 from app.db.tables import Interaction, Item, User
+from app.serving.registry import LoadedModel
 
 
 @dataclass(frozen=True)
 class UserHistory:
     exists: bool  # the user is in the database (possibly with no events)
-    item_ids: np.ndarray  # [N] external ids, oldest first
-    ts: np.ndarray  # [N] unix seconds
+    rows: np.ndarray  # [N] catalogue rows of the user's items, oldest first
+    catalogue: Catalogue
 
     @property
     def empty(self) -> bool:
-        return self.item_ids.size == 0
+        return self.rows.size == 0
+
+    @property
+    def item_ids(self) -> np.ndarray:
+        return self.catalogue.item_ids[self.rows]
+
+    def cols(self, lm: LoadedModel) -> np.ndarray:
+        """[N] the items as columns of one model, -1 where it does not know them."""
+        return self.catalogue.model_cols(lm)[self.rows]
 
 
-def user_history(*, session: Session, user_id: str) -> UserHistory:
-    """Every event of the user, oldest first; one query served by ix_interaction_user_id_occurred_at."""
-    ev = Interaction
-    stmt = (
-        select(User.id, Item.external_id, epoch_seconds(ev.occurred_at))
-        .select_from(User)
-        .outerjoin(ev, ev.user_id == User.id)
-        .outerjoin(Item, Item.id == ev.item_id)
-        .where(User.external_id == user_id)
-        .order_by(ev.occurred_at, ev.id)
-    )
-    rows = session.execute(stmt).all()
+_EV = Interaction
+# Built once: per request only the parameter changes, so SQLAlchemy reuses the compiled statement.
+# Integer item ids only (mapped to external ids through the cached catalogue): no join, no strings.
+_HISTORY = (
+    select(User.id, _EV.item_id)
+    .select_from(User)
+    .outerjoin(_EV, _EV.user_id == User.id)
+    .where(User.external_id == bindparam("user_id"))
+    .order_by(_EV.occurred_at, _EV.id)
+)
+
+
+def user_item_ids(*, conn: Connection | Session, user_id: str) -> tuple[bool, np.ndarray]:
+    """(user exists, [N] database item ids oldest first); one query on ix_interaction_user_id_occurred_at.
+
+    Pass a Connection on the hot path: a Session adds ORM bookkeeping to a plain Core query.
+    """
+    rows = conn.execute(_HISTORY, {"user_id": user_id}).all()
     if not rows or rows[0][1] is None:  # no such user, or (outer join) a user without events
-        return UserHistory(bool(rows), np.empty(0, dtype=object), np.empty(0, dtype=np.int64))
-    _, items, ts = zip(*rows, strict=True)
-    return UserHistory(True, np.array(items, dtype=object), np.array(ts, dtype=np.int64))
+        return bool(rows), np.empty(0, dtype=np.int64)
+    return True, np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
 
 
-def item_popularity(*, session: Session) -> pd.Series:
-    """Events per item external id (items without events are absent)."""
-    stmt = select(Item.external_id, func.count(Interaction.id)).join(Interaction, Interaction.item_id == Item.id)
-    rows = session.execute(stmt.group_by(Item.external_id)).all()
-    return pd.Series({r[0]: r[1] for r in rows}, dtype=np.float64)
+def item_popularity(*, session: Session) -> dict[int, int]:
+    """Events per database item id (items without events are absent)."""
+    rows = session.execute(select(_EV.item_id, func.count()).group_by(_EV.item_id)).all()
+    return {r[0]: r[1] for r in rows}
+
+
+def catalogue_frame(*, session: Session) -> pd.DataFrame:
+    """Every item: db_id, item_id, title, categories, attributes, active."""
+    stmt = select(Item.id, Item.external_id, Item.title, Item.categories, Item.attributes, Item.active)
+    columns = ["db_id", "item_id", "title", "categories", "attributes", "active"]
+    frame = pd.DataFrame.from_records(session.execute(stmt.order_by(Item.id)).all(), columns=columns)
+    return frame.astype({"db_id": np.int64, "item_id": str, "active": bool})
 
 
 @dataclass
 class Catalogue:
     """Items in the database: ids, active flags, categories, popularity counts. Immutable once built."""
 
-    items: pd.DataFrame  # items_frame columns, one row per item
+    items: pd.DataFrame  # catalogue_frame columns, one row per item
     popularity: np.ndarray  # [C] events per item
     generation: int = 0
     built_at: float = field(default_factory=time.monotonic)
     _aligned: dict[str, tuple[np.ndarray, torch.Tensor]] = field(default_factory=dict, repr=False)
+    _cols: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.index = pd.Index(self.items["item_id"].astype(str))
+        db_ids = self.items["db_id"].to_numpy(np.int64)
+        self._db_to_row = np.full(int(db_ids.max()) + 1 if db_ids.size else 0, -1, dtype=np.int64)
+        self._db_to_row[db_ids] = np.arange(db_ids.size)
         self.item_ids = self.index.to_numpy(dtype=object)
         self.active = self.items["active"].to_numpy(dtype=bool) if len(self.items) else np.zeros(0, bool)
         exploded = self.items["categories"].explode().dropna() if len(self.items) else pd.Series(dtype=object)
@@ -78,6 +102,12 @@ class Catalogue:
     @property
     def size(self) -> int:
         return len(self.item_ids)
+
+    def history(self, exists: bool, db_ids: np.ndarray) -> UserHistory:
+        """Database item ids -> a UserHistory of external ids; items newer than this catalogue are left out."""
+        known = db_ids < self._db_to_row.size
+        rows = self._db_to_row[db_ids[known]]
+        return UserHistory(exists, rows[rows >= 0], self)
 
     def rows_of(self, item_ids: np.ndarray | list[str]) -> np.ndarray:
         return self.index.get_indexer(pd.Index(item_ids, dtype=object))
@@ -94,14 +124,23 @@ class Catalogue:
     def features_frame(self, rows: np.ndarray) -> pd.DataFrame:
         return self.items.iloc[rows]
 
-    def aligned(self, key: str, item_ids: np.ndarray, device: torch.device) -> tuple[np.ndarray, torch.Tensor]:
-        """Catalogue row of each model item (-1 if gone) and the [I] active mask, cached per model and generation."""
+    def aligned(self, lm: LoadedModel) -> tuple[np.ndarray, torch.Tensor]:
+        """Catalogue row of each model column (-1 if gone) and the [I] active mask; cached per version."""
+        key = f"{lm.name}:{lm.version}"
         cached = self._aligned.get(key)
         if cached is None:
-            rows = self.rows_of(item_ids)
+            rows = self.rows_of(lm.item_ids)
             active = np.where(rows >= 0, self.active[np.maximum(rows, 0)], False) if self.size else rows >= 0
-            cached = self._aligned[key] = (rows, torch.as_tensor(active, device=device))
+            cached = self._aligned[key] = (rows, torch.as_tensor(active, device=lm.device))
         return cached
+
+    def model_cols(self, lm: LoadedModel) -> np.ndarray:
+        """[C] the model column of each catalogue row, -1 where the model does not know the item."""
+        key = f"{lm.name}:{lm.version}"
+        cols = self._cols.get(key)
+        if cols is None:
+            cols = self._cols[key] = lm.items_of(self.item_ids)
+        return cols
 
 
 class CatalogueCache:
@@ -115,9 +154,9 @@ class CatalogueCache:
 
     def load(self) -> Catalogue:
         with self.sessions() as session:
-            items = items_frame(session=session)
+            items = catalogue_frame(session=session)
             pop = item_popularity(session=session)
-        counts = pop.reindex(items["item_id"].astype(str)).fillna(0.0).to_numpy() if len(items) else np.zeros(0)
+        counts = items["db_id"].map(pop).fillna(0.0).to_numpy(np.float64) if len(items) else np.zeros(0)
         generation = self._current.generation + 1 if self._current is not None else 1
         return Catalogue(items.reset_index(drop=True), counts, generation)
 

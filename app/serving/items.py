@@ -37,7 +37,7 @@ def predict(svc: RecommendationService, user_id: str, item_ids: list[str], model
     unknown = sorted({i for i, r in zip(item_ids, rows, strict=True) if r < 0})
     if unknown:
         raise NotFound({"message": "unknown item ids", "unknown_item_ids": unknown})
-    hist = svc.history(user_id)
+    hist = svc.history(user_id, cat)
     if not hist.exists and not any(m.user_of(user_id) >= 0 for m in models.values()):
         raise NotFound({"message": f"unknown user {user_id!r}", "unknown_user_ids": [user_id]})
     name = model or svc.default_model(models)
@@ -59,7 +59,7 @@ def predict(svc: RecommendationService, user_id: str, item_ids: list[str], model
             missing = sorted({item_ids[i] for i in new})
             raise NotFound({"message": f"items unknown to {lm.name} and no content model", "unknown_item_ids": missing})
         feats = content.model.feature_schema.encode(cat.features_frame(rows[new]))
-        data, row = scoring.history_data(content, content.user_of(user_id), hist.item_ids, hist.ts)
+        data, row = scoring.history_data(content, content.user_of(user_id), hist.cols(content))
         with inference_timer(content.name), torch.inference_mode():
             s = content.model.score_new_items(np.array([row]), feats, history=data)[0]
         score[new] = s.float().cpu().numpy()
@@ -107,7 +107,7 @@ def similar(svc: RecommendationService, item_id: str, n: int = 10, model: str | 
         col = int(lm.items_of([item_id])[0])
         emb = scoring.item_embeddings(lm)
         assert emb is not None
-        _, active = cat.aligned(f"{lm.name}:{lm.version}", lm.item_ids, lm.device)
+        _, active = cat.aligned(lm)
         allowed = active.clone()
         allowed[col] = False
         with inference_timer(lm.name), torch.inference_mode():
@@ -123,7 +123,7 @@ def similar(svc: RecommendationService, item_id: str, n: int = 10, model: str | 
         assert emb is not None
         with inference_timer(content.name), torch.inference_mode():
             q = torch.nn.functional.normalize(content.model.encode_items(feats).float(), dim=1)[0]  # [D]
-            _, active = cat.aligned(f"{content.name}:{content.version}", content.item_ids, content.device)
+            _, active = cat.aligned(content)
             items = _top(content, emb @ q, active, n, f"features like {item_id}")
         STRATEGY.labels("content").inc()
         return RecList(content.name, content.version, "content", items, f"{item_id} is newer than the models")

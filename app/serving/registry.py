@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from app.recsys.models import model_names
@@ -45,8 +44,9 @@ class LoadedModel:
     cache: dict[str, Any] = field(default_factory=dict)  # lazily built tensors (normalised embeddings, masks)
 
     def __post_init__(self) -> None:
-        self.item_index = pd.Index(self.model.item_ids)  # external id -> column
-        self.user_index = pd.Index(self.model.user_ids)
+        # dicts, not pandas indexes: a request looks up a handful of ids, where a dict costs nanoseconds
+        self.item_pos = {str(i): c for c, i in enumerate(self.model.item_ids)}  # external id -> column
+        self.user_pos = {str(u): r for r, u in enumerate(self.model.user_ids)}
         self.item_ids = np.asarray(self.model.item_ids, dtype=object)
 
     @property
@@ -63,11 +63,12 @@ class LoadedModel:
 
     def user_of(self, user_id: str) -> int:
         """Training index of a user, -1 when the model never saw them."""
-        loc = self.user_index.get_indexer([user_id])[0]
-        return int(loc)
+        return self.user_pos.get(user_id, -1)
 
     def items_of(self, item_ids: np.ndarray | list[str]) -> np.ndarray:
-        return self.item_index.get_indexer(pd.Index(item_ids, dtype=object))
+        """Column of each external item id, -1 where unknown (ids given in one request)."""
+        get = self.item_pos.get
+        return np.fromiter((get(i, -1) for i in item_ids), dtype=np.int64, count=len(item_ids))
 
 
 class ModelSet(Mapping[str, LoadedModel]):

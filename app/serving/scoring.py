@@ -14,24 +14,21 @@ from app.recsys.models.base import Recommender
 from app.serving.registry import LoadedModel
 
 
-def dedupe_latest(items: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def dedupe_latest(items: np.ndarray) -> np.ndarray:
     """Keep each item's latest event, in time order, as the training snapshot does. [N] -> [M]."""
     if items.size == 0:
-        return items, ts
+        return items
     _, first_from_end = np.unique(items[::-1], return_index=True)
-    keep = np.sort(items.size - 1 - first_from_end)
-    return items[keep], ts[keep]
+    return items[np.sort(items.size - 1 - first_from_end)]
 
 
-def history_data(lm: LoadedModel, user: int, item_ids: np.ndarray, ts: np.ndarray) -> tuple[InteractionData, int]:
-    """A one-user InteractionData in the model's id space, and the row to score.
+def history_data(lm: LoadedModel, user: int, cols: np.ndarray) -> tuple[InteractionData, int]:
+    """A one-user InteractionData from time-ordered model columns (-1: unknown), and the row to score.
 
     ``user`` is the training index, or -1 for a user the model never saw: they get an extra row
     past the last training user, which history-based models read as "profile only".
     """
-    cols = lm.items_of(item_ids)
-    known = cols >= 0
-    items, when = dedupe_latest(cols[known].astype(np.int64), np.asarray(ts, dtype=np.int64)[known])
+    items = dedupe_latest(cols[cols >= 0].astype(np.int64))
     user_ids = lm.cache.get("user_ids+1")
     if user_ids is None:
         user_ids = lm.cache["user_ids+1"] = np.append(lm.model.user_ids, "<request user>").astype(object)
@@ -42,7 +39,7 @@ def history_data(lm: LoadedModel, user: int, item_ids: np.ndarray, ts: np.ndarra
         users=np.full(items.size, row, dtype=np.int64),
         items=items,
         ratings=np.full(items.size, np.nan, dtype=np.float32),
-        ts=when,
+        ts=np.arange(items.size, dtype=np.int64),  # already in time order
         item_features=np.zeros((lm.n_items, 0), dtype=np.float32),
         feature_schema=lm.model.feature_schema,
     )
@@ -55,16 +52,16 @@ def history_aware(model: Recommender) -> bool:
 
 
 @torch.inference_mode()
-def score_user(lm: LoadedModel, user: int, item_ids: np.ndarray, ts: np.ndarray) -> torch.Tensor:
-    """[I] scores for one user from their current history (known users: their learned state too)."""
-    data, row = history_data(lm, user, item_ids, ts)
+def score_user(lm: LoadedModel, user: int, cols: np.ndarray) -> torch.Tensor:
+    """[I] scores for one user from their items now (model columns, oldest first) and, when the
+    model knows the user, their learned state."""
+    data, row = history_data(lm, user, cols)
     return lm.model.score_history(data, np.array([row]))[0].float()
 
 
 @torch.inference_mode()
-def score_sequence(lm: LoadedModel, item_ids: np.ndarray) -> tuple[torch.Tensor, int]:
-    """[I] next-item scores after the given time-ordered items, and how many of them the model knows."""
-    cols = lm.items_of(item_ids)
+def score_sequence(lm: LoadedModel, cols: np.ndarray) -> tuple[torch.Tensor, int]:
+    """[I] next-item scores after time-ordered model columns (-1: unknown), and how many were known."""
     cols = cols[cols >= 0]
     max_len = int(getattr(lm.model.config, "max_len", 50))
     seq = torch.as_tensor(cols[-max_len:] + 1, dtype=torch.int64, device=lm.device).unsqueeze(0)  # [1, L]

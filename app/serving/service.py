@@ -12,11 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.recsys.models import get_model_class, model_names
 from app.serving import scoring
-from app.serving.history import Catalogue, CatalogueCache, UserHistory, user_history
+from app.serving.history import Catalogue, CatalogueCache, UserHistory, user_item_ids
 from app.serving.metrics import STRATEGY, inference_timer
 from app.serving.registry import LoadedModel, ModelRegistry, ModelSet
 from app.serving.results import NotFound, NotReady, RecList, ScoredItem, UnknownModel
@@ -57,6 +58,7 @@ class RecommendationService:
     def __init__(self, registry: ModelRegistry, sessions: sessionmaker[Session], catalogue: CatalogueCache) -> None:
         self.registry = registry
         self.sessions = sessions
+        self.engine: Engine = sessions.kw["bind"]
         self.catalogue = catalogue
 
     # -- shared ---------------------------------------------------------------------------------
@@ -75,9 +77,11 @@ class RecommendationService:
         if name not in valid:
             raise UnknownModel(name, valid, "not a sequence model" if name in model_names() else "unknown model")
 
-    def history(self, user_id: str) -> UserHistory:
-        with self.sessions() as session:
-            return user_history(session=session, user_id=user_id)
+    def history(self, user_id: str, cat: Catalogue | None = None) -> UserHistory:
+        """The user's items now, oldest first (one indexed query), as external ids of ``cat``."""
+        with self.engine.connect() as conn:
+            exists, db_ids = user_item_ids(conn=conn, user_id=user_id)
+        return (cat or self.catalogue.get()).history(exists, db_ids)
 
     def default_model(self, models: ModelSet) -> str:
         return DEFAULT_MODEL if DEFAULT_MODEL in models else next((m for m in PREFERENCE if m in models), DEFAULT_MODEL)
@@ -96,39 +100,42 @@ class RecommendationService:
         if lm is not None:
             if lm.model.sequential:
                 if not hist.empty:
+                    cols = hist.cols(lm)
                     with inference_timer(name):
-                        s, known = scoring.score_sequence(lm, hist.item_ids)
+                        s, known = scoring.score_sequence(lm, cols)
                     if known:
-                        return Scores(lm, s, "sequential", lm.items_of(hist.item_ids))
+                        return Scores(lm, s, "sequential", cols)
                 detail = f"{name} knows none of the user's items"
             else:
                 user = lm.user_of(user_id)
                 if user >= 0 and name != "popularity":
+                    cols = hist.cols(lm)
                     with inference_timer(name):
-                        s = scoring.score_user(lm, user, hist.item_ids, hist.ts)
-                    return Scores(lm, s, "personalized", lm.items_of(hist.item_ids))
+                        s = scoring.score_user(lm, user, cols)
+                    return Scores(lm, s, "personalized", cols)
                 if name != "popularity":
                     detail = f"user unknown to {name}"
         if not hist.empty:
             seq = lm if lm is not None and lm.model.sequential else _best(models, self.sequential_models(models))
             if seq is not None:
+                cols = hist.cols(seq)
                 with inference_timer(seq.name):
-                    s, known = scoring.score_sequence(seq, hist.item_ids)
+                    s, known = scoring.score_sequence(seq, cols)
                 if known:
-                    return Scores(seq, s, "sequential", seq.items_of(hist.item_ids), detail)
+                    return Scores(seq, s, "sequential", cols, detail)
             content = _best(models, self.content_models(models))
             if content is not None:
-                cols = content.items_of(hist.item_ids)
+                cols = hist.cols(content)
                 if (cols >= 0).any():
                     with inference_timer(content.name):
-                        s = scoring.score_user(content, content.user_of(user_id), hist.item_ids, hist.ts)
+                        s = scoring.score_user(content, content.user_of(user_id), cols)
                     return Scores(content, s, "content", cols, detail)
         return None
 
     def rank(self, sc: Scores, cat: Catalogue, f: Filters, seen: np.ndarray | None) -> list[ScoredItem]:
         """Mask (inactive, categories, exclude, seen) and take the top N in the model's item space."""
         lm = sc.lm
-        rows, active = cat.aligned(f"{lm.name}:{lm.version}", lm.item_ids, lm.device)
+        rows, active = cat.aligned(lm)
         allowed = active.clone()
         if f.categories:
             in_cat = np.where(rows >= 0, cat.category_mask(list(f.categories))[np.maximum(rows, 0)], False)
@@ -181,8 +188,8 @@ class RecommendationService:
         self.check_model(model)
         models = self.snapshot()
         name = model or self.default_model(models)
-        hist = self.history(user_id)
         cat = self.catalogue.get()
+        hist = self.history(user_id, cat)
         sc = self.score_user(models, name, user_id, hist)
         if sc is None:
             out = self.popular(cat, models, filters, hist.item_ids if filters.exclude_seen else np.empty(0, object))
@@ -218,13 +225,14 @@ class RecommendationService:
             out = self.popular(cat, models, f, seen_ids)
             out.detail = "no events to continue from" if lm is not None else "no sequence model trained yet"
             return out
+        cols = lm.items_of(items)
         with inference_timer(lm.name):
-            s, known = scoring.score_sequence(lm, items)
+            s, known = scoring.score_sequence(lm, cols)
         if not known:
             out = self.popular(cat, models, f, seen_ids)
             out.detail = f"{lm.name} knows none of these items"
             return out
-        sc = Scores(lm, s, "sequential", lm.items_of(items))
+        sc = Scores(lm, s, "sequential", cols)
         STRATEGY.labels("sequential").inc()
         seen = sc.hist_cols if f.exclude_seen else None
         return RecList(lm.name, lm.version, "sequential", self.rank(sc, cat, f, seen))

@@ -28,7 +28,7 @@ def test_predict_scores_match_the_full_ranking(svc):
     out = items.predict(svc, "u1", ["i1", "i2", "i3"], "mf")
     lm = svc.registry.models["mf"]
     hist = svc.history("u1")
-    full = scoring.score_user(lm, lm.user_of("u1"), hist.item_ids, hist.ts)
+    full = scoring.score_user(lm, lm.user_of("u1"), hist.cols(lm))
     expected = full[torch.as_tensor(lm.items_of(["i1", "i2", "i3"]))].tolist()
     assert [p.score for p in out["predictions"]] == pytest.approx(expected, rel=1e-5)
     assert out["strategy"] == "personalized" and out["version"] == lm.version

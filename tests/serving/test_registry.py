@@ -2,7 +2,6 @@
 
 import threading
 
-import numpy as np
 import pytest
 import torch
 
@@ -88,7 +87,7 @@ def test_requests_during_swaps_never_fail(models_dir):
         while not stop.is_set():
             try:
                 lm = registry.models["mf"]
-                scores = scoring.score_user(lm, 0, np.array(["i1"], dtype=object), np.array([1]))
+                scores = scoring.score_user(lm, 0, lm.items_of(["i1"]))
                 assert scores.shape == (lm.n_items,) and torch.isfinite(scores).all()
             except BaseException as e:  # noqa: BLE001
                 errors.append(e)

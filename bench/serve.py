@@ -1,0 +1,216 @@
+"""Serving benchmark on MovieLens-100K: the service and a minimal floor app, both under uvicorn with the
+same worker count, loaded by `wrk` from a separate process at 1, 8 and 32 connections.
+
+Prerequisite (Debian/Ubuntu): apt-get update && apt-get install -y wrk
+
+    python bench/serve.py [--workers 2] [--duration 10] [--connections 1,8,32] [--workdir var/bench-serve]
+
+The first run imports ML-100K into SQLite under --workdir and trains the `default` models into its
+model store (a few minutes); later runs reuse both (--retrain to start over). Reports requests/s,
+p50 and p99 per endpoint and concurrency, and each endpoint's ratio to the floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from app.paths import ml100k_available, ml100k_dir  # noqa: E402
+
+# name -> (method, lua body builder); every request draws a random user / item of ML-100K.
+ENDPOINTS: dict[str, str] = {
+    "floor": 'return wrk.format("GET", "/v1/users/" .. math.random(1, 943) .. "/recommendations")',
+    "recommendations": 'return wrk.format("GET", "/v1/users/" .. math.random(1, 943) .. "/recommendations?n=10")',
+    "predict": 'local ids = {} for i = 1, 10 do ids[i] = "\\"" .. math.random(1, 1682) .. "\\"" end '
+    'return wrk.format("POST", "/v1/predict", {["Content-Type"] = "application/json"}, '
+    '"{\\"user_id\\": \\"" .. math.random(1, 943) .. "\\", \\"item_ids\\": [" .. table.concat(ids, ",") .. "]}")',
+    "next-items": 'return wrk.format("GET", "/v1/users/" .. math.random(1, 943) .. "/next-items?n=10")',
+    "sessions/next-items": 'local ids = {} for i = 1, 5 do ids[i] = "\\"" .. math.random(1, 1682) .. "\\"" end '
+    'return wrk.format("POST", "/v1/sessions/next-items", {["Content-Type"] = "application/json"}, '
+    '"{\\"n\\": 10, \\"item_ids\\": [" .. table.concat(ids, ",") .. "]}")',
+    "similar": 'return wrk.format("GET", "/v1/items/" .. math.random(1, 1682) .. "/similar?n=10")',
+}
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def load_movielens(settings) -> None:
+    """ML-100K into the database: items with genres and release year, then the 100,000 ratings."""
+    import pandas as pd
+
+    from app.db.migrations import upgrade
+    from app.db.repository import ItemUpsert, add_interactions, upsert_items
+    from app.db.session import make_engine, make_sessionmaker
+
+    upgrade(settings)
+    d = ml100k_dir()
+    genres = pd.read_csv(d / "u.genre", sep="|", names=["name", "id"], encoding="latin-1").dropna()["name"].tolist()
+    items = pd.read_csv(d / "u.item", sep="|", header=None, encoding="latin-1")
+    flags = items.iloc[:, 5 : 5 + len(genres)].to_numpy(bool)
+    years = pd.to_datetime(items[2], format="%d-%b-%Y", errors="coerce").dt.year
+    rows = [
+        ItemUpsert(str(i), t, [g for g, f in zip(genres, fl, strict=True) if f], {} if pd.isna(y) else {"year": int(y)})
+        for i, t, fl, y in zip(items[0], items[1], flags, years, strict=True)
+    ]
+    ratings = pd.read_csv(d / "u.data", sep="\t", names=["user_id", "item_id", "value", "ts"])
+    ratings = ratings.astype({"user_id": str, "item_id": str, "value": float}).assign(type="rating")
+    engine = make_engine(settings)
+    with make_sessionmaker(engine)() as session:
+        upsert_items(session=session, items=rows)
+        add_interactions(session=session, rows=ratings)
+        session.commit()
+    engine.dispose()
+
+
+def prepare(workdir: Path, models: str, retrain: bool, params: dict | None = None) -> dict[str, str]:
+    from app.commands.train import train
+    from app.config import Settings
+    from app.recsys.pipeline import resolve_models
+    from app.recsys.store import ModelStore
+
+    env = {
+        "DEEPREC_DATABASE_URL": f"sqlite:///{workdir / 'deeprec.db'}",
+        "DEEPREC_MODELS_DIR": str(workdir / "models"),
+        "DEEPREC_LOG_LEVEL": "WARNING",
+        "DEEPREC_EMBEDDED_WORKER": "false",
+        "DEEPREC_MIGRATE_ON_START": "false",
+        "DEEPREC_TORCH_THREADS": "1",
+    }
+    settings = Settings(_env_file=None, **{k.removeprefix("DEEPREC_").lower(): v for k, v in env.items()})
+    store = ModelStore(settings.models_dir)
+    if retrain or not (workdir / "deeprec.db").is_file():
+        for p in (workdir / "deeprec.db", workdir / "deeprec.db-wal", workdir / "deeprec.db-shm"):
+            p.unlink(missing_ok=True)
+        workdir.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        load_movielens(settings)
+        print(f"imported ML-100K in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    missing = [m for m in resolve_models(models) if store.active_version(m) is None]
+    if retrain or missing:
+        t0 = time.perf_counter()
+        train(settings, models, params=params, verbose=True)
+        print(f"trained {models} in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    return env
+
+
+def start(app: str, port: int, workers: int, env: dict[str, str], factory: bool) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
+           "--workers", str(workers), "--log-level", "warning", "--no-access-log"]  # fmt: skip
+    if factory:
+        cmd.append("--factory")
+    return subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, start_new_session=True)
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.25)
+    raise SystemExit(f"{url} not ready after {timeout_s}s")
+
+
+def run_wrk(port: int, endpoint: str, connections: int, duration: int, workdir: Path) -> dict:
+    script = workdir / f"{endpoint.replace('/', '_')}.lua"
+    script.write_text(f"request = function()\n  {ENDPOINTS[endpoint]}\nend\n")
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script),
+           f"http://127.0.0.1:{port}"]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    pct = {p: float(v) * UNITS[u] for p, v, u in re.findall(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)}
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "endpoint": endpoint,
+        "connections": connections,
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50_ms": pct["50"],
+        "p99_ms": pct["99"],
+        "non_2xx": int(bad.group(1)) if bad else 0,
+        "socket_errors": errors.group(1) if errors else "",
+    }
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def table(rows: list[dict]) -> str:
+    floor = {r["connections"]: r for r in rows if r["endpoint"] == "floor"}
+    lines = ["| endpoint | clients | req/s | p50 ms | p99 ms | req/s vs floor | p99 vs floor | non-2xx |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        f = floor.get(r["connections"])
+        ratio = f"{r['rps'] / f['rps']:.2f}" if f else ""
+        p99 = f"{r['p99_ms'] / f['p99_ms']:.2f}" if f else ""
+        lines.append(f"| {r['endpoint']} | {r['connections']} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | "
+                     f"{r['p99_ms']:.2f} | {ratio} | {p99} | {r['non_2xx']} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    p.add_argument("--connections", default="1,8,32")
+    p.add_argument("--endpoints", default=",".join(ENDPOINTS))
+    p.add_argument("--models", default="default")
+    p.add_argument("--workdir", type=Path, default=ROOT / "var" / "bench-serve")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--retrain", action="store_true")
+    p.add_argument("--train-param", action="append", default=[], metavar="KEY=VALUE",
+                   help="training override, e.g. epochs=10 (serving cost does not depend on it)")
+    p.add_argument("--port", type=int, default=8700)
+    args = p.parse_args()
+    if not ml100k_available():
+        sys.exit(f"skipped: MovieLens 100K not found at {ml100k_dir()} (set DEEPREC_ML100K_DIR)")
+    if subprocess.run(["which", "wrk"], capture_output=True).returncode:
+        sys.exit("wrk not found: apt-get update && apt-get install -y wrk")
+    args.workdir = args.workdir.resolve()
+    params = {k: json.loads(v) for k, _, v in (x.partition("=") for x in args.train_param)}
+    env = {**prepare(args.workdir, args.models, args.retrain, params), "DEEPREC_DEVICE": args.device}
+    service = start("app.main:create_app", args.port, args.workers, env, factory=True)
+    floor = start("bench.floor_app:app", args.port + 1, args.workers, {}, factory=False)
+    rows = []
+    try:
+        wait_ready(f"http://127.0.0.1:{args.port}/readyz", service)
+        wait_ready(f"http://127.0.0.1:{args.port + 1}/v1/users/1/recommendations", floor)
+        for endpoint in args.endpoints.split(","):
+            port = args.port + 1 if endpoint == "floor" else args.port
+            run_wrk(port, endpoint, 8, 2, args.workdir)  # warm up
+            for c in (int(x) for x in args.connections.split(",")):
+                rows.append(run_wrk(port, endpoint, c, args.duration, args.workdir))
+                print(json.dumps(rows[-1]), file=sys.stderr)
+    finally:
+        stop(service)
+        stop(floor)
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"serve-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(json.dumps({"args": vars(args), "rows": rows},
+                                                                                  default=str, indent=1))
+    print(f"{args.workers} uvicorn workers per app, wrk -t1, {args.duration}s per run, models: {args.models}\n")
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
