@@ -87,23 +87,26 @@ def test_feature_only_catalogue_items_are_recommended_by_taste(model, split):
     assert (cat[top] == favourites(split.train)).mean() >= 0.9
 
 
-def test_unseen_user_served_from_history_profile(model, split):
-    """A user absent from training (row past the last one) is scored from their items alone."""
-    cat = 2
-    items = np.setdiff1d(np.flatnonzero(item_categories(split.train) == cat), feature_only(split.train))[:6]
+def test_unseen_users_served_from_history_profile(model, split):
+    """Five users absent from training (rows past the last one), each with 6 items of one category."""
+    cats = item_categories(split.train)
+    known = np.setdiff1d(np.arange(split.train.n_items), feature_only(split.train))
+    items = np.stack([known[cats[known] == c][:6] for c in range(len(CATEGORIES))])  # [5, 6]
+    rows = split.train.n_users + np.arange(len(CATEGORIES))
     history = InteractionData(
-        user_ids=np.append(split.train.user_ids, "newcomer").astype(object),
+        user_ids=np.concatenate([split.train.user_ids, [f"newcomer{c}" for c in range(len(CATEGORIES))]]),
         item_ids=split.train.item_ids,
-        users=np.full(len(items), split.train.n_users),
-        items=items,
-        ratings=np.full(len(items), np.nan, dtype=np.float32),
-        ts=np.arange(len(items)),
+        users=np.repeat(rows, items.shape[1]),
+        items=items.ravel(),
+        ratings=np.full(items.size, np.nan, dtype=np.float32),
+        ts=np.tile(np.arange(items.shape[1]), len(CATEGORIES)),
         item_features=np.zeros((split.train.n_items, 0), dtype=np.float32),
     )
-    scores = model.score_history(history, np.array([split.train.n_users]))[0]
-    scores[torch.as_tensor(items)] = float("-inf")
-    top = scores.topk(10).indices.numpy()
-    assert (item_categories(split.train)[top] == cat).mean() >= 0.8
+    scores = model.score_history(history, rows).masked_fill(history.seen_mask(rows), float("-inf"))  # [5, I]
+    left = int((cats == 0).sum()) - items.shape[1]  # unseen items of each category (the same for all)
+    top = scores.topk(left, dim=1).indices.numpy()  # [5, left]
+    precision = (cats[top] == np.arange(len(CATEGORIES))[:, None]).mean()
+    assert precision >= 0.7
 
 
 def test_item_embeddings_and_encoder_shapes(model, split):
