@@ -102,6 +102,10 @@ async def _invalid_input(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _http(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+        # FastAPI's answer when the JSON parser itself fails (e.g. nesting deeper than Python recurses).
+        message = "request body could not be parsed as JSON (nested too deeply?)"
+        return _response([FieldError(field="body", message=message)])
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 

@@ -21,9 +21,18 @@ def _check_text(value: str, what: str, max_len: int) -> str:
         raise ValueError(f"empty {what}")
     if len(value) > max_len:
         raise ValueError(f"{what} longer than {max_len} characters ({len(value)})")
+    _check_chars(value, what)
+    return value
+
+
+def _check_chars(value: str, what: str) -> None:
+    """Text every backend stores: no NUL (PostgreSQL rejects it) and no lone surrogates (not UTF-8)."""
     if "\x00" in value:
         raise ValueError(f"{what} contains a NUL character")
-    return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} is not valid Unicode (a lone surrogate)") from None
 
 
 def _check_id(value: str) -> str:
@@ -33,6 +42,12 @@ def _check_id(value: str) -> str:
 def _check_finite(value: float | None) -> float | None:
     if value is not None and not math.isfinite(value):
         raise ValueError(f"must be a finite number, got {value}")
+    return value
+
+
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):  # pydantic would read true as 1.0
+        raise ValueError(f"must be a number, got {str(value).lower()}")
     return value
 
 
@@ -78,8 +93,8 @@ def _check_json(value: Any, path: str = "") -> Any:
     """Values that every backend can store as JSON: finite numbers, no NUL characters."""
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{path or 'value'} is {value}; JSON numbers must be finite")
-    if isinstance(value, str) and "\x00" in value:
-        raise ValueError(f"{path or 'value'} contains a NUL character")
+    if isinstance(value, str):
+        _check_chars(value, path or "value")
     if isinstance(value, dict):
         for key, item in value.items():
             _check_json(key, f"{path}.{key}" if path else str(key))
@@ -99,7 +114,7 @@ def _check_attributes(value: dict[str, Any]) -> dict[str, Any]:
 
 
 Id = Annotated[str, AfterValidator(_check_id)]
-Rating = Annotated[float, AfterValidator(_check_finite)]
+Rating = Annotated[float, BeforeValidator(_not_bool), AfterValidator(_check_finite)]
 EventType = Annotated[str, AfterValidator(_check_type)]
 Timestamp = Annotated[datetime, BeforeValidator(_parse_timestamp)]
 Attributes = Annotated[dict[str, Any], AfterValidator(_check_attributes)]

@@ -99,6 +99,13 @@ def test_bad_row_rejects_the_whole_batch(client: TestClient, field: str, change:
     assert client.get("/v1/items/i0").status_code == 404
 
 
+def test_lone_surrogate_is_422_not_500(client: TestClient) -> None:
+    body = b'{"interactions": [{"user_id": "u", "item_id": "\\ud800", "type": "view"}]}'  # valid JSON, not UTF-8
+    r = client.post("/v1/interactions", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    assert r.json()["detail"] == "interactions[0].item_id: id is not valid Unicode (a lone surrogate)"
+
+
 def test_every_bad_row_is_reported(client: TestClient) -> None:
     rows = [{"user_id": "u", "item_id": "i", "rating": r} for r in (4, 9, 3, -1, 0.5)]
     errors = post(client, rows).json()["errors"]
@@ -183,3 +190,25 @@ def test_no_500_on_odd_but_valid_input(client: TestClient) -> None:
     ]
     assert post(client, rows).json() == {"inserted": 3, "duplicates": 0}
     assert history(client, "ユーザー")[0]["item_id"] == "i'; DROP TABLE item;--"
+
+
+GARBAGE = [
+    b'{"interactions": [null]}',
+    b'{"interactions": [{"user_id": {}, "item_id": []}]}',
+    b'{"interactions": [{"user_id": "a", "item_id": "b", "rating": []}]}',
+    b'{"interactions": [{"user_id": "a", "item_id": "b", "timestamp": {}}]}',
+    b'{"interactions": [{"user_id": "a", "item_id": "b", "rating": 1e400}]}',
+    b'{"interactions": [{"user_id": "a", "item_id": "b", "timestamp": 1e400}]}',
+    b'{"interactions": [{"user_id": "a", "item_id": "b", "timestamp": -1e15}]}',
+    b'{"interactions": [{"user_id": "a", "item_id": "b", "timestamp": "9999-12-31T23:59:59+14:00"}]}',
+    b'{"interactions": [{"user_id": "a", "item_id": "b", "rating": true}]}',
+    b'{"interactions": [{"user_id": "a", "item_id": "b", "event_id": ""}]}',
+    b"\xff\xfe",
+    b'{"interactions": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+]
+
+
+@pytest.mark.parametrize("body", GARBAGE, ids=range(len(GARBAGE)))
+def test_garbage_is_422_never_500(client: TestClient, body: bytes) -> None:
+    r = client.post("/v1/interactions", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["detail"], r.text
