@@ -239,7 +239,7 @@ def reap_stale(
     why = literal("worker ") + func.coalesce(TrainingJob.worker, "?") + f" sent no heartbeat for {stale_after_s:g}s"
     attempts = cast(TrainingJob.attempts, String)
     rules: list[tuple[str, ColumnElement[bool], dict[str, Any]]] = [
-        ("cancelled", TrainingJob.cancel_requested, {"finished_at": at, "error": why}),
+        ("cancelled", TrainingJob.cancel_requested.is_(True), {"finished_at": at, "error": why}),
         ("queued", and_(~TrainingJob.cancel_requested, TrainingJob.attempts < max_attempts),
          {"worker": None, "started_at": None, "heartbeat_at": None,
           "error": why + "; re-queued after attempt " + attempts + f" of {max_attempts}"}),

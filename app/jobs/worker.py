@@ -150,10 +150,12 @@ class _Format(logging.Formatter):
 
 def run_worker(args: argparse.Namespace) -> int:
     settings = get_settings()
-    if not logging.getLogger().handlers:
-        handler = logging.StreamHandler()
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(logging.StreamHandler())
+    root.setLevel(settings.log_level.upper())
+    for handler in root.handlers:  # show the extra fields (job ids, models, statuses) too
         handler.setFormatter(_Format("%(asctime)s %(levelname)s %(name)s %(message)s"))
-        logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
     if settings.migrate_on_start:
         from app.db.migrations import upgrade
 

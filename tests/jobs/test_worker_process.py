@@ -11,6 +11,7 @@ import signal
 import threading
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from app.jobs.versions import list_versions
@@ -94,6 +95,7 @@ def test_worker_lifecycle(make_client, make_settings, settings, session, tmp_pat
     assert sorted(p.name for p in (settings.models_dir / "mf").iterdir() if p.is_dir()) == [v1]
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the single-machine default; process handling only
 def test_serve_starts_and_stops_one_embedded_worker(make_settings, session):
     seed_database(session)
     settings = make_settings(embedded_worker=True, **FAST_BEATS)

@@ -50,7 +50,7 @@ def param_errors(names: list[str], params: dict[str, Any]) -> list[FieldError]:
     for name in names:
         model_cfg, train_cfg = configs_for(name, None)
         defaults = {**dataclasses.asdict(train_cfg), **dataclasses.asdict(model_cfg)}
-        own = params.get(name) if isinstance(params.get(name), Mapping) else {}
+        own: Mapping[str, Any] = params[name] if isinstance(params.get(name), Mapping) else {}
         for prefix, values in (("params", params), (f"params.{name}", own)):
             for key, value in values.items():
                 if key in defaults and not isinstance(value, Mapping) and not _type_ok(value, defaults[key]):
@@ -123,8 +123,7 @@ def cancel_job(session: SessionDep, job_id: Annotated[int, Path(ge=1)]) -> JobRe
     job = _job_or_404(session, job_id)
     if job.status in queue.TERMINAL:
         raise HTTPException(409, f"job {job_id} already {job.status}")
-    job = queue.cancel(session=session, job_id=job_id)
-    return job_read(job, queue.now())
+    return job_read(queue.cancel(session=session, job_id=job_id) or job, queue.now())
 
 
 @router.post(
