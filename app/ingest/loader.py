@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -47,23 +46,27 @@ class ImportReport:
         )
 
 
+def _bad_ids(ids: pd.Series) -> np.ndarray:
+    """[N] True where an id is missing, blank or longer than ID_LENGTH."""
+    text = ids.astype(str)
+    blank = (text.str.strip().str.len() == 0).to_numpy()
+    return ids.isna().to_numpy() | blank | (text.str.len() > ID_LENGTH).to_numpy()
+
+
 def check_events(frame: pd.DataFrame, settings: Settings, *, first_line: int = 1) -> None:
     """Raise BadRows naming the first bad line; the same rules as POST /v1/interactions."""
     values = frame["value"].to_numpy(np.float64)  # [N], NaN when there is no rating
     ts = frame["ts"].to_numpy(np.float64)  # [N]
     rated = ~np.isnan(values)
     lo, hi = settings.rating_min, settings.rating_max
-    checks: list[tuple[np.ndarray, Callable[[int], str]]] = []
-    for col in ("user_id", "item_id"):
-        ids = frame[col].astype(str)
-        bad = frame[col].isna().to_numpy() | (ids.str.strip().str.len() == 0).to_numpy()
-        message = f"{col}: empty or longer than {ID_LENGTH} characters"
-        checks.append((bad | (ids.str.len() > ID_LENGTH).to_numpy(), partial(str.format, message)))
-    checks += [
+    types = frame["type"]
+    checks: list[tuple[np.ndarray, Callable[[int], str]]] = [
+        (_bad_ids(frame["user_id"]), lambda i: f"user_id: empty or longer than {ID_LENGTH} characters"),
+        (_bad_ids(frame["item_id"]), lambda i: f"item_id: empty or longer than {ID_LENGTH} characters"),
         (rated & ((values < lo) | (values > hi) | ~np.isfinite(values)),
          lambda i: f"rating: {values[i]} outside the rating scale {lo}-{hi}"),
-        (~frame["type"].isin(EVENT_TYPES).to_numpy(), lambda i: f"type: unknown event type {frame['type'].iloc[i]!r}"),
-        ((frame["type"] == "rating").to_numpy() & ~rated, lambda i: "rating: missing for a rating event"),
+        (~types.isin(EVENT_TYPES).to_numpy(), lambda i: f"type: unknown event type {types.iloc[i]!r}"),
+        ((types == "rating").to_numpy() & ~rated, lambda i: "rating: missing for a rating event"),
         (~np.isfinite(ts) | (ts > time.time() + settings.future_tolerance_s),
          lambda i: f"timestamp: {ts[i]} is missing or in the future"),
     ]  # fmt: skip
