@@ -11,6 +11,8 @@ _REGISTRY: dict[str, str] = {
     "mf": "app.recsys.models.mf:MF",
     "ease": "app.recsys.models.ease:EASE",
     "content": "app.recsys.models.content:Content",
+    "gru4rec": "app.recsys.models.gru4rec:GRU4Rec",
+    "sasrec": "app.recsys.models.sasrec:SASRec",
     "hybrid": "app.recsys.models.hybrid:Hybrid",
 }
 

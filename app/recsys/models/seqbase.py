@@ -1,0 +1,156 @@
+"""Shared machinery for next-item models: training windows, full or sampled softmax, sequence scoring.
+
+Sequences are item index + 1, left-padded with 0 (``InteractionData.sequences``). A subclass supplies
+the network: ``encode(seqs [B, L]) -> [B, L, D]`` hidden states and ``item_weights() -> [I, D]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from app.recsys.data import InteractionData
+from app.recsys.models.base import EpochCallback, FitReport, Recommender, TrainConfig
+from app.recsys.training import ranking_score, seed_everything, train_loop
+
+
+@dataclass(frozen=True)
+class SeqConfig:
+    max_len: int = 50
+    dim: int = 64
+    dropout: float = 0.2
+    loss: str = "auto"  # auto | full | sampled; auto samples once the catalogue exceeds sampled_above
+    sampled_above: int = 20_000
+    num_sampled: int = 1024  # negatives shared by every position of a batch
+    sampler: str = "popularity"  # popularity (count^0.75, logQ-corrected) | uniform
+
+
+class Dropout(nn.Module):
+    """Inverted dropout from a uniform draw: on CPU ``bernoulli_`` costs about twice as much."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p <= 0:
+            return x
+        return x * ((torch.rand_like(x) >= self.p).to(x.dtype) * (1.0 / (1.0 - self.p)))
+
+
+def training_windows(data: InteractionData, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """[W, L] inputs and [W, L] next-item targets, both item index + 1 and left-padded with 0.
+
+    Each user's history is cut from the end into windows of ``max_len`` targets, so long
+    histories give several windows and every transition is a target exactly once.
+    """
+    counts = data.user_counts()
+    n_targets = np.maximum(counts - 1, 0)
+    n_windows = -(-n_targets // max_len)  # ceil
+    users = np.repeat(np.arange(data.n_users), n_windows)
+    first = np.repeat(np.cumsum(n_windows) - n_windows, n_windows)
+    k = np.arange(users.size) - first  # 0 = the latest window
+    end = n_targets[users] - k * max_len  # [W] offset within the user of the last target
+    offset = end[:, None] - max_len + 1 + np.arange(max_len)[None, :]  # [W, L]
+    valid = offset >= 1
+    pos = data.indptr[users][:, None] + np.where(valid, offset, 1)
+    targets = np.where(valid, data.items[pos] + 1, 0)
+    inputs = np.where(valid, data.items[pos - 1] + 1, 0)
+    return inputs.astype(np.int64), targets.astype(np.int64)
+
+
+class SequentialRecommender(Recommender):
+    """Next-item recommender trained at every position; holds no per-user state."""
+
+    sequential = True
+
+    @classmethod
+    def default_train_config(cls) -> TrainConfig:
+        """Optimisation settings tuned for this model (on ML-100K validation)."""
+        return TrainConfig()
+
+    def use_sampled(self, n_items: int) -> bool:
+        loss = self.config.loss
+        if loss not in ("auto", "full", "sampled"):
+            raise ValueError(f"unknown loss {loss!r}: use auto, full or sampled")
+        return loss == "sampled" or (loss == "auto" and n_items > self.config.sampled_above)
+
+    def fit(
+        self,
+        train: InteractionData,
+        valid: InteractionData | None,
+        cfg: TrainConfig,
+        on_epoch: EpochCallback | None = None,
+    ) -> FitReport:
+        seed_everything(cfg.seed)  # the initial weights depend on the seed too
+        net = self.bind(train)
+        inputs_np, targets_np = training_windows(train, self.config.max_len)
+        inputs = torch.as_tensor(inputs_np, device=self.device)  # [W, L]
+        targets = torch.as_tensor(targets_np, device=self.device)  # [W, L]
+        sampled = self.use_sampled(train.n_items)
+        gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
+        counts = torch.as_tensor(train.item_counts(), dtype=torch.float32, device=self.device)
+        if self.config.sampler == "uniform":
+            q = torch.ones_like(counts)
+        elif self.config.sampler == "popularity":
+            q = (counts + 1.0).pow(0.75)
+        else:
+            raise ValueError(f"unknown sampler {self.config.sampler!r}: use popularity or uniform")
+        q = q / q.sum()
+        log_q = q.log()
+
+        def step(idx: torch.Tensor) -> torch.Tensor:
+            x, y = inputs[idx], targets[idx]
+            width = int((y > 0).sum(1).max())  # drop columns that are padding in every row
+            x, y = x[:, -width:], y[:, -width:]
+            mask = y > 0
+            h = net.encode(x)[mask]  # [N, D]
+            t = y[mask] - 1  # [N]
+            weights = net.item_weights()  # [I, D]
+            if not sampled:
+                return F.cross_entropy(h @ weights.T, t)
+            negs = torch.multinomial(q, self.config.num_sampled, replacement=True, generator=gen)  # [K]
+            pos = (h * weights[t]).sum(-1, keepdim=True) - log_q[t].unsqueeze(1)  # [N, 1]
+            neg = h @ weights[negs].T - log_q[negs]  # [N, K]
+            neg = neg.masked_fill(negs.unsqueeze(0) == t.unsqueeze(1), float("-inf"))  # accidental hits
+            logits = torch.cat([pos, neg], dim=1)
+            return F.cross_entropy(logits, torch.zeros_like(t))
+
+        def validate() -> float:
+            return ranking_score(self, train, valid, k=cfg.eval_k)[f"ndcg@{cfg.eval_k}"]
+
+        report = train_loop(
+            self,
+            n_samples=len(inputs),
+            step=step,
+            validate=validate if valid is not None and valid.n_interactions else None,
+            cfg=cfg,
+            metric_name=f"ndcg@{cfg.eval_k}",
+            on_epoch=on_epoch,
+        )
+        self.extra["loss"] = "sampled" if sampled else "full"
+        return report
+
+    @torch.no_grad()
+    def score_sequences(self, seqs: torch.Tensor) -> torch.Tensor:
+        """(B, L) item indices + 1, left-padded with 0 -> (B, I) next-item scores from the last position."""
+        assert self.net is not None
+        seqs = torch.as_tensor(seqs, device=self.device)[:, -self.config.max_len :]
+        width = max(int((seqs > 0).sum(1).max()) if seqs.numel() else 0, 1)
+        h = self.net.encode(seqs[:, -width:])[:, -1]  # [B, D]
+        return h @ self.net.item_weights().T
+
+    def score_history(self, history: InteractionData, users: np.ndarray) -> torch.Tensor:
+        """(B,) users -> (B, I) from each user's latest ``max_len`` items in ``history``."""
+        seqs = history.sequences(self.config.max_len, np.asarray(users, dtype=np.int64))
+        return self.score_sequences(torch.as_tensor(seqs, device=self.device))
+
+    def score_users(self, users: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(
+            f"{self.name} is sequential and keeps no per-user state: "
+            "call score_history(history, users) or score_sequences(seqs)"
+        )
