@@ -250,7 +250,9 @@ def render(results: dict, command: str, load_before: tuple, load_after: tuple, a
         "",
         f"Machine: {os.cpu_count()} CPUs, {platform.python_implementation()} {platform.python_version()}, "
         f"SQLite {sqlite3.sqlite_version}, PostgreSQL {pg_version}; load average "
-        f"{load_before[0]:.1f} before and {load_after[0]:.1f} after the run (the machine is shared, so figures vary).",
+        f"{load_before[0]:.1f} before and {load_after[0]:.1f} after the run. The machine is shared: with a load",
+        "above its CPU count every figure, COPY included, is several times below what an idle machine gives, so the",
+        "ratios to COPY, measured in the same run, are the comparable part.",
     ]
     return "\n".join(lines) + "\n"
 
