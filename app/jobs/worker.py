@@ -27,7 +27,7 @@ from app.jobs import queue, schedule
 from app.jobs.publish import open_store
 from app.jobs.runner import JobRunner
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("app.jobs.worker")  # also when run as `python -m app.jobs.worker`
 
 
 def worker_name() -> str:
