@@ -79,6 +79,7 @@ class Content(Recommender):
         rating = cfg.objective == "rating"
         net = self.bind(train, n_features=train.item_features.shape[1], rating=int(rating))
         assert isinstance(net, ContentNet)
+        self.extra["objective"] = cfg.objective
         net.set_catalogue(train, self.device)
         keep = train.has_ratings() if rating else np.ones(train.n_interactions, dtype=bool)
         users = torch.as_tensor(train.users[keep], device=self.device)
