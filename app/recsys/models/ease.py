@@ -103,6 +103,9 @@ class EASE(Recommender):
         assert isinstance(self.net, _EASENet)
         half = self.config.recency_half_life
         x = history_rows(history.indptr, history.items, users, history.n_items, half, self.device)
+        if len(x) == 1:  # one serving request: a weighted sum of the user's H rows of B, not [I] x [I, I]
+            cols = x[0].nonzero().squeeze(1)  # [H]
+            return (x[0, cols] @ self.net.B[cols]).unsqueeze(0)  # [1, I]
         return x @ self.net.B  # [B, I]
 
     def score_users(self, users: torch.Tensor) -> torch.Tensor:
