@@ -32,6 +32,14 @@ def select_device(name: str) -> torch.device:
     return resolve_device(name)
 
 
+def prepare_for_serving(model: Recommender) -> None:
+    """Let a model (and an ensemble's members) precompute what only depends on frozen weights."""
+    for m in [model, *getattr(model, "members", {}).values()]:
+        hook = getattr(m, "prepare_for_serving", None)
+        if callable(hook):
+            hook()
+
+
 @dataclass
 class LoadedModel:
     """One model version on the device, with the lookups serving needs built once at load time."""
@@ -109,8 +117,8 @@ class ModelRegistry:
 
     def load_version(self, name: str, version: str) -> LoadedModel:
         model = self.store.load(name, version, device=self.device)
-        with torch.inference_mode():
-            model.eval()
+        model.eval()
+        prepare_for_serving(model)
         return LoadedModel(name, version, model, version_time(version))
 
     def wanted_versions(self) -> dict[str, str]:

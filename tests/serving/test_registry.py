@@ -7,7 +7,7 @@ import torch
 
 from app.recsys.store import ModelStore
 from app.serving import scoring
-from app.serving.registry import ModelRegistry, ModelSet, select_device
+from app.serving.registry import LoadedModel, ModelRegistry, ModelSet, select_device
 from tests.serving.support import SERVED
 
 
@@ -101,3 +101,17 @@ def test_requests_during_swaps_never_fail(models_dir):
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_prepare_for_serving_caches_without_changing_scores(models_dir):
+    store = ModelStore(models_dir)
+    registry = ModelRegistry(store, torch.device("cpu"))
+    served = registry.refresh()["content"]
+    plain = LoadedModel("content", served.version, store.load("content", served.version), served.trained_at)
+    net = served.model.net
+    assert net.encode_catalogue()[0] is net.encode_catalogue()[0]  # cached, not recomputed
+    cols = served.items_of(["i1", "i2", "i3"])
+    assert torch.equal(scoring.score_user(served, 0, cols), scoring.score_user(plain, 0, cols))
+    net.train()  # training again drops the cache
+    assert net.encode_catalogue()[0] is not net.encode_catalogue()[0]
+    net.eval()

@@ -183,6 +183,10 @@ class Content(Recommender):
         q = net.user_vectors(users, net.windows_of(users), enc)
         return net.rating(users, q, items, enc, bias)
 
+    def prepare_for_serving(self) -> None:
+        """Called by the serving registry after loading: cache the encoded catalogue."""
+        self._net().freeze_catalogue()
+
     # -- brand-new items ------------------------------------------------------------------------
     @torch.no_grad()
     def encode_items(self, features: np.ndarray | torch.Tensor) -> torch.Tensor:

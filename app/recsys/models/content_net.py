@@ -81,10 +81,24 @@ class ContentNet(nn.Module):
 
     def encode_catalogue(self) -> tuple[torch.Tensor, torch.Tensor]:
         """() -> (I, D), (I,): features through the encoder plus residuals of items seen in training."""
+        frozen = self.__dict__.get("_frozen")
+        if frozen is not None and not self.training and frozen[0].device == self.features.device:
+            return frozen
         out = self.encoder(self.features)  # [I, D + 1]
         if self.residual is not None:
             out = out + self.residual.weight * self.known_items
         return out[:, : self.dim], out[:, self.dim]
+
+    def freeze_catalogue(self) -> None:
+        """Serving: the weights no longer change, so encode the catalogue once, not on every request.
+        Switching to training mode drops the cache."""
+        self.__dict__["_frozen"] = None
+        with torch.no_grad():
+            self.__dict__["_frozen"] = tuple(t.detach() for t in self.encode_catalogue())
+
+    def train(self, mode: bool = True) -> ContentNet:
+        self.__dict__["_frozen"] = None
+        return super().train(mode)
 
     def windows_of(self, users: torch.Tensor) -> torch.Tensor:
         """(B,) -> (B, L) training profile windows; empty for users unseen in training."""
