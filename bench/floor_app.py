@@ -19,10 +19,20 @@ USERS = torch.randn(943, 64, generator=_gen)  # [U, D]
 app = FastAPI()
 
 
-@app.get("/v1/users/{user_id}/recommendations")
-def recommend(user_id: str) -> dict:
-    """Top-10 by dot product; sync like the service's routes, so torch runs in the threadpool too."""
-    user = USERS[zlib.crc32(user_id.encode()) % len(USERS)]
+def top10(user_id: str) -> dict:
+    user = USERS[zlib.crc32(user_id.encode()) % len(USERS)]  # [D]
     values, idx = torch.topk(ITEMS @ user, 10)  # [10]
     items = [{"item_id": str(i), "score": v} for i, v in zip(idx.tolist(), values.tolist(), strict=True)]
     return {"user_id": user_id, "items": items}
+
+
+@app.get("/v1/users/{user_id}/recommendations")
+def recommend(user_id: str) -> dict:
+    """Sync like the service's routes, so torch runs in the threadpool too: the floor the ratio uses."""
+    return top10(user_id)
+
+
+@app.get("/async/users/{user_id}/recommendations")
+async def recommend_on_loop(user_id: str) -> dict:
+    """The same on the event loop (no threadpool hop), reported for reference."""
+    return top10(user_id)

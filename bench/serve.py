@@ -31,6 +31,7 @@ from app.paths import ml100k_available, ml100k_dir  # noqa: E402
 # name -> (method, lua body builder); every request draws a random user / item of ML-100K.
 ENDPOINTS: dict[str, str] = {
     "floor": 'return wrk.format("GET", "/v1/users/" .. math.random(1, 943) .. "/recommendations")',
+    "floor-async": 'return wrk.format("GET", "/async/users/" .. math.random(1, 943) .. "/recommendations")',
     "recommendations": 'return wrk.format("GET", "/v1/users/" .. math.random(1, 943) .. "/recommendations?n=10")',
     "predict": 'local ids = {} for i = 1, 10 do ids[i] = "\\"" .. math.random(1, 1682) .. "\\"" end '
     'return wrk.format("POST", "/v1/predict", {["Content-Type"] = "application/json"}, '
@@ -146,6 +147,10 @@ def run_wrk(port: int, endpoint: str, connections: int, duration: int, workdir: 
     }
 
 
+def port_of(endpoint: str, port: int) -> int:
+    return port + 1 if endpoint.startswith("floor") else port
+
+
 def stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -195,12 +200,15 @@ def main() -> None:
     try:
         wait_ready(f"http://127.0.0.1:{args.port}/readyz", service)
         wait_ready(f"http://127.0.0.1:{args.port + 1}/v1/users/1/recommendations", floor)
-        for endpoint in args.endpoints.split(","):
-            port = args.port + 1 if endpoint == "floor" else args.port
-            run_wrk(port, endpoint, 8, 2, args.workdir)  # warm up
-            for c in (int(x) for x in args.connections.split(",")):
-                rows.append(run_wrk(port, endpoint, c, args.duration, args.workdir))
+        endpoints = args.endpoints.split(",")
+        for endpoint in endpoints:
+            run_wrk(port_of(endpoint, args.port), endpoint, 8, 2, args.workdir)  # warm up
+        # Concurrency outermost: each endpoint is measured minutes, not a quarter of an hour, from its floor.
+        for c in (int(x) for x in args.connections.split(",")):
+            for endpoint in endpoints:
+                rows.append(run_wrk(port_of(endpoint, args.port), endpoint, c, args.duration, args.workdir))
                 print(json.dumps(rows[-1]), file=sys.stderr)
+        rows.sort(key=lambda r: (endpoints.index(r["endpoint"]), r["connections"]))
     finally:
         stop(service)
         stop(floor)
@@ -208,7 +216,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"serve-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(json.dumps({"args": vars(args), "rows": rows},
                                                                                   default=str, indent=1))
-    print(f"{args.workers} uvicorn workers per app, wrk -t1, {args.duration}s per run, models: {args.models}\n")
+    load = os.getloadavg()
+    print(f"{args.workers} uvicorn workers per app, wrk -t1, {args.duration}s per run, models: {args.models}, "
+          f"load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}\n")
     print(table(rows))
 
 

@@ -90,11 +90,11 @@ class Catalogue:
     _cols: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        self.index = pd.Index(self.items["item_id"].astype(str))
+        self.item_ids = self.items["item_id"].astype(str).to_numpy(dtype=object)
+        self.pos = {i: r for r, i in enumerate(self.item_ids)}
         db_ids = self.items["db_id"].to_numpy(np.int64)
         self._db_to_row = np.full(int(db_ids.max()) + 1 if db_ids.size else 0, -1, dtype=np.int64)
         self._db_to_row[db_ids] = np.arange(db_ids.size)
-        self.item_ids = self.index.to_numpy(dtype=object)
         self.active = self.items["active"].to_numpy(dtype=bool) if len(self.items) else np.zeros(0, bool)
         exploded = self.items["categories"].explode().dropna() if len(self.items) else pd.Series(dtype=object)
         self._cat_rows = exploded.astype(str).groupby(exploded.astype(str)).groups  # category -> row labels
@@ -110,7 +110,9 @@ class Catalogue:
         return UserHistory(exists, rows[rows >= 0], self)
 
     def rows_of(self, item_ids: np.ndarray | list[str]) -> np.ndarray:
-        return self.index.get_indexer(pd.Index(item_ids, dtype=object))
+        """Row of each external id, -1 where unknown: dict lookups, cheap for the ids of one request."""
+        get = self.pos.get
+        return np.fromiter((get(i, -1) for i in item_ids), dtype=np.int64, count=len(item_ids))
 
     def category_mask(self, categories: list[str]) -> np.ndarray:
         """[C] bool: items in any of the categories."""
