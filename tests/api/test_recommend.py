@@ -5,6 +5,7 @@ import threading
 import time
 
 import pytest
+import torch
 
 from app.api import serving_app
 from tests.serving import support
@@ -222,3 +223,9 @@ def test_logs_are_json_with_the_request_id(session, make_client, capsys):
     access = [x for x in lines if x.get("logger") == "deeprec.access" and x.get("request_id") == "trace-42"]
     assert access and access[0]["route"] == "/v1/users/{user_id}/recommendations" and access[0]["status"] == 200
     assert access[0]["ms"] >= 0 and access[0]["level"] == "INFO"
+
+
+def test_cuda_requested_without_a_gpu_refuses_to_start(make_client, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        make_client(device="cuda")

@@ -92,3 +92,23 @@ def test_similar_with_model_without_embeddings_is_refused(svc):
     with pytest.raises(UnknownModel) as err:
         items.similar(svc, "i1", 3, "popularity")
     assert "mf" in err.value.detail["valid_models"]
+
+
+def test_ratings_come_from_a_model_trained_on_ratings(svc):
+    """A rating content model answers `rating` on the data set's scale, also for other models' scores."""
+    from app.recsys.data import InteractionData
+    from app.recsys.pipeline import train_models
+    from tests.serving.support import N_ITEMS, catalogue, events
+
+    data = InteractionData.from_frames(events(), catalogue().iloc[:N_ITEMS])
+    rated = train_models(data, "content", params={"epochs": 2, "objective": "rating"})[0]
+    store = svc.registry.store
+    store.activate("content", store.save(rated.model))
+    svc.registry.refresh()
+    out = items.predict(svc, "u1", ["i1", "i2"], "content")
+    ratings = [p.rating for p in out["predictions"]]
+    assert all(r is not None and 0.0 < r < 6.0 for r in ratings)
+    assert rated.metrics["test_rmse"] > 0
+    via_mf = items.predict(svc, "u1", ["i1", "i2"], "mf")  # mf scores, the rating model rates
+    assert [p.rating for p in via_mf["predictions"]] == pytest.approx(ratings)
+    assert [p.model for p in via_mf["predictions"]] == ["mf", "mf"]
