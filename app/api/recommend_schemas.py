@@ -100,6 +100,7 @@ class PredictRead(BaseModel):
                 "version": "20250101T120000000000Z-1f2e3d",
                 "strategy": "personalized",
                 "predictions": [{"item_id": "242", "score": 1.7, "rating": 4.1, "model": "neumf"}],
+                "detail": None,
             }
         },
     )
@@ -108,6 +109,7 @@ class PredictRead(BaseModel):
     version: str | None
     strategy: Strategy
     predictions: list[PredictionRead]
+    detail: str | None = Field(default=None, description="Why a fallback was used, when one was")
 
 
 class SessionRequest(BaseModel):

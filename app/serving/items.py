@@ -46,7 +46,9 @@ def predict(svc: RecommendationService, user_id: str, item_ids: list[str], model
         STRATEGY.labels("popular").inc()
         scores = cat.popularity[rows]
         preds = [Prediction(i, float(s), None, "popularity") for i, s in zip(item_ids, scores, strict=True)]
-        return {"model": "popularity", "version": None, "strategy": "popular", "predictions": preds}
+        why = "no trained model yet" if not models else f"user unknown to {name} and no fallback model knows them"
+        detail = f"{why}: scores are event counts in the database"
+        return {"model": "popularity", "version": None, "strategy": "popular", "predictions": preds, "detail": detail}
     lm = sc.lm
     cols = lm.items_of(item_ids)
     score = np.full(len(item_ids), np.nan)
@@ -78,7 +80,8 @@ def predict(svc: RecommendationService, user_id: str, item_ids: list[str], model
         for i, s, r, b in zip(item_ids, score, ratings, scored_by, strict=True)
     ]
     STRATEGY.labels(sc.strategy).inc()
-    return {"model": lm.name, "version": lm.version, "strategy": sc.strategy, "predictions": preds}
+    out = {"model": lm.name, "version": lm.version, "strategy": sc.strategy, "predictions": preds}
+    return {**out, "detail": sc.detail}
 
 
 def _top(lm: LoadedModel, sims: torch.Tensor, allowed: torch.Tensor, n: int, reason: str) -> list[ScoredItem]:

@@ -61,6 +61,7 @@ def test_predict_for_user_unknown_to_the_model_uses_the_fallback_chain(svc, sess
     svc.registry.swap(type(svc.registry.models)({"popularity": svc.registry.models["popularity"]}))
     cold = items.predict(svc, "idle", ["i1", "i2"], None)
     assert cold["strategy"] == "popular" and all(p.rating is None for p in cold["predictions"])
+    assert "event counts" in cold["detail"]
 
 
 def test_similar_items_by_embeddings(svc):
