@@ -52,6 +52,12 @@ def add_train_parser(sub: Any) -> None:
     )
     p.add_argument("--text-buckets", type=int, default=0, help="hashed title-token features for content models")
     p.add_argument("--if-missing", action="store_true", help="only train models that have no version yet")
+    p.add_argument(
+        "--reuse-members",
+        action="store_true",
+        help="train only the named models; dependencies (hybrid members) come from their active "
+        "versions when those were trained on the same data",
+    )
     p.add_argument("--no-activate", action="store_true", help="save versions without making them active")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_train)
@@ -96,8 +102,14 @@ def train(
     holdout: str = "test",
     text_buckets: int = 0,
     verbose: bool = False,
+    reuse_members: bool = False,
 ) -> list[dict[str, Any]]:
-    """Read a snapshot from the database, train, save each model as a new version; returns a summary."""
+    """Read a snapshot from the database, train, save each model as a new version; returns a summary.
+
+    With ``if_missing`` only models without a version are trained; with ``reuse_members`` only the
+    named ones. Either way, what they depend on (the hybrid's members) comes from the active
+    versions when those were trained on the same snapshot, and is trained again otherwise.
+    """
     from app.db.frames import interactions_frame, items_frame
     from app.db.session import make_engine, make_sessionmaker
     from app.jobs.publish import open_store
@@ -106,10 +118,11 @@ def train(
     from app.recsys.training import resolve_device, set_train_threads
 
     store = open_store(settings)  # versions are recorded in model_version, which says what is active
-    names = resolve_models(models)
+    wanted = resolve_models(models)
+    targets = resolve_models(models, closed=True) if reuse_members else wanted
     if if_missing:
-        names = [n for n in names if not store.versions(n)]
-        if not names:
+        targets = [n for n in wanted if not store.versions(n)]
+        if not targets:
             return []
     engine = make_engine(settings)
     try:
@@ -145,8 +158,46 @@ def train(
             }
         )
 
-    train_models(data, names, params=params, holdout=holdout, device=dev, on_result=save)
+    reuse: dict[str, Any] = {}
+    needed = dependencies_of(targets, wanted)
+    if if_missing or reuse_members:
+        reuse = reusable(store, data, needed, device=dev)
+    names = [n for n in wanted if n in targets or (n in needed and n not in reuse)]
+    train_models(data, names, params=params, holdout=holdout, device=dev, on_result=save, reuse=reuse, closed=True)
     return summary
+
+
+def dependencies_of(targets: list[str], wanted: list[str]) -> set[str]:
+    """What ``targets`` depend on, transitively, among ``wanted`` (and not targets themselves)."""
+    from app.recsys.pipeline import dependencies
+
+    needed: set[str] = set()
+    stack = list(targets)
+    while stack:
+        for dep in dependencies(stack.pop()):
+            if dep in wanted and dep not in targets and dep not in needed:
+                needed.add(dep)
+                stack.append(dep)
+    return needed
+
+
+def reusable(store: Any, data: Any, names: set[str], *, device: str) -> dict[str, Any]:
+    """Active versions of ``names`` that were trained on this same snapshot (same ids).
+
+    One trained on other ids (the data changed since) or that cannot be loaded is left out, to be
+    trained again.
+    """
+    from app.recsys.store import StoreError
+
+    out = {}
+    for name in sorted(names):
+        try:
+            model = store.load(name, device=device)
+        except StoreError:
+            continue
+        if list(model.item_ids) == list(data.item_ids) and list(model.user_ids) == list(data.user_ids):
+            out[name] = model
+    return out
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -158,6 +209,7 @@ def run_train(args: argparse.Namespace) -> int:
             args.model or ["default"],
             params=parse_params(args),
             if_missing=args.if_missing,
+            reuse_members=args.reuse_members,
             activate=not args.no_activate,
             device=args.device,
             holdout=args.holdout,

@@ -61,27 +61,30 @@ def dependencies(name: str) -> tuple[str, ...]:
     return tuple(getattr(get_model_class(name), "depends_on", ()))
 
 
-def resolve_models(spec: str | Sequence[str]) -> list[str]:
+def resolve_models(spec: str | Sequence[str], *, closed: bool = False) -> list[str]:
     """'all', 'default', a name, a comma list or a list -> registered names in a valid training order.
 
     A model named explicitly brings its dependencies (the hybrid needs its members trained in the
-    same run); 'default' is a closed set: its hybrid combines the members in the set.
+    same run); 'default' is a closed set: its hybrid combines the members in the set. With
+    ``closed`` nothing is added: dependencies only order what was asked for.
     """
     registered = model_names()
-    named: list[str] = []
-    closed: list[str] = []
+    named: list[str] = []  # bring their dependencies
+    fixed: list[str] = []  # a closed set: dependencies only order them
     for part in [spec] if isinstance(spec, str) else list(spec):
         for token in (t.strip() for t in part.split(",")):
             if token == "all":
                 named += registered
             elif token == "default":
-                closed += [m for m in DEFAULT_MODELS if m in registered]
+                fixed += [m for m in DEFAULT_MODELS if m in registered]
             elif token:
                 if token not in registered:
                     raise KeyError(f"unknown model {token!r}; valid: {', '.join(registered + ['all', 'default'])}")
                 named.append(token)
+    if closed:
+        fixed, named = fixed + named, []
     order: list[str] = []
-    chosen = set(named) | set(closed)
+    chosen = set(named) | set(fixed)
 
     def visit(name: str, path: tuple[str, ...], add_deps: bool) -> None:
         if name in path:
@@ -96,7 +99,7 @@ def resolve_models(spec: str | Sequence[str]) -> list[str]:
                 visit(dep, (*path, name), add_deps)
         order.append(name)
 
-    for name in closed:
+    for name in fixed:
         visit(name, (), name in named)
     for name in named:
         visit(name, (), True)
@@ -192,16 +195,21 @@ def train_models(
     holdout: str = "test",
     device: str | None = None,
     on_result: Callable[[TrainResult], None] | None = None,
+    reuse: Mapping[str, Recommender] | None = None,
+    closed: bool = False,
 ) -> list[TrainResult]:
     """Fit every requested model (and its dependencies) on one split of ``data``; returns them in order.
 
     ``on_result`` gets each model as soon as it is measured (the CLI saves it there, so a run that
-    stops half-way keeps what it finished).
+    stops half-way keeps what it finished). ``reuse`` holds already trained models (on this same
+    snapshot) that dependants use instead of training them again; they are not returned.
+    ``closed`` trains exactly the named models (see :func:`resolve_models`).
     """
-    names = resolve_models(models)
+    reuse = dict(reuse or {})
+    names = [n for n in resolve_models(models, closed=closed) if n not in reuse]
     check_params(names, params)
     split = make_split(data, holdout)
-    trained: dict[str, Recommender] = {}
+    trained: dict[str, Recommender] = dict(reuse)
     results: list[TrainResult] = []
     emit: ProgressCallback = on_progress or (lambda p: None)
     for index, name in enumerate(names, start=1):

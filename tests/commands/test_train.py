@@ -4,6 +4,7 @@ import argparse
 import json
 
 import pytest
+import torch
 
 from app.commands import train as cmd
 from app.recsys.store import ModelStore
@@ -64,3 +65,27 @@ def test_models_lists_versions(settings, session, monkeypatch, capsys):
     assert [(r["name"], r["active"]) for r in rows] == [("popularity", True)]
     assert cmd.run_models(parse("models")) == 0
     assert "* popularity" in capsys.readouterr().out
+
+
+def test_if_missing_trains_only_what_has_no_version(settings, session):
+    seed_database(session)
+    first = {r["model"]: r["version"] for r in cmd.train(settings, ["popularity,mf"], params={"epochs": 1})}
+    again = cmd.train(settings, ["popularity,mf,gru4rec"], params={"epochs": 1}, if_missing=True)
+    assert [r["model"] for r in again] == ["gru4rec"]
+    store = ModelStore(settings.models_dir)
+    assert {n: store.versions(n) for n in first} == {n: [v] for n, v in first.items()}
+
+
+def test_hybrid_reuses_active_members_trained_on_the_same_data(settings, session, monkeypatch):
+    from app.recsys import pipeline
+
+    seed_database(session)
+    monkeypatch.setattr(pipeline, "dependencies", lambda name: ("popularity", "mf") if name == "hybrid" else ())
+    first = {r["model"]: r["version"] for r in cmd.train(settings, ["popularity,mf"], params={"epochs": 1})}
+    summary = cmd.train(settings, ["hybrid"], params={"epochs": 1}, reuse_members=True)
+    assert [r["model"] for r in summary] == ["hybrid"]  # the members were not trained again
+    store = ModelStore(settings.models_dir)
+    assert store.versions("mf") == [first["mf"]]
+    hybrid = store.load("hybrid")
+    assert sorted(hybrid.members) == ["mf", "popularity"]
+    assert torch.equal(hybrid.members["mf"].net.item.weight, store.load("mf").net.item.weight)
