@@ -3,7 +3,7 @@ same worker count, loaded by `wrk` from a separate process at 1, 8 and 32 connec
 
 Prerequisite (Debian/Ubuntu): apt-get update && apt-get install -y wrk
 
-    python bench/serve.py [--workers 2] [--duration 10] [--connections 1,8,32] [--workdir var/bench-serve]
+    python bench/serve.py [--workers 2] [--duration 5] [--rounds 3] [--connections 1,8,32] [--workdir var/bench-serve]
 
 The first run imports ML-100K into SQLite under --workdir and trains the `default` models into its
 model store (a few minutes); later runs reuse both (--retrain to start over). Reports requests/s,
@@ -16,7 +16,9 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -34,6 +36,8 @@ ENDPOINTS: dict[str, str] = {
     "floor": 'return wrk.format("GET", "/v1/users/" .. math.random(1, 943) .. "/recommendations")',
     "floor-async": 'return wrk.format("GET", "/async/users/" .. math.random(1, 943) .. "/recommendations")',
     "recommendations": 'return wrk.format("GET", "/v1/users/" .. math.random(1, 943) .. "/recommendations?n=10")',
+    "recommendations?model=mf": 'return wrk.format("GET", "/v1/users/" .. math.random(1, 943) .. '
+    '"/recommendations?n=10&model=mf")',
     "predict": 'local ids = {} for i = 1, 10 do ids[i] = "\\"" .. math.random(1, 1682) .. "\\"" end '
     'return wrk.format("POST", "/v1/predict", {["Content-Type"] = "application/json"}, '
     '"{\\"user_id\\": \\"" .. math.random(1, 943) .. "\\", \\"item_ids\\": [" .. table.concat(ids, ",") .. "]}")',
@@ -78,7 +82,7 @@ def prepare(workdir: Path, models: str, retrain: bool, params: dict | None = Non
     from app.commands.train import train
     from app.config import Settings
     from app.recsys.pipeline import resolve_models
-    from app.recsys.store import ModelStore
+    from app.recsys.store import ModelStore, StoreError
 
     env = {
         "DEEPREC_DATABASE_URL": f"sqlite:///{workdir / 'deeprec.db'}",
@@ -97,11 +101,18 @@ def prepare(workdir: Path, models: str, retrain: bool, params: dict | None = Non
         t0 = time.perf_counter()
         load_movielens(settings)
         print(f"imported ML-100K in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
-    missing = [m for m in resolve_models(models) if store.active_version(m) is None]
-    if retrain or missing:
-        t0 = time.perf_counter()
-        train(settings, models, params=params, verbose=True)
-        print(f"trained {models} in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    for name in resolve_models(models):  # a version saved by older code may no longer load: drop it
+        version = store.active_version(name)
+        try:
+            if version is not None:
+                store.load(name, version)
+        except StoreError as e:
+            print(f"dropping {name}/{version}: {e}", file=sys.stderr)
+            shutil.rmtree(store.path(name, version))
+    t0 = time.perf_counter()
+    done = train(settings, models, params=params, verbose=True, if_missing=not retrain)
+    if done:
+        print(f"trained {[r['model'] for r in done]} in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     return env
 
 
@@ -130,7 +141,7 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout_s: float = 120.0) -> No
 
 
 def run_wrk(port: int, endpoint: str, connections: int, duration: int, workdir: Path) -> dict:
-    script = workdir / f"{endpoint.replace('/', '_')}.lua"
+    script = workdir / f"{re.sub(r'[^A-Za-z0-9]+', '_', endpoint)}.lua"
     script.write_text(f"request = function()\n  {ENDPOINTS[endpoint]}\nend\n")
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script),
            f"http://127.0.0.1:{port}"]  # fmt: skip
@@ -147,6 +158,15 @@ def run_wrk(port: int, endpoint: str, connections: int, duration: int, workdir: 
         "non_2xx": int(bad.group(1)) if bad else 0,
         "socket_errors": errors.group(1) if errors else "",
     }
+
+
+def median_row(runs: list[dict]) -> dict:
+    out = dict(runs[0])
+    for key in ("rps", "p50_ms", "p99_ms"):
+        out[key] = statistics.median(r[key] for r in runs)
+    out["non_2xx"] = sum(r["non_2xx"] for r in runs)
+    out["rounds"] = len(runs)
+    return out
 
 
 def port_of(endpoint: str, port: int) -> int:
@@ -178,7 +198,8 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    p.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    p.add_argument("--rounds", type=int, default=3, help="runs of each endpoint, in turn; the median is reported")
     p.add_argument("--connections", default="1,8,32")
     p.add_argument("--endpoints", default=",".join(ENDPOINTS))
     p.add_argument("--models", default="default")
@@ -198,18 +219,26 @@ def main() -> None:
     env = {**prepare(args.workdir, args.models, args.retrain, params), "DEEPREC_DEVICE": args.device}
     service = start("app.main:create_app", args.port, args.workers, env, factory=True)
     floor = start("bench.floor_app:app", args.port + 1, args.workers, {}, factory=False)
-    rows = []
+    rows: list[dict] = []
+    loaded: dict[str, str] = {}
     try:
         wait_ready(f"http://127.0.0.1:{args.port}/readyz", service)
         wait_ready(f"http://127.0.0.1:{args.port + 1}/v1/users/1/recommendations", floor)
+        with urllib.request.urlopen(f"http://127.0.0.1:{args.port}/v1/models", timeout=10) as r:
+            loaded = {m["name"]: m["device"] for m in json.load(r)["models"] if m["loaded"]}
         endpoints = args.endpoints.split(",")
         for endpoint in endpoints:
             run_wrk(port_of(endpoint, args.port), endpoint, 8, 2, args.workdir)  # warm up
-        # Concurrency outermost: each endpoint is measured minutes, not a quarter of an hour, from its floor.
+        # Concurrency outermost and several short rounds of every endpoint in turn: each endpoint is measured
+        # next to its floor, and the median over rounds damps other load on a shared machine.
         for c in (int(x) for x in args.connections.split(",")):
-            for endpoint in endpoints:
-                rows.append(run_wrk(port_of(endpoint, args.port), endpoint, c, args.duration, args.workdir))
-                print(json.dumps(rows[-1]), file=sys.stderr)
+            runs: dict[str, list[dict]] = {e: [] for e in endpoints}
+            for _ in range(args.rounds):
+                for endpoint in endpoints:
+                    runs[endpoint].append(run_wrk(port_of(endpoint, args.port), endpoint, c, args.duration,
+                                                  args.workdir))  # fmt: skip
+                    print(json.dumps(runs[endpoint][-1]), file=sys.stderr)
+            rows += [median_row(r) for r in runs.values()]
         rows.sort(key=lambda r: (endpoints.index(r["endpoint"]), r["connections"]))
     finally:
         stop(service)
@@ -219,7 +248,9 @@ def main() -> None:
     (out / f"serve-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(json.dumps({"args": vars(args), "rows": rows},
                                                                                   default=str, indent=1))
     load = os.getloadavg()
-    print(f"{args.workers} uvicorn workers per app, wrk -t1, {args.duration}s per run, models: {args.models}, "
+    print(f"models served: {', '.join(f'{n} ({d})' for n, d in loaded.items())}")
+    print(f"{args.workers} uvicorn workers per app, wrk -t1, median of {args.rounds} runs of {args.duration}s, "
+          f"models: {args.models}, "
           f"load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}\n")
     print(table(rows))
 
