@@ -9,6 +9,9 @@ from app.recsys.models.base import Recommender
 _REGISTRY: dict[str, str] = {
     "popularity": "app.recsys.models.popularity:Popularity",
     "mf": "app.recsys.models.mf:MF",
+    "gmf": "app.recsys.models.gmf:GMF",
+    "mlp": "app.recsys.models.mlp:MLP",
+    "neumf": "app.recsys.models.neumf:NeuMF",
     "ease": "app.recsys.models.ease:EASE",
     "content": "app.recsys.models.content:Content",
     "gru4rec": "app.recsys.models.gru4rec:GRU4Rec",

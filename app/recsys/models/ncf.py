@@ -1,0 +1,206 @@
+"""Shared core of the pair-scoring models (MF and the NCF family of He et al., WWW 2017).
+
+One network shape, ``mu + b_u + b_i + f(u, i)``, trained either on implicit feedback (BCE on
+sampled negatives, or BPR) or on explicit ratings (MSE on the rating scale, clamped predictions).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from app.recsys.data import InteractionData
+from app.recsys.models.base import EpochCallback, FitReport, Recommender, TrainConfig
+from app.recsys.sampling import NegativeSampler
+from app.recsys.training import ranking_score, rating_errors, seed_everything, train_loop
+
+LOSSES = ("bce", "bpr")
+
+
+class PairNet(nn.Module):
+    """Global, user and item biases around an interaction term ``f(u, i)`` that subclasses supply."""
+
+    def __init__(self, n_users: int, n_items: int) -> None:
+        super().__init__()
+        self.user_bias = nn.Embedding(n_users, 1)
+        self.item_bias = nn.Embedding(n_items, 1)
+        nn.init.zeros_(self.user_bias.weight)
+        nn.init.zeros_(self.item_bias.weight)
+        self.register_buffer("mu", torch.zeros(()))  # the training mean rating; 0 for implicit feedback
+
+    def interaction(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """(B,), (B, K) -> (B, K) f(u, i)."""
+        raise NotImplementedError
+
+    def interaction_full(self, users: torch.Tensor) -> torch.Tensor:
+        """(B,) -> (B, I) f(u, i) for every item, in one vectorised pass."""
+        raise NotImplementedError
+
+    def embedding_l2(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Sum of squares of the embedding rows a batch touches: users (B,), items (B, K)."""
+        raise NotImplementedError
+
+    def l2(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Embedding and bias rows of a batch, squared and summed."""
+        biases = self.user_bias(users).pow(2).sum() + self.item_bias(items).pow(2).sum()
+        return self.embedding_l2(users, items) + biases
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """(B,), (B, K) -> (B, K) scores (logits, or ratings for a rating model)."""
+        bias = self.mu + self.user_bias(users) + self.item_bias(items).squeeze(-1)  # [B, K]
+        return bias + self.interaction(users, items)
+
+    def full(self, users: torch.Tensor) -> torch.Tensor:
+        """(B,) -> (B, I) scores for the whole catalogue."""
+        bias = self.mu + self.user_bias(users) + self.item_bias.weight.T  # [B, I]
+        return bias + self.interaction_full(users)
+
+
+class PairRecommender(Recommender):
+    """Fit/score/predict for a ``PairNet``; subclasses only build the net.
+
+    The model config must have ``loss`` ("bce" | "bpr") and the L2 weights ``reg`` (implicit) and
+    ``rating_reg`` (ratings) on the embedding and bias rows of each batch. ``cfg.objective == "rating"``
+    switches to MSE on the rating scale.
+    """
+
+    supports_rating = True
+
+    @property
+    def objective(self) -> str:
+        return self.extra.get("objective", "implicit")
+
+    def fit(
+        self,
+        train: InteractionData,
+        valid: InteractionData | None,
+        cfg: TrainConfig,
+        on_epoch: EpochCallback | None = None,
+    ) -> FitReport:
+        if self.config.loss not in LOSSES:
+            raise ValueError(f"{self.name}: unknown loss {self.config.loss!r}; use one of {LOSSES}")
+        if cfg.objective == "rating":
+            return self._fit_rating(train, valid, cfg, on_epoch)
+        if cfg.objective != "implicit":
+            raise ValueError(f"unknown objective {cfg.objective!r}: use implicit or rating")
+        return self._fit_implicit(train, valid, cfg, on_epoch)
+
+    def prepare(self, train: InteractionData, cfg: TrainConfig) -> PairNet:
+        """The network to train: freshly initialised from ``cfg.seed``, unless a subclass warm-started it."""
+        seed_everything(cfg.seed)
+        net = self.bind(train)
+        assert isinstance(net, PairNet)
+        return net
+
+    def _fit_implicit(
+        self, train: InteractionData, valid: InteractionData | None, cfg: TrainConfig, on_epoch: EpochCallback | None
+    ) -> FitReport:
+        net = self.prepare(train, cfg)
+        self.extra.update(objective="implicit")
+        net.mu.zero_()
+        sampler = NegativeSampler(train, seed=cfg.seed)
+        users = torch.as_tensor(train.users, device=self.device)
+        items = torch.as_tensor(train.items, device=self.device)
+        k = max(1, cfg.num_negatives)
+        negs = torch.empty(0)
+        weight: torch.Tensor | None = None
+        bpr = self.config.loss == "bpr"
+        labels = torch.zeros(1, 1 + k, device=self.device)
+        labels[0, 0] = 1.0  # column 0 is the positive
+
+        def before_epoch(epoch: int) -> None:
+            nonlocal negs, weight
+            drawn = torch.as_tensor(sampler.sample(train.users, k), device=self.device)  # [N, K], fresh each epoch
+            # A user who has seen every item gets -1 (no negative): such pairs are masked out of the loss.
+            weight = (drawn >= 0).float() if bool((drawn < 0).any()) else None
+            negs = drawn.clamp(min=0)
+
+        def step(idx: torch.Tensor) -> torch.Tensor:
+            u = users[idx]  # [B]
+            cand = torch.cat([items[idx].unsqueeze(1), negs[idx]], dim=1)  # [B, 1 + K]
+            logits = net(u, cand)  # [B, 1 + K]
+            if bpr:
+                pair = -F.logsigmoid(logits[:, :1] - logits[:, 1:])  # [B, K]
+                w = None if weight is None else weight[idx]
+            else:
+                pair = F.binary_cross_entropy_with_logits(logits, labels.expand_as(logits), reduction="none")
+                w = (
+                    None
+                    if weight is None
+                    else torch.cat([torch.ones_like(u, dtype=pair.dtype)[:, None], weight[idx]], 1)
+                )
+            loss = pair.mean() if w is None else (pair * w).sum() / w.sum().clamp(min=1.0)
+            return loss + self.config.reg * net.l2(u, cand) / len(idx)
+
+        def validate() -> float:
+            return ranking_score(self, train, valid, k=cfg.eval_k)[f"ndcg@{cfg.eval_k}"]
+
+        has_valid = valid is not None and valid.n_interactions > 0
+        report = train_loop(
+            self,
+            n_samples=train.n_interactions,
+            step=step,
+            validate=validate if has_valid else None,
+            cfg=cfg,
+            metric_name=f"ndcg@{cfg.eval_k}",
+            on_epoch=on_epoch,
+            before_epoch=before_epoch,
+        )
+        if has_valid:
+            self.metrics[f"valid_ndcg@{cfg.eval_k}"] = report.best_metric
+        return report
+
+    def _fit_rating(
+        self, train: InteractionData, valid: InteractionData | None, cfg: TrainConfig, on_epoch: EpochCallback | None
+    ) -> FitReport:
+        rated = train.has_ratings()
+        if not rated.any():
+            raise ValueError(f"{self.name}: objective 'rating' needs interactions with a rating")
+        net = self.prepare(train, cfg)
+        ratings = train.ratings[rated]
+        self.extra.update(objective="rating", rating_min=float(ratings.min()), rating_max=float(ratings.max()))
+        net.mu.fill_(float(ratings.mean()))
+        users = torch.as_tensor(train.users[rated], device=self.device)
+        items = torch.as_tensor(train.items[rated], device=self.device)
+        target = torch.as_tensor(ratings, device=self.device)
+
+        def step(idx: torch.Tensor) -> torch.Tensor:
+            u, i = users[idx], items[idx].unsqueeze(1)  # [B], [B, 1]
+            pred = net(u, i).squeeze(1)  # [B], unclamped so the gradient never vanishes
+            return F.mse_loss(pred, target[idx]) + self.config.rating_reg * net.l2(u, i) / len(idx)
+
+        has_valid = valid is not None and bool(valid.has_ratings().any())
+        report = train_loop(
+            self,
+            n_samples=len(target),
+            step=step,
+            validate=(lambda: rating_errors(self, valid)["rmse"]) if has_valid else None,
+            cfg=cfg,
+            metric_name="rmse",
+            higher_is_better=False,
+            on_epoch=on_epoch,
+        )
+        # RMSE/MAE of the kept weights on validation ratings (training ratings when there are none).
+        held_out = valid if has_valid else train
+        assert held_out is not None
+        self.metrics.update(rating_errors(self, held_out))
+        return report
+
+    def _clamp(self, ratings: torch.Tensor) -> torch.Tensor:
+        return ratings.clamp(self.extra["rating_min"], self.extra["rating_max"])
+
+    @torch.no_grad()
+    def score_users(self, users: torch.Tensor) -> torch.Tensor:
+        """(B,) -> (B, I): logits, or the predicted rating when trained on ratings (servable either way)."""
+        assert isinstance(self.net, PairNet)
+        scores = self.net.full(users)  # [B, I]
+        return self._clamp(scores) if self.objective == "rating" else scores
+
+    @torch.no_grad()
+    def predict_ratings(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """(B,), (B,) -> (B,) ratings clamped to the training range. Needs ``objective='rating'``."""
+        if self.objective != "rating":
+            raise ValueError(f"{self.name} was trained on implicit feedback; train with objective='rating'")
+        assert isinstance(self.net, PairNet)
+        return self._clamp(self.net(users, items.unsqueeze(1)).squeeze(1))
