@@ -168,18 +168,17 @@ class CatalogueCache:
             return c is None or (max_age_s is not None and time.monotonic() - c.built_at > max_age_s)
 
         current = self._current
-        if stale(current):
+        if current is None or stale(current):
             with self._lock:
-                if stale(self._current):
+                if self._current is None or stale(self._current):
                     self._current = self.load()
-                assert self._current is not None
                 return self._current
         if time.monotonic() - current.built_at > self.ttl_s and self._lock.acquire(blocking=False):
             try:
-                self._current = self.load()
+                self._current = current = self.load()
             finally:
                 self._lock.release()
-        return self._current
+        return current
 
     def invalidate(self) -> None:
         """Force a reload on next use (after catalogue writes in this process)."""

@@ -63,7 +63,7 @@ def predict(svc: RecommendationService, user_id: str, item_ids: list[str], model
         feats = content.model.feature_schema.encode(cat.features_frame(rows[new]))
         data, row = scoring.history_data(content, content.user_of(user_id), hist.cols(content))
         with inference_timer(content.name), torch.inference_mode():
-            s = content.model.score_new_items(np.array([row]), feats, history=data)[0]
+            s = content.model.score_new_items(np.array([row]), feats, history=data)[0]  # type: ignore[attr-defined]
         score[new] = s.float().cpu().numpy()
         scored_by[new] = content.name
     ratings = np.full(len(item_ids), np.nan)
@@ -125,7 +125,8 @@ def similar(svc: RecommendationService, item_id: str, n: int = 10, model: str | 
         emb = scoring.item_embeddings(content)
         assert emb is not None
         with inference_timer(content.name), torch.inference_mode():
-            q = torch.nn.functional.normalize(content.model.encode_items(feats).float(), dim=1)[0]  # [D]
+            enc = content.model.encode_items(feats)  # type: ignore[attr-defined]  # [1, D]
+            q = torch.nn.functional.normalize(enc.float(), dim=1)[0]  # [D]
             _, active = cat.aligned(content)
             items = _top(content, emb @ q, active, n, f"features like {item_id}")
         STRATEGY.labels("content").inc()

@@ -87,13 +87,15 @@ def predict_ratings(lm: LoadedModel, user: int, cols: np.ndarray) -> torch.Tenso
 
 
 def _raw_item_embeddings(model: Recommender) -> torch.Tensor | None:
-    if hasattr(model, "item_embeddings"):
-        return model.item_embeddings()
+    own = getattr(model, "item_embeddings", None)  # a model may say what its item embeddings are
+    if callable(own):
+        return own()
     net = model.net
     if net is None:
         return None
-    if hasattr(net, "item_weights"):
-        return net.item_weights()
+    weights = getattr(net, "item_weights", None)
+    if callable(weights):
+        return weights()
     for name, module in net.named_modules():
         if isinstance(module, torch.nn.Embedding) and name.split(".")[-1] == "item":
             w = module.weight

@@ -148,10 +148,10 @@ class RecommendationService:
             allowed[torch.as_tensor(drop, device=lm.device)] = False
         values, idx = torch.topk(sc.scores.masked_fill(~allowed, float("-inf")), min(f.n, lm.n_items))
         keep = torch.isfinite(values)
-        values, idx = values[keep].tolist(), idx[keep]
-        cols = idx.cpu().numpy()
+        idx = idx[keep]
+        cols, scores = idx.cpu().numpy(), values[keep].tolist()
         reasons = self.reasons(sc, idx)
-        return [ScoredItem(str(lm.item_ids[c]), float(v), r) for c, v, r in zip(cols, values, reasons, strict=True)]
+        return [ScoredItem(str(lm.item_ids[c]), float(v), r) for c, v, r in zip(cols, scores, reasons, strict=True)]
 
     def reasons(self, sc: Scores, idx: torch.Tensor) -> list[str]:
         lm, hist = sc.lm, sc.hist_cols[sc.hist_cols >= 0]
