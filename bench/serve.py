@@ -140,12 +140,31 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout_s: float = 120.0) -> No
     raise SystemExit(f"{url} not ready after {timeout_s}s")
 
 
-def run_wrk(port: int, endpoint: str, connections: int, duration: int, workdir: Path) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children (the uvicorn workers), from /proc."""
+    pids, total = [pid], 0.0
+    while pids:
+        p = pids.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+            for task in Path(f"/proc/{p}/task").iterdir():
+                pids += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+def run_wrk(port: int, endpoint: str, connections: int, duration: int, workdir: Path, server: int) -> dict:
+    """One wrk run; also the server's CPU time per request, which other load on the machine barely moves."""
     script = workdir / f"{re.sub(r'[^A-Za-z0-9]+', '_', endpoint)}.lua"
     script.write_text(f"request = function()\n  {ENDPOINTS[endpoint]}\nend\n")
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script),
            f"http://127.0.0.1:{port}"]  # fmt: skip
+    cpu0 = cpu_seconds(server)
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    cpu = cpu_seconds(server) - cpu0
+    n = int(re.search(r"(\d+) requests in", out).group(1))
     pct = {p: float(v) * UNITS[u] for p, v, u in re.findall(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)}
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
@@ -157,12 +176,13 @@ def run_wrk(port: int, endpoint: str, connections: int, duration: int, workdir: 
         "p99_ms": pct["99"],
         "non_2xx": int(bad.group(1)) if bad else 0,
         "socket_errors": errors.group(1) if errors else "",
+        "cpu_ms": 1000 * cpu / max(n, 1),
     }
 
 
 def median_row(runs: list[dict]) -> dict:
     out = dict(runs[0])
-    for key in ("rps", "p50_ms", "p99_ms"):
+    for key in ("rps", "p50_ms", "p99_ms", "cpu_ms"):
         out[key] = statistics.median(r[key] for r in runs)
     out["non_2xx"] = sum(r["non_2xx"] for r in runs)
     out["rounds"] = len(runs)
@@ -184,14 +204,15 @@ def stop(proc: subprocess.Popen) -> None:
 
 def table(rows: list[dict]) -> str:
     floor = {r["connections"]: r for r in rows if r["endpoint"] == "floor"}
-    lines = ["| endpoint | clients | req/s | p50 ms | p99 ms | req/s vs floor | p99 vs floor | non-2xx |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| endpoint | clients | req/s | p50 ms | p99 ms | req/s vs floor | p99 vs floor | server CPU ms/req "
+             "| floor CPU / CPU | non-2xx |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         f = floor.get(r["connections"])
         ratio = f"{r['rps'] / f['rps']:.2f}" if f else ""
         p99 = f"{r['p99_ms'] / f['p99_ms']:.2f}" if f else ""
+        cpu = f"{f['cpu_ms'] / r['cpu_ms']:.2f}" if f and r["cpu_ms"] else ""
         lines.append(f"| {r['endpoint']} | {r['connections']} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | "
-                     f"{r['p99_ms']:.2f} | {ratio} | {p99} | {r['non_2xx']} |")  # fmt: skip
+                     f"{r['p99_ms']:.2f} | {ratio} | {p99} | {r['cpu_ms']:.2f} | {cpu} | {r['non_2xx']} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -227,8 +248,12 @@ def main() -> None:
         with urllib.request.urlopen(f"http://127.0.0.1:{args.port}/v1/models", timeout=10) as r:
             loaded = {m["name"]: m["device"] for m in json.load(r)["models"] if m["loaded"]}
         endpoints = args.endpoints.split(",")
+
+        def pid_of(endpoint: str) -> int:
+            return floor.pid if endpoint.startswith("floor") else service.pid
+
         for endpoint in endpoints:
-            run_wrk(port_of(endpoint, args.port), endpoint, 8, 2, args.workdir)  # warm up
+            run_wrk(port_of(endpoint, args.port), endpoint, 8, 2, args.workdir, pid_of(endpoint))  # warm up
         # Concurrency outermost and several short rounds of every endpoint in turn: each endpoint is measured
         # next to its floor, and the median over rounds damps other load on a shared machine.
         for c in (int(x) for x in args.connections.split(",")):
@@ -236,7 +261,7 @@ def main() -> None:
             for _ in range(args.rounds):
                 for endpoint in endpoints:
                     runs[endpoint].append(run_wrk(port_of(endpoint, args.port), endpoint, c, args.duration,
-                                                  args.workdir))  # fmt: skip
+                                                  args.workdir, pid_of(endpoint)))  # fmt: skip
                     print(json.dumps(runs[endpoint][-1]), file=sys.stderr)
             rows += [median_row(r) for r in runs.values()]
         rows.sort(key=lambda r: (endpoints.index(r["endpoint"]), r["connections"]))

@@ -10,10 +10,10 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import random
 import re
 import sys
 import time
-import uuid
 from typing import Any
 
 from fastapi import APIRouter, Response
@@ -78,7 +78,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         incoming = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
-        rid = incoming if _SANE_ID.match(incoming) else uuid.uuid4().hex
+        rid = incoming if _SANE_ID.match(incoming) else f"{random.getrandbits(128):032x}"  # an id, not a secret
         token = request_id_var.set(rid)
         status = 500
         t0 = time.perf_counter()
