@@ -17,7 +17,7 @@ from app.serving.results import UnknownModel
 router = APIRouter(prefix="/v1", tags=["models"])
 
 
-def get_registry(request: Request) -> ModelRegistry:
+async def get_registry(request: Request) -> ModelRegistry:
     return request.app.state.registry
 
 

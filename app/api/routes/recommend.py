@@ -1,10 +1,15 @@
-"""Recommendations, predictions, next items and similar items. Sync routes: torch runs in the threadpool."""
+"""Recommendations, predictions, next items and similar items.
+
+Routes are async and hand the blocking work (database query, torch) to the threadpool in one hop;
+a sync route would make FastAPI hop three times (dependency, endpoint, response validation).
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
+from starlette.concurrency import run_in_threadpool
 
 from app.api.recommend_schemas import (
     MAX_N,
@@ -28,7 +33,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "Unknown ids; they are listed"}}
 
 
-def get_recommender(request: Request) -> RecommendationService:
+async def get_recommender(request: Request) -> RecommendationService:
     return request.app.state.recommender
 
 
@@ -56,7 +61,7 @@ def _rec(out: RecList, **ids: Any) -> dict[str, Any]:
 @router.get(
     "/users/{user_id}/recommendations", response_model=RecommendationsRead, responses=ERRORS, summary="Recommend"
 )
-def recommend(
+async def recommend(
     svc: Recommender,
     user_id: UserId,
     n: N = 10,
@@ -67,13 +72,14 @@ def recommend(
 ) -> dict[str, Any]:
     """Top-N items for a user; users the model never saw fall back (sequence model, content, popular)."""
     filters = Filters(n=n, categories=_csv(categories), exclude=_csv(exclude), exclude_seen=exclude_seen)
-    return _rec(svc.recommend(user_id, model=model, filters=filters), user_id=user_id)
+    out = await run_in_threadpool(svc.recommend, user_id, model=model, filters=filters)
+    return _rec(out, user_id=user_id)
 
 
 @router.post("/predict", response_model=PredictRead, responses={**ERRORS, **NOT_FOUND}, summary="Predict")
-def predict(svc: Recommender, body: PredictRequest) -> dict[str, Any]:
+async def predict(svc: Recommender, body: PredictRequest) -> dict[str, Any]:
     """Relevance scores and, from a rating model, ratings on the data set's scale for given items."""
-    out = item_service.predict(svc, body.user_id, body.item_ids, body.model)
+    out = await run_in_threadpool(item_service.predict, svc, body.user_id, body.item_ids, body.model)
     out["predictions"] = [p.__dict__ for p in out["predictions"]]
     return out
 
@@ -84,7 +90,7 @@ def predict(svc: Recommender, body: PredictRequest) -> dict[str, Any]:
     responses={**ERRORS, **NOT_FOUND},
     summary="Next items for a user",
 )
-def next_items(
+async def next_items(
     svc: Recommender,
     user_id: UserId,
     n: N = 10,
@@ -92,16 +98,18 @@ def next_items(
     exclude_seen: ExcludeSeen = True,
 ) -> dict[str, Any]:
     """What comes next after the user's current sequence, read from the database now."""
-    return _rec(svc.next_items(user_id, model=model, filters=Filters(n=n, exclude_seen=exclude_seen)), user_id=user_id)
+    filters = Filters(n=n, exclude_seen=exclude_seen)
+    return _rec(await run_in_threadpool(svc.next_items, user_id, model=model, filters=filters), user_id=user_id)
 
 
 @router.post(
     "/sessions/next-items", response_model=SessionRecommendationsRead, responses=ERRORS, summary="Next items (session)"
 )
-def session_next_items(svc: Recommender, body: SessionRequest) -> dict[str, Any]:
+async def session_next_items(svc: Recommender, body: SessionRequest) -> dict[str, Any]:
     """Next items for an anonymous session's sequence of items; no user needed."""
     filters = Filters(n=body.n, exclude_seen=body.exclude_seen)
-    return _rec(svc.session_next(body.item_ids, model=body.model, filters=filters), user_id=None)
+    out = await run_in_threadpool(svc.session_next, body.item_ids, model=body.model, filters=filters)
+    return _rec(out, user_id=None)
 
 
 @router.get(
@@ -110,11 +118,11 @@ def session_next_items(svc: Recommender, body: SessionRequest) -> dict[str, Any]
     responses={**ERRORS, **NOT_FOUND},
     summary="Similar items",
 )
-def similar_items(
+async def similar_items(
     svc: Recommender,
     item_id: Annotated[str, Path(min_length=1, max_length=256, examples=["50"])],
     n: N = 10,
     model: Annotated[str | None, Query(description="A model with item embeddings", examples=["mf"])] = None,
 ) -> dict[str, Any]:
     """Item-to-item by learned embeddings; an item with features only is matched by the content model."""
-    return _rec(item_service.similar(svc, item_id, n, model), item_id=item_id)
+    return _rec(await run_in_threadpool(item_service.similar, svc, item_id, n, model), item_id=item_id)
