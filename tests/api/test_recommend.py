@@ -229,3 +229,24 @@ def test_cuda_requested_without_a_gpu_refuses_to_start(make_client, monkeypatch)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(RuntimeError, match="no CUDA device"):
         make_client(device="cuda")
+
+
+def test_scoring_runs_off_the_event_loop(api, monkeypatch):
+    import asyncio
+
+    from app.serving.service import RecommendationService
+
+    seen = []
+    original = RecommendationService.recommend
+
+    def spy(self, *args, **kwargs):
+        try:
+            asyncio.get_running_loop()
+            seen.append("event loop")
+        except RuntimeError:  # no loop running in this thread: a threadpool worker
+            seen.append("worker thread")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(RecommendationService, "recommend", spy)
+    assert api.get("/v1/users/u1/recommendations").status_code == 200
+    assert seen == ["worker thread"]
