@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from app.recsys.models.base import TrainConfig
-from app.recsys.models.seqbase import Dropout, SeqConfig, SequentialRecommender
+from app.recsys.models.seqbase import Dropout, SeqConfig, SeqNet, SequentialRecommender
 
 
 @dataclass(frozen=True)
@@ -21,10 +21,10 @@ class GRU4RecConfig(SeqConfig):
     dim: int = 64
     hidden: int = 128
     layers: int = 1
-    dropout: float = 0.3
+    dropout: float = 0.5
 
 
-class GRU4RecNet(nn.Module):
+class GRU4RecNet(SeqNet):
     def __init__(self, n_items: int, dim: int, hidden: int, layers: int, dropout: float) -> None:
         super().__init__()
         self.item = nn.Embedding(n_items + 1, dim, padding_idx=0)  # output scores reuse it
@@ -56,8 +56,8 @@ class GRU4Rec(SequentialRecommender):
 
     @classmethod
     def default_train_config(cls) -> TrainConfig:
-        return TrainConfig(epochs=100, batch_size=128, lr=2e-3, patience=10)
+        return TrainConfig(epochs=100, batch_size=128, lr=5e-3, patience=10)
 
-    def build(self, *, n_users: int, n_items: int) -> nn.Module:
-        c = self.config
+    def build(self, **dims: int) -> nn.Module:
+        c, n_items = self.config, dims["n_items"]
         return GRU4RecNet(n_items, c.dim, c.hidden, c.layers, c.dropout)

@@ -14,16 +14,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from app.recsys.models.base import TrainConfig
-from app.recsys.models.seqbase import Dropout, SeqConfig, SequentialRecommender
+from app.recsys.models.seqbase import Dropout, SeqConfig, SeqNet, SequentialRecommender
 
 
 @dataclass(frozen=True)
 class SASRecConfig(SeqConfig):
-    max_len: int = 200
+    max_len: int = 50
     dim: int = 64
     heads: int = 2
     layers: int = 2
-    dropout: float = 0.3
+    dropout: float = 0.5
 
 
 class Block(nn.Module):
@@ -49,7 +49,7 @@ class Block(nn.Module):
         return x + self.drop(self.ffn(self.norm2(x)))
 
 
-class SASRecNet(nn.Module):
+class SASRecNet(SeqNet):
     def __init__(self, n_items: int, dim: int, heads: int, layers: int, max_len: int, dropout: float) -> None:
         super().__init__()
         self.item = nn.Embedding(n_items + 1, dim, padding_idx=0)  # shared by input and output
@@ -65,7 +65,7 @@ class SASRecNet(nn.Module):
             self.item.weight[0].zero_()
 
     def encode(self, seqs: torch.Tensor) -> torch.Tensor:
-        """(B, L) left-padded item ids + 1 -> (B, L) x D hidden states; pads never influence items."""
+        """(B, L) left-padded item ids + 1 -> (B, L, D); pads never influence real positions."""
         valid = seqs > 0  # [B, L]
         # Positions count from the first real item, so left padding does not shift them.
         pos = (valid.cumsum(1) - 1).clamp(0, self.max_len - 1)
@@ -90,8 +90,8 @@ class SASRec(SequentialRecommender):
 
     @classmethod
     def default_train_config(cls) -> TrainConfig:
-        return TrainConfig(epochs=200, batch_size=128, lr=1e-3, patience=20)
+        return TrainConfig(epochs=150, batch_size=128, lr=3e-3, patience=10)
 
-    def build(self, *, n_users: int, n_items: int) -> nn.Module:
-        c = self.config
+    def build(self, **dims: int) -> nn.Module:
+        c, n_items = self.config, dims["n_items"]
         return SASRecNet(n_items, c.dim, c.heads, c.layers, c.max_len, c.dropout)

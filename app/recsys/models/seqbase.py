@@ -42,6 +42,18 @@ class Dropout(nn.Module):
         return x * ((torch.rand_like(x) >= self.p).to(x.dtype) * (1.0 / (1.0 - self.p)))
 
 
+class SeqNet(nn.Module):
+    """A next-item network: hidden states per position and the item vectors they are scored against."""
+
+    def encode(self, seqs: torch.Tensor) -> torch.Tensor:
+        """(B, L) left-padded item ids + 1 -> (B, L, D); a position sees only itself and earlier items."""
+        raise NotImplementedError
+
+    def item_weights(self) -> torch.Tensor:
+        """(I, D) output item vectors (the input embeddings without the padding row)."""
+        raise NotImplementedError
+
+
 def training_windows(data: InteractionData, max_len: int) -> tuple[np.ndarray, np.ndarray]:
     """[W, L] inputs and [W, L] next-item targets, both item index + 1 and left-padded with 0.
 
@@ -88,6 +100,7 @@ class SequentialRecommender(Recommender):
     ) -> FitReport:
         seed_everything(cfg.seed)  # the initial weights depend on the seed too
         net = self.bind(train)
+        assert isinstance(net, SeqNet)
         inputs_np, targets_np = training_windows(train, self.config.max_len)
         inputs = torch.as_tensor(inputs_np, device=self.device)  # [W, L]
         targets = torch.as_tensor(targets_np, device=self.device)  # [W, L]
@@ -120,14 +133,18 @@ class SequentialRecommender(Recommender):
             logits = torch.cat([pos, neg], dim=1)
             return F.cross_entropy(logits, torch.zeros_like(t))
 
-        def validate() -> float:
-            return ranking_score(self, train, valid, k=cfg.eval_k)[f"ndcg@{cfg.eval_k}"]
+        validate = None
+        if valid is not None and valid.n_interactions:
+            targets_valid = valid
+
+            def validate() -> float:
+                return ranking_score(self, train, targets_valid, k=cfg.eval_k)[f"ndcg@{cfg.eval_k}"]
 
         report = train_loop(
             self,
             n_samples=len(inputs),
             step=step,
-            validate=validate if valid is not None and valid.n_interactions else None,
+            validate=validate,
             cfg=cfg,
             metric_name=f"ndcg@{cfg.eval_k}",
             on_epoch=on_epoch,
@@ -138,7 +155,7 @@ class SequentialRecommender(Recommender):
     @torch.no_grad()
     def score_sequences(self, seqs: torch.Tensor) -> torch.Tensor:
         """(B, L) item indices + 1, left-padded with 0 -> (B, I) next-item scores from the last position."""
-        assert self.net is not None
+        assert isinstance(self.net, SeqNet)
         seqs = torch.as_tensor(seqs, device=self.device)[:, -self.config.max_len :]
         width = max(int((seqs > 0).sum(1).max()) if seqs.numel() else 0, 1)
         h = self.net.encode(seqs[:, -width:])[:, -1]  # [B, D]
