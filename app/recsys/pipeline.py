@@ -11,6 +11,7 @@ With ``holdout="valid"`` only the validation item is held out (more training dat
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -114,11 +115,16 @@ def configs_for(name: str, params: Mapping[str, Any] | None) -> tuple[Any, Train
     """
     cls = get_model_class(name)
     model_cfg = cls.config_cls()
-    default_cfg = getattr(cls, "default_train_config", None)
-    train_cfg = default_cfg() if callable(default_cfg) else TrainConfig()
     params = dict(params or {})
     flat = {k: v for k, v in params.items() if not isinstance(v, Mapping)}
     flat.update(params.get(name, {}) if isinstance(params.get(name), Mapping) else {})
+    default_cfg = getattr(cls, "default_train_config", None)
+    if not callable(default_cfg):
+        train_cfg = TrainConfig()
+    elif "objective" in flat and "objective" in inspect.signature(default_cfg).parameters:
+        train_cfg = default_cfg(objective=flat["objective"])  # rating models have their own tuned settings
+    else:
+        train_cfg = default_cfg()
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     model_fields = {f.name for f in dataclasses.fields(model_cfg)}
     train_cfg = dataclasses.replace(train_cfg, **{k: v for k, v in flat.items() if k in train_fields})

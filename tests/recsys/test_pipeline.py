@@ -104,3 +104,16 @@ def test_neumf_pretrains_from_gmf_and_mlp_of_the_same_run(data, monkeypatch):
     results = {r.name: r for r in train_models(data, "gmf,mlp,neumf", params=params)}
     assert results["neumf"].model.extra.get("pretrained") is True
     assert len(fits) == 1  # the run's GMF was reused, not a second one trained inside NeuMF
+
+
+def test_rating_objective_takes_the_models_tuned_rating_defaults():
+    import inspect
+
+    for name in model_names():
+        default = getattr(pipeline.get_model_class(name), "default_train_config", None)
+        if callable(default) and "objective" in inspect.signature(default).parameters:
+            _, cfg = configs_for(name, {"objective": "rating"})
+            assert cfg == default(objective="rating")
+            break
+    else:
+        pytest.skip("no model has rating-specific defaults")
