@@ -9,7 +9,6 @@ Models that are not registered, or whose module is not importable, are reported 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -28,7 +27,7 @@ from app.recsys.evaluation import (
     sample_candidates,
 )
 from app.recsys.models import get_model_class, model_names
-from app.recsys.models.base import Recommender, TrainConfig
+from app.recsys.models.base import Recommender
 from app.recsys.pipeline import build_model, configs_for, dependencies, resolve_models
 from app.recsys.splits import Split
 
@@ -96,16 +95,6 @@ class ProtocolResult:
         }
 
 
-def train_config_for(cls: type[Recommender], objective: str = "implicit") -> TrainConfig:
-    """The model's tuned optimisation settings for an objective."""
-    factory = getattr(cls, "default_train_config", None)
-    if factory is None:
-        return TrainConfig(objective=objective)
-    takes_objective = "objective" in inspect.signature(factory).parameters
-    cfg = factory(objective=objective) if takes_objective else factory()
-    return dataclasses.replace(cfg, objective=objective)
-
-
 def expand_names(names: str | Sequence[str]) -> list[str]:
     """'all', 'a,b' or a list -> names in the requested order (unregistered ones kept, to be reported)."""
     parts = names.split(",") if isinstance(names, str) else list(names)
@@ -146,8 +135,7 @@ def _fit(
     name: str, seed: int, split: Split, cfg: EvalConfig, objective: str, trained: dict[str, Recommender]
 ) -> tuple[Recommender, dict[str, Any]]:
     """One fit with the model's tuned settings; earlier models of the run are offered as the pipeline does."""
-    model_cfg, _ = configs_for(name, None)
-    train_cfg = train_config_for(get_model_class(name), objective)
+    model_cfg, train_cfg = configs_for(name, {"objective": objective})  # tuned defaults for the objective
     train_cfg = dataclasses.replace(
         train_cfg, seed=seed, device=cfg.device, verbose=False, epochs=cfg.epochs or train_cfg.epochs
     )

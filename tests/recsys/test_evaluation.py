@@ -19,7 +19,7 @@ from app.recsys.evaluation import (
 )
 from app.recsys.experiment import EvalConfig, evaluate_models
 from app.recsys.models import _REGISTRY
-from app.recsys.models.base import FitReport, Recommender
+from app.recsys.models.base import FitReport, Recommender, TrainConfig
 from tests.recsys.synthetic import items_frame, taste_frame
 
 STUBS = "tests.recsys.test_evaluation"
@@ -149,7 +149,7 @@ def test_rating_splits(data):
     total = sum(part.n_interactions for part in (temporal.train, temporal.valid, temporal.test))
     assert temporal.test.n_interactions == round(0.1 * total)
     model = MeanRating()
-    model.fit(temporal.train, temporal.valid, experiment.TrainConfig(objective="rating"))
+    model.fit(temporal.train, temporal.valid, TrainConfig(objective="rating"))
     m = evaluate_rating(model, temporal)
     truth = temporal.test.ratings.astype(np.float64)
     assert m["rmse"] == pytest.approx(np.sqrt(np.mean((truth - model.extra["mean"]) ** 2)))
