@@ -1,4 +1,4 @@
-"""Score fusion helpers for the hybrid: per-user normalisation and a direct search on validation NDCG.
+"""Score fusion for the hybrid: per-user normalisation of member scores and the learned weighting.
 
 Shapes: U users, I items, M members. ``z`` is [U, I, M] normalised member scores, ``seen`` [U, I]
 the items excluded from ranking, ``targets`` [U] each user's held-out item.
@@ -6,11 +6,11 @@ the items excluded from ranking, ``targets`` [U] each user's held-out item.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+from torch import nn
 
 from app.recsys.metrics import loo_metrics, target_ranks
-
-SEARCH_FACTORS = (0.0, 0.5, 0.8, 1.25, 2.0)
 
 
 def normalise_scores(scores: torch.Tensor, seen: torch.Tensor | None, how: str, rank_offset: float) -> torch.Tensor:
@@ -32,45 +32,37 @@ def normalise_scores(scores: torch.Tensor, seen: torch.Tensor | None, how: str, 
     return (scores - mean) / var.sqrt().clamp(min=1e-6)
 
 
-def fused_ndcg(z: torch.Tensor, w: torch.Tensor, seen: torch.Tensor, targets: torch.Tensor, k: int) -> float:
-    """NDCG@k of the fused scores ``z @ w`` for one held-out item per user."""
-    scores = (z @ w).masked_fill(seen, float("-inf"))  # [U, I]
-    return loo_metrics(target_ranks(scores, targets), k)[f"ndcg@{k}"]
+class FusionNet(nn.Module):
+    """Per-member weights, optionally gated by the user's history length: w_u = weight + gate * f(u).
 
-
-def best_start(z: torch.Tensor, candidates: list[torch.Tensor], seen: torch.Tensor, targets: torch.Tensor, k: int):
-    """The candidate weight vector with the highest NDCG@k, and that NDCG."""
-    scored = [(fused_ndcg(z, w, seen, targets, k), i) for i, w in enumerate(candidates)]
-    best, i = max(scored)
-    return candidates[i], best
-
-
-def coordinate_search(
-    z: torch.Tensor,
-    w: torch.Tensor,
-    seen: torch.Tensor,
-    targets: torch.Tensor,
-    k: int,
-    rounds: int = 2,
-    min_gain: float = 1e-4,
-) -> tuple[torch.Tensor, float]:
-    """Rescale one member's weight at a time while NDCG@k improves by at least ``min_gain``.
-
-    NDCG is piecewise constant in the weights, so this refines a smooth (softmax-loss) solution.
+    f(u) is log(1 + history length), standardised over the users the weights were fitted on, so the
+    mix can lean on collaborative members for long histories and on others for short ones.
     """
-    w = w.clone()
-    best = fused_ndcg(z, w, seen, targets, k)
-    for _ in range(rounds):
-        improved = False
-        for m in range(len(w)):
-            for factor in SEARCH_FACTORS:
-                trial = w.clone()
-                trial[m] = w[m] * factor
-                if not bool(trial.abs().sum() > 0):
-                    continue
-                score = fused_ndcg(z, trial, seen, targets, k)
-                if score > best + min_gain:
-                    best, w, improved = score, trial, True
-        if not improved:
-            break
-    return w, best
+
+    def __init__(self, n_users: int, n_members: int, gated: bool) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(n_members))  # [M]
+        self.gate = nn.Parameter(torch.zeros(n_members), requires_grad=gated)  # [M]
+        self.register_buffer("length_stats", torch.tensor([0.0, 1.0]))  # mean, std of log1p(length)
+        self.register_buffer("train_lengths", torch.zeros(n_users))  # [U] for scoring without a history
+
+    def fit_lengths(self, train_lengths: np.ndarray, fit_lengths: np.ndarray) -> None:
+        self.train_lengths.copy_(torch.as_tensor(train_lengths, dtype=torch.float32))
+        logs = np.log1p(fit_lengths.astype(np.float64))
+        self.length_stats.copy_(torch.tensor([logs.mean(), max(logs.std(), 1e-3)]))
+
+    def user_weights(self, lengths: torch.Tensor) -> torch.Tensor:
+        """(B,) history lengths -> (B, M) each user's member weights."""
+        f = (lengths.float().log1p() - self.length_stats[0]) / self.length_stats[1]
+        return self.weight + f.unsqueeze(1) * self.gate
+
+
+def fuse(z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """(U, I, M) normalised scores, (U, M) or (M,) weights -> (U, I) fused scores."""
+    return z @ w if w.dim() == 1 else torch.einsum("uim,um->ui", z, w)
+
+
+def fused_ndcg(z: torch.Tensor, w: torch.Tensor, seen: torch.Tensor, targets: torch.Tensor, k: int) -> float:
+    """NDCG@k of the fused scores for one held-out item per user."""
+    scores = fuse(z, w).masked_fill(seen, float("-inf"))  # [U, I]
+    return loo_metrics(target_ranks(scores, targets), k)[f"ndcg@{k}"]

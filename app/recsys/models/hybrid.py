@@ -1,13 +1,14 @@
 """Hybrid: a weighted sum of its members' per-user standardised scores, weights learned on validation.
 
-The weights are fitted by the shared train loop with a listwise softmax loss over each validation
-user's unseen items (a smooth stand-in for NDCG), early-stopped on validation NDCG@K. Members train
-themselves unless given pre-trained (``Hybrid.from_members``) and are saved in ``members/<name>/``.
+Weights (and gates on the user's history length) are fitted by the shared train loop with a listwise
+softmax loss over each validation user's unseen items, early-stopped on validation NDCG@K. Members
+train themselves unless given pre-trained (``from_members``) and are saved in ``members/<name>/``.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 
 from app.recsys.data import InteractionData
 from app.recsys.models.base import EpochCallback, FitReport, Recommender, TrainConfig
-from app.recsys.models.fusion import best_start, coordinate_search, fused_ndcg, normalise_scores
+from app.recsys.models.fusion import FusionNet, fuse, fused_ndcg, normalise_scores
 from app.recsys.training import train_loop
 
 DEFAULT_MEMBERS = ("ease", "content", "mf", "neumf", "sasrec", "gru4rec", "popularity")
@@ -37,14 +38,8 @@ class HybridConfig:
     members: tuple[str, ...] = ()  # empty: every registered name of DEFAULT_MEMBERS
     normalise: str = "zscore"  # zscore | rank (reciprocal rank among the user's unseen items)
     rank_offset: float = 10.0  # k in 1 / (k + rank) for rank fusion
-    search: bool = True  # after the softmax fit, rescale weights one at a time on validation NDCG
+    gated: bool = True  # member weights also depend on the user's history length
     max_fit_users: int = 4096  # validation users whose member scores are cached for fitting the weights
-
-
-class _Combiner(torch.nn.Module):
-    def __init__(self, n_members: int) -> None:
-        super().__init__()
-        self.weight = torch.nn.Parameter(torch.full((n_members,), 1.0))  # [M]
 
 
 def reads_history(model: Recommender) -> bool:
@@ -97,7 +92,11 @@ class Hybrid(Recommender):
         return [n for n in self.config.members or DEFAULT_MEMBERS if n in registered and n != self.name]
 
     def build(self, *, n_users: int, n_items: int, n_members: int = 1) -> torch.nn.Module:
-        return _Combiner(n_members)
+        return FusionNet(n_users, n_members, self.config.gated)
+
+    def _fusion(self) -> FusionNet:
+        assert isinstance(self.net, FusionNet)
+        return self.net
 
     def to(self, device: torch.device | str) -> Self:
         super().to(device)
@@ -115,6 +114,7 @@ class Hybrid(Recommender):
     ) -> FitReport:
         from app.recsys.models import get_model_class
 
+        t0 = time.perf_counter()
         self.device = torch.device(cfg.device)
         names = self.member_names()
         if not names:
@@ -129,40 +129,46 @@ class Hybrid(Recommender):
             member_reports[name] = {"best_metric": rep.best_metric, "seconds": rep.seconds, "epochs": rep.epochs_run}
             self.members[name] = member
         net = self.bind(train, n_members=len(names))
+        assert isinstance(net, FusionNet)
         self.extra = {"members": names, "member_reports": member_reports}
-        has_valid = valid is not None and valid.n_interactions > 0
-        if not has_valid:  # nothing to learn from: equal weights on standardised scores
-            return FitReport(epochs_run=0, metric_name=f"ndcg@{cfg.eval_k}")
-        assert valid is not None
+        metric = f"ndcg@{cfg.eval_k}"
+        if valid is None or valid.n_interactions == 0:  # nothing to learn from: equal weights
+            net.fit_lengths(train.user_counts(), train.user_counts())
+            return FitReport(epochs_run=0, metric_name=metric)
         users = np.unique(valid.users)
         if len(users) > self.config.max_fit_users:
             users = np.sort(np.random.default_rng(cfg.seed).choice(users, self.config.max_fit_users, replace=False))
+        net.fit_lengths(train.user_counts(), train.user_counts()[users])
         with torch.no_grad():
             z = self._member_scores(train, users)  # [U, I, M]
         seen = train.seen_mask(users, device=self.device)  # [U, I]
         targets = torch.as_tensor(valid.items[valid.indptr[users]], device=self.device)  # [U]
-        metric = f"ndcg@{cfg.eval_k}"
+        lengths = torch.as_tensor(train.user_counts()[users], device=self.device)  # [U]
 
         def step(idx: torch.Tensor) -> torch.Tensor:
-            logits = (z[idx] @ net.weight).masked_fill(seen[idx], float("-inf"))  # [B, I]
+            logits = fuse(z[idx], net.user_weights(lengths[idx])).masked_fill(seen[idx], float("-inf"))  # [B, I]
             return F.cross_entropy(logits, targets[idx])
 
         def validate() -> float:
-            return fused_ndcg(z, net.weight, seen, targets, cfg.eval_k)
+            return fused_ndcg(z, net.user_weights(lengths), seen, targets, cfg.eval_k)
 
         report = train_loop(
             self, n_samples=len(users), step=step, validate=validate, cfg=cfg, metric_name=metric, on_epoch=on_epoch
         )
-        with torch.no_grad():
-            # Never worse on validation than the best single member or the plain sum.
-            learned = net.weight.detach().clone()
-            eye = torch.eye(len(names), device=self.device)
-            w, best = best_start(z, [learned, torch.ones_like(learned), *eye], seen, targets, cfg.eval_k)
-            if self.config.search:
-                w, best = coordinate_search(z, w, seen, targets, cfg.eval_k)
-            net.weight.copy_(w)
-        report.best_metric = best
-        self.extra["weights"] = dict(zip(names, net.weight.detach().cpu().tolist(), strict=True))
+        with torch.no_grad():  # never worse on validation than the best single member or the plain sum
+            learned = (net.weight.detach().clone(), net.gate.detach().clone())
+            zero = torch.zeros_like(learned[1])
+            starts = [learned, (torch.ones_like(zero), zero), *((e, zero) for e in torch.eye(len(names)))]
+            scored = []
+            for w, g in starts:
+                net.weight.copy_(w), net.gate.copy_(g)
+                scored.append(fused_ndcg(z, net.user_weights(lengths), seen, targets, cfg.eval_k))
+            best = int(np.argmax(scored))
+            net.weight.copy_(starts[best][0]), net.gate.copy_(starts[best][1])
+        report.best_metric = scored[best]
+        report.seconds = time.perf_counter() - t0  # members trained here included
+        self.extra["weights"] = self.weights
+        self.extra["gates"] = dict(zip(names, net.gate.detach().cpu().tolist(), strict=True))
         self.metrics["valid_" + metric] = report.best_metric
         return report
 
@@ -195,8 +201,15 @@ class Hybrid(Recommender):
     @torch.no_grad()
     def contributions(self, users: np.ndarray, history: InteractionData | None = None) -> torch.Tensor:
         """(B,) -> (B, I, M) each member's weighted share of the score; the scores are the sums over M."""
-        assert isinstance(self.net, _Combiner)
-        return self._member_scores(history, users) * self.net.weight
+        net = self._fusion()
+        users = np.asarray(users, dtype=np.int64)
+        if history is not None:
+            lengths = torch.as_tensor(history.user_counts()[users], device=self.device)
+        else:
+            n_train = len(net.train_lengths)
+            u = torch.as_tensor(users, device=self.device)
+            lengths = net.train_lengths[u.clamp(max=n_train - 1)] * (u < n_train)
+        return self._member_scores(history, users) * net.user_weights(lengths).unsqueeze(1)
 
     @torch.no_grad()
     def reasons(
@@ -231,8 +244,8 @@ class Hybrid(Recommender):
 
     @property
     def weights(self) -> dict[str, float]:
-        assert isinstance(self.net, _Combiner)
-        return dict(zip(self.members, self.net.weight.detach().cpu().tolist(), strict=True))
+        """Member weights for a user of typical history length (the gates shift them per user)."""
+        return dict(zip(self.members, self._fusion().weight.detach().cpu().tolist(), strict=True))
 
     # -- persistence: members live in members/<name>/ of the hybrid's own folder ------------------
     def save(self, path: Path) -> None:
