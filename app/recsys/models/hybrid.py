@@ -48,10 +48,15 @@ def reads_history(model: Recommender) -> bool:
 
 
 def member_train_config(cls: type[Recommender], cfg: TrainConfig) -> TrainConfig:
-    """The member's tuned defaults, with the hybrid run's seed, device and verbosity."""
+    """The member's tuned defaults with the hybrid run's seed, device and verbosity.
+
+    ``cfg.epochs`` caps the member's epochs too, so a quick hybrid run (``--epochs 5``) is quick
+    throughout; the hybrid's default (200) leaves every member's own default in force.
+    """
     default = getattr(cls, "default_train_config", None)
     base = default() if callable(default) else TrainConfig()
-    return replace(base, seed=cfg.seed, device=cfg.device, verbose=cfg.verbose, objective="implicit")
+    epochs = min(base.epochs, cfg.epochs)
+    return replace(base, epochs=epochs, seed=cfg.seed, device=cfg.device, verbose=cfg.verbose, objective="implicit")
 
 
 class Hybrid(Recommender):
@@ -67,7 +72,8 @@ class Hybrid(Recommender):
 
     @classmethod
     def default_train_config(cls) -> TrainConfig:
-        return TrainConfig(epochs=60, batch_size=64, lr=0.05, patience=10)
+        """For the weights (tuned on ML-100K validation); early stopping ends the fit long before 200."""
+        return TrainConfig(epochs=200, batch_size=64, lr=0.05, patience=10)
 
     @classmethod
     def from_members(
