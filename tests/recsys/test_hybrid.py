@@ -7,6 +7,7 @@ import torch
 
 from app.recsys.data import InteractionData
 from app.recsys.models.base import FitReport, Recommender, TrainConfig
+from app.recsys.models.fusion import normalise_scores
 from app.recsys.models.hybrid import Hybrid, HybridConfig
 from app.recsys.models.popularity import Popularity
 from app.recsys.splits import leave_one_out
@@ -33,6 +34,17 @@ class Taste(Recommender):
     def score_history(self, history: InteractionData, users: np.ndarray) -> torch.Tensor:
         share = history.seen_mask(users).float() @ self.cats  # [B, C]
         return share @ self.cats.T  # [B, I]
+
+
+def test_normalisation_uses_unseen_items_only():
+    scores = torch.tensor([[100.0, 1.0, 2.0, 3.0]])
+    seen = torch.tensor([[True, False, False, False]])
+    z = normalise_scores(scores, seen, "zscore", 0.0)
+    assert torch.allclose(z[0, 1:], torch.tensor([-1.2247, 0.0, 1.2247]), atol=1e-4)  # mean 2, std sqrt(2/3)
+    r = normalise_scores(scores, seen, "rank", 10.0)
+    assert torch.allclose(r[0, 1:], 1.0 / torch.tensor([12.0, 11.0, 10.0]))
+    with pytest.raises(ValueError):
+        normalise_scores(scores, seen, "softmax", 0.0)
 
 
 def popular_within_taste(n_users: int = 150, n_items: int = 60, per_user: int = 12, seed: int = 0) -> pd.DataFrame:

@@ -118,22 +118,12 @@ class Hybrid(Recommender):
         cfg: TrainConfig,
         on_epoch: EpochCallback | None = None,
     ) -> FitReport:
-        from app.recsys.models import get_model_class
-
         t0 = time.perf_counter()
         self.device = torch.device(cfg.device)
         names = self.member_names()
         if not names:
             raise ValueError("hybrid has no members: none of its member names is registered")
-        member_reports: dict[str, dict] = {}
-        for name in names:
-            if name in self.members:
-                continue
-            cls = get_model_class(name)
-            member = cls().to(self.device)
-            rep = member.fit(train, valid, member_train_config(cls, cfg))
-            member_reports[name] = {"best_metric": rep.best_metric, "seconds": rep.seconds, "epochs": rep.epochs_run}
-            self.members[name] = member
+        member_reports = self._train_members(names, train, valid, cfg)
         net = self.bind(train, n_members=len(names))
         assert isinstance(net, FusionNet)
         self.extra = {"members": names, "member_reports": member_reports}
@@ -177,6 +167,23 @@ class Hybrid(Recommender):
         self.extra["gates"] = dict(zip(names, net.gate.detach().cpu().tolist(), strict=True))
         self.metrics["valid_" + metric] = report.best_metric
         return report
+
+    def _train_members(
+        self, names: list[str], train: InteractionData, valid: InteractionData | None, cfg: TrainConfig
+    ) -> dict[str, dict]:
+        """Fit the members not handed in pre-trained, each with its own tuned defaults."""
+        from app.recsys.models import get_model_class
+
+        reports: dict[str, dict] = {}
+        for name in names:
+            if name in self.members:
+                continue
+            cls = get_model_class(name)
+            member = cls().to(self.device)
+            rep = member.fit(train, valid, member_train_config(cls, cfg))
+            reports[name] = {"best_metric": rep.best_metric, "seconds": rep.seconds, "epochs": rep.epochs_run}
+            self.members[name] = member
+        return reports
 
     # -- scoring --------------------------------------------------------------------------------
     def _member_scores(self, history: InteractionData | None, users: np.ndarray) -> torch.Tensor:
