@@ -24,6 +24,14 @@ RATING_MODELS = {
 CFG = TrainConfig(epochs=30, batch_size=128, lr=2e-2, patience=100, seed=0, objective="rating")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # models this small gain nothing from a second thread, only hand-off cost
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def split():
     return ratio_split(taste_data(n_users=150, n_items=60, per_user=30), valid_frac=0.1, test_frac=0.2, seed=0)
@@ -104,4 +112,21 @@ def test_pretrained_neumf_on_ratings_keeps_scale(split):
     assert float(model.net.mu) == pytest.approx(float(np.nanmean(split.train.ratings)))
     users, items, truth = _pairs(split.test)
     baseline = rmse(torch.full_like(truth, float(model.net.mu)), truth)
+    assert rmse(model.predict_ratings(users, items), truth) < 0.75 * baseline
+
+
+@pytest.mark.parametrize("name", list(RATING_MODELS))
+def test_default_train_configs_name_their_objective(name):
+    cls = get_model_class(name)
+    assert cls.default_train_config("rating").objective == "rating"
+    assert cls.default_train_config().objective == "implicit"
+
+
+def test_mf_tuned_rating_optimiser_learns(split):
+    cfg = dataclasses.replace(get_model_class("mf").default_train_config("rating"), patience=100)
+    assert cfg.optimizer == "sgd"
+    model = get_model_class("mf")(get_model_class("mf").config_cls(dim=8))
+    model.fit(split.train, split.valid, cfg)
+    users, items, truth = _pairs(split.test)
+    baseline = rmse(torch.full_like(truth, float(np.nanmean(split.train.ratings))), truth)
     assert rmse(model.predict_ratings(users, items), truth) < 0.75 * baseline

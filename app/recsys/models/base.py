@@ -26,7 +26,7 @@ class TrainConfig:
     batch_size: int = 1024
     lr: float = 1e-3
     weight_decay: float = 0.0
-    optimizer: str = "adam"  # adam | adamw
+    optimizer: str = "adam"  # adam | adamw | sgd
     patience: int = 5
     seed: int = 0
     device: str = "cpu"

@@ -48,10 +48,11 @@ class MLPBranch(nn.Module):
         self.tower = nn.Sequential(*deeper)
         self.out_dim = layers[-1]
 
-    def pairs(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """(B,), (B, K) -> (B, K, H) last hidden layer for each pair."""
-        first = self.user_proj(self.user(users)).unsqueeze(1) + self.item_proj(self.item(items))  # [B, K, H0]
-        return self.tower(first)
+    def dot(self, users: torch.Tensor, items: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,), (B, K), (H,) -> (B, K) w^T tower(u, i), and the squares of the embedding rows read."""
+        p, q = self.user(users), self.item(items)  # [B, D], [B, K, D]
+        first = self.user_proj(p).unsqueeze(1) + self.item_proj(q)  # [B, K, H0]
+        return self.tower(first) @ w, p.pow(2).sum() + q.pow(2).sum()
 
     def full_dot(self, users: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """(B,), (H,) -> (B, I) w^T tower(u, i) for every item, chunked over users."""
@@ -61,9 +62,6 @@ class MLPBranch(nn.Module):
         out = [self.tower(pu[s : s + step, None, :] + qi[None]) @ w for s in range(0, len(users), step)]  # [b, I]
         return torch.cat(out) if out else pu.new_zeros(0, qi.shape[0])
 
-    def l2(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return self.user(users).pow(2).sum() + self.item(items).pow(2).sum()
-
 
 class MLPNet(PairNet):
     def __init__(self, n_users: int, n_items: int, dim: int, layers: tuple[int, ...], dropout: float) -> None:
@@ -71,16 +69,14 @@ class MLPNet(PairNet):
         self.mlp = MLPBranch(n_users, n_items, dim, layers, dropout)
         self.out = nn.Linear(self.mlp.out_dim, 1)
 
-    def interaction(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """(B,), (B, K) -> (B, K)."""
-        return self.out(self.mlp.pairs(users, items)).squeeze(-1)
+    def interaction(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,), (B, K) -> (B, K), squares of the rows read."""
+        f, sq = self.mlp.dot(users, items, self.out.weight[0])
+        return f + self.out.bias, sq
 
     def interaction_full(self, users: torch.Tensor) -> torch.Tensor:
         """(B,) -> (B, I)."""
         return self.mlp.full_dot(users, self.out.weight[0]) + self.out.bias
-
-    def embedding_l2(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return self.mlp.l2(users, items)
 
 
 class MLP(PairRecommender):
@@ -91,7 +87,15 @@ class MLP(PairRecommender):
     def default_train_config(cls, objective: str = "implicit") -> TrainConfig:
         """Optimisation settings tuned on ML-100K validation (LOO for implicit, u1.base slice for rating)."""
         if objective == "rating":
-            return TrainConfig(epochs=60, batch_size=1024, lr=2e-3, patience=5, objective="rating")
+            return TrainConfig(
+                epochs=100,
+                batch_size=1024,
+                lr=2e-3,
+                optimizer="adamw",
+                weight_decay=0.2,
+                patience=5,
+                objective="rating",
+            )
         return TrainConfig(epochs=100, batch_size=2048, lr=3e-3, num_negatives=4, patience=10)
 
     def build(self, *, n_users: int, n_items: int) -> nn.Module:

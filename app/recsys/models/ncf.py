@@ -21,6 +21,8 @@ LOSSES = ("bce", "bpr")
 class PairNet(nn.Module):
     """Global, user and item biases around an interaction term ``f(u, i)`` that subclasses supply."""
 
+    mu: torch.Tensor
+
     def __init__(self, n_users: int, n_items: int) -> None:
         super().__init__()
         self.user_bias = nn.Embedding(n_users, 1)
@@ -29,27 +31,24 @@ class PairNet(nn.Module):
         nn.init.zeros_(self.item_bias.weight)
         self.register_buffer("mu", torch.zeros(()))  # the training mean rating; 0 for implicit feedback
 
-    def interaction(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """(B,), (B, K) -> (B, K) f(u, i)."""
+    def interaction(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,), (B, K) -> (B, K) f(u, i), and the summed squares of the embedding rows it read."""
         raise NotImplementedError
 
     def interaction_full(self, users: torch.Tensor) -> torch.Tensor:
         """(B,) -> (B, I) f(u, i) for every item, in one vectorised pass."""
         raise NotImplementedError
 
-    def embedding_l2(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Sum of squares of the embedding rows a batch touches: users (B,), items (B, K)."""
-        raise NotImplementedError
-
-    def l2(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Embedding and bias rows of a batch, squared and summed."""
-        biases = self.user_bias(users).pow(2).sum() + self.item_bias(items).pow(2).sum()
-        return self.embedding_l2(users, items) + biases
+    def scores_and_l2(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,), (B, K) -> (B, K) scores, and the L2 of every embedding and bias row used (reusing the lookups)."""
+        f, sq = self.interaction(users, items)
+        bu = self.user_bias(users)  # [B, 1]
+        bi = self.item_bias(items).squeeze(-1)  # [B, K]
+        return self.mu + bu + bi + f, sq + bu.pow(2).sum() + bi.pow(2).sum()
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """(B,), (B, K) -> (B, K) scores (logits, or ratings for a rating model)."""
-        bias = self.mu + self.user_bias(users) + self.item_bias(items).squeeze(-1)  # [B, K]
-        return bias + self.interaction(users, items)
+        return self.scores_and_l2(users, items)[0]
 
     def full(self, users: torch.Tensor) -> torch.Tensor:
         """(B,) -> (B, I) scores for the whole catalogue."""
@@ -119,7 +118,7 @@ class PairRecommender(Recommender):
         def step(idx: torch.Tensor) -> torch.Tensor:
             u = users[idx]  # [B]
             cand = torch.cat([items[idx].unsqueeze(1), negs[idx]], dim=1)  # [B, 1 + K]
-            logits = net(u, cand)  # [B, 1 + K]
+            logits, l2 = net.scores_and_l2(u, cand)  # [B, 1 + K], scalar
             if bpr:
                 pair = -F.logsigmoid(logits[:, :1] - logits[:, 1:])  # [B, K]
                 w = None if weight is None else weight[idx]
@@ -131,24 +130,22 @@ class PairRecommender(Recommender):
                     else torch.cat([torch.ones_like(u, dtype=pair.dtype)[:, None], weight[idx]], 1)
                 )
             loss = pair.mean() if w is None else (pair * w).sum() / w.sum().clamp(min=1.0)
-            return loss + self.config.reg * net.l2(u, cand) / len(idx)
+            return loss + self.config.reg * l2 / len(idx)
 
-        def validate() -> float:
-            return ranking_score(self, train, valid, k=cfg.eval_k)[f"ndcg@{cfg.eval_k}"]
-
-        has_valid = valid is not None and valid.n_interactions > 0
+        metric = f"ndcg@{cfg.eval_k}"
+        held_out = valid if valid is not None and valid.n_interactions else None
         report = train_loop(
             self,
             n_samples=train.n_interactions,
             step=step,
-            validate=validate if has_valid else None,
+            validate=None if held_out is None else (lambda: ranking_score(self, train, held_out, cfg.eval_k)[metric]),
             cfg=cfg,
-            metric_name=f"ndcg@{cfg.eval_k}",
+            metric_name=metric,
             on_epoch=on_epoch,
             before_epoch=before_epoch,
         )
-        if has_valid:
-            self.metrics[f"valid_ndcg@{cfg.eval_k}"] = report.best_metric
+        if held_out is not None:
+            self.metrics[f"valid_{metric}"] = report.best_metric
         return report
 
     def _fit_rating(
@@ -167,24 +164,22 @@ class PairRecommender(Recommender):
 
         def step(idx: torch.Tensor) -> torch.Tensor:
             u, i = users[idx], items[idx].unsqueeze(1)  # [B], [B, 1]
-            pred = net(u, i).squeeze(1)  # [B], unclamped so the gradient never vanishes
-            return F.mse_loss(pred, target[idx]) + self.config.rating_reg * net.l2(u, i) / len(idx)
+            pred, l2 = net.scores_and_l2(u, i)  # [B, 1] unclamped, so the gradient never vanishes
+            return F.mse_loss(pred.squeeze(1), target[idx]) + self.config.rating_reg * l2 / len(idx)
 
-        has_valid = valid is not None and bool(valid.has_ratings().any())
+        held_out = valid if valid is not None and valid.has_ratings().any() else None
         report = train_loop(
             self,
             n_samples=len(target),
             step=step,
-            validate=(lambda: rating_errors(self, valid)["rmse"]) if has_valid else None,
+            validate=None if held_out is None else (lambda: rating_errors(self, held_out)["rmse"]),
             cfg=cfg,
             metric_name="rmse",
             higher_is_better=False,
             on_epoch=on_epoch,
         )
         # RMSE/MAE of the kept weights on validation ratings (training ratings when there are none).
-        held_out = valid if has_valid else train
-        assert held_out is not None
-        self.metrics.update(rating_errors(self, held_out))
+        self.metrics.update(rating_errors(self, train if held_out is None else held_out))
         return report
 
     def _clamp(self, ratings: torch.Tensor) -> torch.Tensor:

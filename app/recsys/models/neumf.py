@@ -14,8 +14,8 @@ from torch import nn
 
 from app.recsys.data import InteractionData
 from app.recsys.models.base import EpochCallback, FitReport, TrainConfig
-from app.recsys.models.gmf import GMF, GMFBranch, GMFConfig
-from app.recsys.models.mlp import MLP, MLPBranch, MLPConfig
+from app.recsys.models.gmf import GMF, GMFBranch, GMFConfig, GMFNet
+from app.recsys.models.mlp import MLP, MLPBranch, MLPConfig, MLPNet
 from app.recsys.models.ncf import PairNet, PairRecommender
 
 
@@ -39,8 +39,14 @@ class NeuMFConfig:
         return GMFConfig(dim=self.gmf_dim, loss=self.loss, reg=self.reg, rating_reg=self.rating_reg)
 
     def mlp_config(self) -> MLPConfig:
-        c = {"dropout": self.dropout, "loss": self.loss, "reg": self.reg, "rating_reg": self.rating_reg}
-        return MLPConfig(dim=self.mlp_dim, layers=self.layers, **c)
+        return MLPConfig(
+            dim=self.mlp_dim,
+            layers=self.layers,
+            dropout=self.dropout,
+            loss=self.loss,
+            reg=self.reg,
+            rating_reg=self.rating_reg,
+        )
 
 
 class NeuMFNet(PairNet):
@@ -50,19 +56,21 @@ class NeuMFNet(PairNet):
         self.mlp = MLPBranch(n_users, n_items, cfg.mlp_dim, cfg.layers, cfg.dropout)
         self.out = nn.Linear(cfg.gmf_dim + self.mlp.out_dim, 1)
 
-    def interaction(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """(B,), (B, K) -> (B, K)."""
-        fused = torch.cat([self.gmf.pairs(users, items), self.mlp.pairs(users, items)], dim=-1)  # [B, K, Dg + H]
-        return self.out(fused).squeeze(-1)
+    def interaction(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,), (B, K) -> (B, K), squares of the rows read.
+
+        h^T [gmf; mlp] is computed as h_G^T gmf + h_M^T mlp: the same output layer, without the concatenation.
+        """
+        w, dg = self.out.weight[0], self.gmf.user.embedding_dim
+        g, g_sq = self.gmf.dot(users, items, w[:dg])
+        m, m_sq = self.mlp.dot(users, items, w[dg:])
+        return g + m + self.out.bias, g_sq + m_sq
 
     def interaction_full(self, users: torch.Tensor) -> torch.Tensor:
         """(B,) -> (B, I): the output layer is linear, so each branch is scored on its slice of h."""
         w = self.out.weight[0]
         dg = self.gmf.user.embedding_dim
         return self.gmf.full_dot(users, w[:dg]) + self.mlp.full_dot(users, w[dg:]) + self.out.bias
-
-    def embedding_l2(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return self.gmf.l2(users, items) + self.mlp.l2(users, items)
 
 
 class NeuMF(PairRecommender):
@@ -73,7 +81,15 @@ class NeuMF(PairRecommender):
     def default_train_config(cls, objective: str = "implicit") -> TrainConfig:
         """Optimisation settings tuned on ML-100K validation (LOO for implicit, u1.base slice for rating)."""
         if objective == "rating":
-            return TrainConfig(epochs=60, batch_size=1024, lr=2e-3, patience=5, objective="rating")
+            return TrainConfig(
+                epochs=100,
+                batch_size=1024,
+                lr=2e-3,
+                optimizer="adamw",
+                weight_decay=0.2,
+                patience=5,
+                objective="rating",
+            )
         return TrainConfig(epochs=100, batch_size=4096, lr=5e-3, num_negatives=4, patience=10)
 
     def __init__(self, config: NeuMFConfig | None = None) -> None:
@@ -104,7 +120,7 @@ class NeuMF(PairRecommender):
         self.dims = {"n_users": len(gmf.user_ids), "n_items": len(gmf.item_ids)}
         net = self.build(**self.dims).to(self.device)
         gnet, mnet = gmf.net, mlp.net
-        assert isinstance(net, NeuMFNet) and isinstance(gnet, PairNet) and isinstance(mnet, PairNet)
+        assert isinstance(net, NeuMFNet) and isinstance(gnet, GMFNet) and isinstance(mnet, MLPNet)
         with torch.no_grad():
             net.gmf.load_state_dict(gnet.gmf.state_dict())
             net.mlp.load_state_dict(mnet.mlp.state_dict())
