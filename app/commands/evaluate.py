@@ -37,17 +37,10 @@ def add_evaluate_parser(sub: Any) -> None:
 
 def load_database(settings: Settings):
     """The interactions and items in the configured database, as an EvalData."""
-    from app.db.frames import interactions_frame, items_frame
-    from app.db.session import make_engine, make_sessionmaker
+    from app.db.frames import database_frames
     from app.recsys.evaluation import EvalData
 
-    engine = make_engine(settings)
-    try:
-        with make_sessionmaker(engine)() as session:
-            interactions = interactions_frame(session=session)
-            items = items_frame(session=session)
-    finally:
-        engine.dispose()
+    interactions, items = database_frames(settings)
     if interactions.empty:
         raise ValueError("no interactions in the database: import some first, or pass --data PATH")
     return EvalData("database", interactions, items)

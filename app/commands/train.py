@@ -110,27 +110,21 @@ def train(
     named ones. Either way, what they depend on (the hybrid's members) comes from the active
     versions when those were trained on the same snapshot, and is trained again otherwise.
     """
-    from app.db.frames import interactions_frame, items_frame
-    from app.db.session import make_engine, make_sessionmaker
+    from app.db.frames import database_frames
     from app.jobs.publish import open_store
     from app.recsys.data import InteractionData
-    from app.recsys.pipeline import TrainResult, resolve_models, train_models
+    from app.recsys.pipeline import TrainResult, resolve_models, run_objective, train_models
     from app.recsys.training import resolve_device, set_train_threads
 
     store = open_store(settings)  # versions are recorded in model_version, which says what is active
-    wanted = resolve_models(models)
-    targets = resolve_models(models, closed=True) if reuse_members else wanted
+    objective = run_objective(params)  # the rating hybrid has rating members
+    wanted = resolve_models(models, objective=objective)
+    targets = resolve_models(models, closed=True, objective=objective) if reuse_members else wanted
     if if_missing:
         targets = [n for n in wanted if not store.versions(n)]
         if not targets:
             return []
-    engine = make_engine(settings)
-    try:
-        with make_sessionmaker(engine)() as session:
-            interactions = interactions_frame(session=session)
-            items = items_frame(session=session)
-    finally:
-        engine.dispose()
+    interactions, items = database_frames(settings)
     if interactions.empty:
         raise SystemExit("no interactions in the database: import some first (deeprec demo-data or deeprec import)")
     set_train_threads(settings.train_threads)
@@ -159,7 +153,7 @@ def train(
         )
 
     reuse: dict[str, Any] = {}
-    needed = dependencies_of(targets, wanted)
+    needed = dependencies_of(targets, wanted, objective)
     if if_missing or reuse_members:
         reuse = reusable(store, data, needed, device=dev)
     names = [n for n in wanted if n in targets or (n in needed and n not in reuse)]
@@ -167,14 +161,14 @@ def train(
     return summary
 
 
-def dependencies_of(targets: list[str], wanted: list[str]) -> set[str]:
+def dependencies_of(targets: list[str], wanted: list[str], objective: str | None = None) -> set[str]:
     """What ``targets`` depend on, transitively, among ``wanted`` (and not targets themselves)."""
-    from app.recsys.pipeline import dependencies
+    from app.recsys.pipeline import dependencies_for
 
     needed: set[str] = set()
     stack = list(targets)
     while stack:
-        for dep in dependencies(stack.pop()):
+        for dep in dependencies_for(stack.pop(), objective):
             if dep in wanted and dep not in targets and dep not in needed:
                 needed.add(dep)
                 stack.append(dep)

@@ -100,3 +100,15 @@ def items_frame(*, session: Session) -> pd.DataFrame:
 def users_frame(*, session: Session) -> pd.DataFrame:
     """Every user in creation order: user_id, attributes (dict), created_at_ts."""
     return _table_frame(session, USER_COLUMNS, User.external_id, User.attributes, epoch_seconds(User.created_at))
+
+
+def database_frames(settings: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(interactions, items) of the configured database, read on a short-lived engine."""
+    from app.db.session import make_engine, make_sessionmaker
+
+    engine = make_engine(settings)
+    try:
+        with make_sessionmaker(engine)() as session:
+            return interactions_frame(session=session), items_frame(session=session)
+    finally:
+        engine.dispose()

@@ -20,12 +20,7 @@ from tests.recsys.synthetic import CATEGORIES, items_frame, taste_data, taste_fr
 CFG = TrainConfig(epochs=15, batch_size=64, lr=1e-2, num_negatives=4, patience=100, seed=0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # models this small gain nothing from a second thread, only hand-off cost
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -24,12 +24,7 @@ RATING_MODELS = {
 CFG = TrainConfig(epochs=30, batch_size=128, lr=2e-2, patience=100, seed=0, objective="rating")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # models this small gain nothing from a second thread, only hand-off cost
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from app.recsys.models.base import TrainConfig
-from app.recsys.models.ncf import PairNet, PairRecommender
+from app.recsys.models.ncf import PairNet, PairRecommender, ncf_rating_config
 
 
 @dataclass(frozen=True)
@@ -66,16 +66,7 @@ class GMF(PairRecommender):
     def default_train_config(cls, objective: str = "implicit") -> TrainConfig:
         """Optimisation settings tuned on ML-100K validation (LOO for implicit, u1.base slice for rating)."""
         if objective == "rating":
-            # AdamW's decay also reaches the output layer, which the per-row L2 cannot (it would rescale around it).
-            return TrainConfig(
-                epochs=100,
-                batch_size=1024,
-                lr=2e-3,
-                optimizer="adamw",
-                weight_decay=0.2,
-                patience=5,
-                objective="rating",
-            )
+            return ncf_rating_config()
         return TrainConfig(epochs=100, batch_size=4096, lr=5e-3, num_negatives=4, patience=10)
 
     def build(self, *, n_users: int, n_items: int) -> nn.Module:

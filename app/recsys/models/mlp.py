@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from app.recsys.models.base import TrainConfig
-from app.recsys.models.ncf import PairNet, PairRecommender
+from app.recsys.models.ncf import PairNet, PairRecommender, ncf_rating_config
 
 PAIR_BUDGET = 1 << 22  # floats of first-layer activations per scoring chunk (16 MB)
 
@@ -87,15 +87,7 @@ class MLP(PairRecommender):
     def default_train_config(cls, objective: str = "implicit") -> TrainConfig:
         """Optimisation settings tuned on ML-100K validation (LOO for implicit, u1.base slice for rating)."""
         if objective == "rating":
-            return TrainConfig(
-                epochs=100,
-                batch_size=1024,
-                lr=2e-3,
-                optimizer="adamw",
-                weight_decay=0.2,
-                patience=5,
-                objective="rating",
-            )
+            return ncf_rating_config()
         return TrainConfig(epochs=100, batch_size=2048, lr=3e-3, num_negatives=4, patience=10)
 
     def build(self, *, n_users: int, n_items: int) -> nn.Module:

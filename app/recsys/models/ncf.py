@@ -18,6 +18,16 @@ from app.recsys.training import ranking_score, rating_errors, seed_everything, t
 LOSSES = ("bce", "bpr")
 
 
+def ncf_rating_config() -> TrainConfig:
+    """Rating-objective settings shared by GMF, MLP and NeuMF (tuned on the u1.base validation slice).
+
+    AdamW's decay also reaches the output layer, which the per-row L2 cannot (it would rescale around it).
+    """
+    return TrainConfig(
+        epochs=100, batch_size=1024, lr=2e-3, optimizer="adamw", weight_decay=0.2, patience=5, objective="rating"
+    )
+
+
 class PairNet(nn.Module):
     """Global, user and item biases around an interaction term ``f(u, i)`` that subclasses supply."""
 

@@ -16,7 +16,7 @@ from app.recsys.data import InteractionData
 from app.recsys.models.base import EpochCallback, FitReport, TrainConfig
 from app.recsys.models.gmf import GMF, GMFBranch, GMFConfig, GMFNet
 from app.recsys.models.mlp import MLP, MLPBranch, MLPConfig, MLPNet
-from app.recsys.models.ncf import PairNet, PairRecommender
+from app.recsys.models.ncf import PairNet, PairRecommender, ncf_rating_config
 
 
 @dataclass(frozen=True)
@@ -81,15 +81,7 @@ class NeuMF(PairRecommender):
     def default_train_config(cls, objective: str = "implicit") -> TrainConfig:
         """Optimisation settings tuned on ML-100K validation (LOO for implicit, u1.base slice for rating)."""
         if objective == "rating":
-            return TrainConfig(
-                epochs=100,
-                batch_size=1024,
-                lr=2e-3,
-                optimizer="adamw",
-                weight_decay=0.2,
-                patience=5,
-                objective="rating",
-            )
+            return ncf_rating_config()
         return TrainConfig(epochs=100, batch_size=4096, lr=5e-3, num_negatives=4, patience=10)
 
     def __init__(self, config: NeuMFConfig | None = None) -> None:
