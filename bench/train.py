@@ -65,6 +65,28 @@ def train_one(name: str, threads: int, seed: int) -> dict:
     }
 
 
+def defaults_table() -> list[str]:
+    """Each model's tuned defaults (model config, then the TrainConfig fields that differ from TrainConfig())."""
+    import dataclasses
+
+    from app.recsys.models import get_model_class, model_names
+    from app.recsys.models.base import TrainConfig
+    from app.recsys.pipeline import configs_for
+
+    base = dataclasses.asdict(TrainConfig())
+    lines = ["| model | objective | model config | training config |", "|---|---|---|---|"]
+    for name in model_names():
+        objectives = ("implicit", "rating") if get_model_class(name).supports_rating else ("implicit",)
+        for objective in objectives:
+            model_cfg, train_cfg = configs_for(name, {"objective": objective})
+            shown = {"epochs", "batch_size", "lr"}
+            train = {k: v for k, v in dataclasses.asdict(train_cfg).items() if k in shown or v != base[k]}
+            train.pop("objective", None)
+            fmt = lambda d: ", ".join(f"{k}={v}" for k, v in d.items())  # noqa: E731
+            lines.append(f"| {name} | {objective} | {fmt(dataclasses.asdict(model_cfg))} | {fmt(train)} |")
+    return lines
+
+
 def main() -> None:
     from app.recsys.models import model_names
 
@@ -73,7 +95,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--one", help=argparse.SUPPRESS)
+    p.add_argument("--defaults", action="store_true", help="only print each model's tuned defaults")
     args = p.parse_args()
+    if args.defaults:
+        print("\n".join(defaults_table()))
+        return
     if not ml100k_available():
         sys.exit(f"skipped: MovieLens 100K not found at {ml100k_dir()} (set DEEPREC_ML100K_DIR)")
     if args.one:
