@@ -69,9 +69,10 @@ def primary_table(loo) -> list[str]:
 def dependency_notes(res) -> list[str]:
     from app.recsys.pipeline import dependencies
 
+    objective = "rating" if res.protocol.startswith("rating") else None  # the rating hybrid stacks rating models
     notes = []
     for name, m in res.models.items():
-        deps = dependencies(name) if m.status != "unavailable" else ()
+        deps = dependencies(name, objective) if m.status != "unavailable" else ()
         if deps:
             notes.append(
                 f"- {name}: train s counts only fitting {name} itself; its members ({', '.join(deps)}) are "
@@ -90,7 +91,7 @@ def rating_lines(res) -> list[str]:
                 verdict = "meets" if m.mean["rmse"] <= RMSE_CEILING else "**ABOVE**"
                 lines.append(f"- {name}: RMSE {_pm(m, 'rmse')} {verdict} the {RMSE_CEILING} ceiling")
         lines.append("")
-    return lines
+    return lines + dependency_notes(res)
 
 
 def _pm(m, key: str, digits: int = 4) -> str:

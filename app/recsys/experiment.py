@@ -106,15 +106,16 @@ def expand_names(names: str | Sequence[str]) -> list[str]:
     return out
 
 
-def _availability(names: list[str]) -> tuple[list[str], dict[str, str]]:
-    """(names that import, with their dependencies, in training order) and {name: reason} for the rest."""
+def _availability(names: list[str], objective: str | None = None) -> tuple[list[str], dict[str, str]]:
+    """(names that import, with their dependencies for ``objective``, in training order) and
+    {name: reason} for the rest."""
     missing: dict[str, str] = {}
 
     def usable(name: str) -> bool:
         if name in missing:
             return False
         try:
-            deps = dependencies(name)  # imports the model class
+            deps = dependencies(name, objective)  # imports the model class
         except KeyError:
             missing[name] = "not registered"
             return False
@@ -128,7 +129,7 @@ def _availability(names: list[str]) -> tuple[list[str], dict[str, str]]:
         return True
 
     ok = [n for n in names if usable(n)]
-    return resolve_models(ok), missing
+    return resolve_models(ok, objective=objective), missing
 
 
 def _fit(
@@ -165,12 +166,15 @@ def evaluate_models(
         split = loo_split(data)
         cands = sample_candidates(split, cfg.negatives, cfg.negatives_seed) if "sampled" in ranking else None
         stats = {**split.train.stats(), "source": data.name, "test_users": int(len(set(split.test.users)))}
-        group = [(_new(p, {**stats, "split": "loo"}, cfg, requested, missing), _ranker(p, split, cands, cfg))
-                 for p in ranking]
+        group = [
+            (_new(p, {**stats, "split": "loo"}, cfg, requested, missing), _ranker(p, split, cands, cfg))
+            for p in ranking
+        ]
         _run(order, split, "implicit", cfg, group, say)
         results += [res for res, _ in group]
     for proto in (p for p in protocols if p.startswith("rating-")):
         split = rating_split(data, proto.removeprefix("rating-"))
+        order, missing = _availability(requested, "rating")  # the rating hybrid stacks rating models
         res = _new(proto, {**split.train.stats(), "source": data.name, "split": split.name}, cfg, requested, missing)
         rating_order = [n for n in order if get_model_class(n).supports_rating]
         for name in order:
@@ -221,7 +225,7 @@ def _run(
         trained: dict[str, Recommender] = {}
         failed: dict[str, str] = {}
         for name in order:
-            bad = [d for d in dependencies(name) if d in failed]
+            bad = [d for d in dependencies(name, objective) if d in failed]
             try:
                 if bad:
                     raise RuntimeError(f"dependency {bad[0]} failed")

@@ -57,17 +57,36 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def dependencies(name: str) -> tuple[str, ...]:
-    """Models that must be trained before ``name`` (class attribute ``depends_on``, default none)."""
-    return tuple(getattr(get_model_class(name), "depends_on", ()))
+def dependencies(name: str, objective: str | None = None) -> tuple[str, ...]:
+    """Models that must be trained before ``name`` (class attribute ``depends_on``, default none).
+
+    With ``objective='rating'`` a model may depend on others (``rating_depends_on``: the rating
+    hybrid stacks rating models only).
+    """
+    cls = get_model_class(name)
+    if objective == "rating" and hasattr(cls, "rating_depends_on"):
+        return tuple(cls.rating_depends_on)
+    return tuple(getattr(cls, "depends_on", ()))
 
 
-def resolve_models(spec: str | Sequence[str], *, closed: bool = False) -> list[str]:
+def run_objective(params: Mapping[str, Any] | None) -> str | None:
+    """The objective every model of a run is trained with (``params['objective']``), if one is set."""
+    value = (params or {}).get("objective")
+    return value if isinstance(value, str) else None
+
+
+def dependencies_for(name: str, objective: str | None) -> tuple[str, ...]:
+    """:func:`dependencies` for a run's objective (the plain call when it is not 'rating')."""
+    return dependencies(name, objective) if objective == "rating" else dependencies(name)
+
+
+def resolve_models(spec: str | Sequence[str], *, closed: bool = False, objective: str | None = None) -> list[str]:
     """'all', 'default', a name, a comma list or a list -> registered names in a valid training order.
 
     A model named explicitly brings its dependencies (the hybrid needs its members trained in the
     same run); 'default' is a closed set: its hybrid combines the members in the set. With
-    ``closed`` nothing is added: dependencies only order what was asked for.
+    ``closed`` nothing is added: dependencies only order what was asked for. ``objective`` picks
+    the dependencies for that objective (see :func:`dependencies`).
     """
     registered = model_names()
     named: list[str] = []  # bring their dependencies
@@ -92,7 +111,7 @@ def resolve_models(spec: str | Sequence[str], *, closed: bool = False) -> list[s
             raise ValueError(f"dependency cycle: {' -> '.join((*path, name))}")
         if name in order:
             return
-        for dep in dependencies(name):
+        for dep in dependencies_for(name, objective):
             if add_deps or dep in chosen:
                 visit(dep, (*path, name), add_deps)
         for dep in PRETRAIN_FROM.get(name, ()):  # order only: never added
@@ -186,7 +205,7 @@ def build_model(name: str, model_cfg: Any, train_cfg: TrainConfig, trained: Mapp
     else:
         model = cls(model_cfg)
     model = model.to(train_cfg.device)
-    deps = {d: trained[d] for d in dependencies(name) if d in trained}
+    deps = {d: trained[d] for d in dependencies_for(name, train_cfg.objective) if d in trained}
     if deps and hasattr(model, "use_dependencies"):
         model.use_dependencies(deps)
     return model
@@ -212,7 +231,7 @@ def train_models(
     ``closed`` trains exactly the named models (see :func:`resolve_models`).
     """
     reuse = dict(reuse or {})
-    names = [n for n in resolve_models(models, closed=closed) if n not in reuse]
+    names = [n for n in resolve_models(models, closed=closed, objective=run_objective(params)) if n not in reuse]
     check_params(names, params)
     split = make_split(data, holdout)
     trained: dict[str, Recommender] = dict(reuse)

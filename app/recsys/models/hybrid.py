@@ -3,10 +3,15 @@
 Weights (and gates on the user's history length) are fitted by the shared train loop with a listwise
 softmax loss over each validation user's unseen items, early-stopped on validation NDCG@K. Members
 train themselves unless given pre-trained (``from_members``) and are saved in ``members/<name>/``.
+
+With ``objective='rating'`` the members are rating models trained on ratings, and the hybrid is a
+linear stack of their rating predictions (``stacking.py``): ridge least squares on the validation
+ratings, with count terms and ridge strength chosen by cross-validation on those ratings alone.
 """
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from collections.abc import Iterable
@@ -19,18 +24,27 @@ import torch
 import torch.nn.functional as F
 
 from app.recsys.data import InteractionData
-from app.recsys.models.base import EpochCallback, FitReport, Recommender, TrainConfig
+from app.recsys.models import stacking
+from app.recsys.models.base import EpochCallback, EpochInfo, FitReport, Recommender, TrainConfig
 from app.recsys.models.fusion import FusionNet, fuse, fused_ndcg, normalise_scores
-from app.recsys.training import train_loop
+from app.recsys.models.stacking import RatingStackNet
+from app.recsys.training import rating_errors, train_loop
 
 DEFAULT_MEMBERS = ("ease", "content", "mf", "neumf", "sasrec", "gru4rec", "popularity")
+# Rating objective: the rating models whose errors differ most (chosen on the u1.base validation slice).
+RATING_MEMBERS = ("mf", "content", "gmf")
 
 
-def _registered_defaults() -> tuple[str, ...]:
+def _registered_defaults(names: tuple[str, ...] = DEFAULT_MEMBERS) -> tuple[str, ...]:
     from app.recsys.models import model_names
 
     registered = set(model_names())
-    return tuple(n for n in DEFAULT_MEMBERS if n in registered)
+    return tuple(n for n in names if n in registered)
+
+
+def trained_on_ratings(model: Recommender) -> bool:
+    """The model predicts ratings on the data set's scale (trained with objective 'rating')."""
+    return model.supports_rating and model.extra.get("objective") == "rating"
 
 
 @dataclass(frozen=True)
@@ -40,6 +54,10 @@ class HybridConfig:
     rank_offset: float = 10.0  # k in 1 / (k + rank) for rank fusion
     gated: bool = True  # member weights also depend on the user's history length
     max_fit_users: int = 4096  # validation users whose member scores are cached for fitting the weights
+    # Rating objective (see stacking.py):
+    rating_members: tuple[str, ...] = ()  # empty: every registered name of RATING_MEMBERS
+    rating_counts: str = "auto"  # count terms in the stack: auto (cross-validated) | on | off
+    rating_folds: int = 5  # cross-validation folds over the validation ratings
 
 
 def reads_history(model: Recommender) -> bool:
@@ -47,27 +65,36 @@ def reads_history(model: Recommender) -> bool:
     return model.sequential or type(model).score_history is not Recommender.score_history
 
 
-def member_train_config(cls: type[Recommender], cfg: TrainConfig) -> TrainConfig:
-    """The member's tuned defaults with the hybrid run's seed, device and verbosity.
+def member_train_config(cls: type[Recommender], cfg: TrainConfig, objective: str = "implicit") -> TrainConfig:
+    """The member's tuned defaults (for ``objective``) with the hybrid run's seed, device and verbosity.
 
     ``cfg.epochs`` caps the member's epochs too, so a quick hybrid run (``--epochs 5``) is quick
     throughout; the hybrid's default (200) leaves every member's own default in force.
     """
     default = getattr(cls, "default_train_config", None)
-    base = default() if callable(default) else TrainConfig()
+    if not callable(default):
+        base = TrainConfig()
+    elif "objective" in inspect.signature(default).parameters:
+        base = default(objective=objective)
+    else:
+        base = default()
     epochs = min(base.epochs, cfg.epochs)
-    return replace(base, epochs=epochs, seed=cfg.seed, device=cfg.device, verbose=cfg.verbose, objective="implicit")
+    return replace(base, epochs=epochs, seed=cfg.seed, device=cfg.device, verbose=cfg.verbose, objective=objective)
 
 
 class Hybrid(Recommender):
     name = "hybrid"
     config_cls = HybridConfig
     uses_features = True  # the content member reads item features
+    supports_rating = True  # with objective 'rating': a stack of its rating members
     depends_on: ClassVar[tuple[str, ...]] = _registered_defaults()  # pipelines train these first
+    rating_depends_on: ClassVar[tuple[str, ...]] = _registered_defaults(RATING_MEMBERS)  # the same, for ratings
 
     def __init__(self, config: HybridConfig | None = None) -> None:
         super().__init__(config)
         self.members: dict[str, Recommender] = {}
+        self._offered: dict[str, Recommender] = {}  # models of the pipeline run, to pick rating members from
+        self._given = False  # members handed in by ``from_members``: used as they are
         self._local = threading.local()  # .last: [I, M] contributions of this thread's last one-user request
 
     @classmethod
@@ -83,11 +110,23 @@ class Hybrid(Recommender):
         items = members.items() if isinstance(members, dict) else ((m.name, m) for m in members)
         model = cls(config)
         model.members = dict(items)
+        model._given = True
         return model
 
     def use_dependencies(self, trained: dict[str, Recommender]) -> None:
         """Pipeline hook: members trained earlier in the same run; ``fit`` then only learns weights."""
+        self._offered = dict(trained)
         self.members = {n: trained[n] for n in self.member_names() if n in trained}
+
+    def rating_member_names(self) -> list[str]:
+        from app.recsys.models import model_names
+
+        registered = set(model_names())
+        return [n for n in self.config.rating_members or RATING_MEMBERS if n in registered and n != self.name]
+
+    @property
+    def rating_model(self) -> bool:
+        return bool(self.dims.get("rating", 0))
 
     def member_names(self) -> list[str]:
         if self.members:
@@ -97,7 +136,9 @@ class Hybrid(Recommender):
         registered = set(model_names())
         return [n for n in self.config.members or DEFAULT_MEMBERS if n in registered and n != self.name]
 
-    def build(self, *, n_users: int, n_items: int, n_members: int = 1) -> torch.nn.Module:
+    def build(self, *, n_users: int, n_items: int, n_members: int = 1, rating: int = 0) -> torch.nn.Module:
+        if rating:
+            return RatingStackNet(n_users, n_items, n_members)
         return FusionNet(n_users, n_members, self.config.gated)
 
     def _fusion(self) -> FusionNet:
@@ -118,6 +159,10 @@ class Hybrid(Recommender):
         cfg: TrainConfig,
         on_epoch: EpochCallback | None = None,
     ) -> FitReport:
+        if cfg.objective == "rating":
+            return self._fit_rating(train, valid, cfg, on_epoch)
+        if cfg.objective != "implicit":
+            raise ValueError(f"unknown objective {cfg.objective!r}: use implicit or rating")
         t0 = time.perf_counter()
         self.device = torch.device(cfg.device)
         names = self.member_names()
@@ -126,7 +171,7 @@ class Hybrid(Recommender):
         member_reports = self._train_members(names, train, valid, cfg)
         net = self.bind(train, n_members=len(names))
         assert isinstance(net, FusionNet)
-        self.extra = {"members": names, "member_reports": member_reports}
+        self.extra = {"members": names, "member_reports": member_reports, "objective": "implicit"}
         metric = f"ndcg@{cfg.eval_k}"
         if valid is None or valid.n_interactions == 0:  # nothing to learn from: equal weights
             net.fit_lengths(train.user_counts(), train.user_counts())
@@ -169,7 +214,12 @@ class Hybrid(Recommender):
         return report
 
     def _train_members(
-        self, names: list[str], train: InteractionData, valid: InteractionData | None, cfg: TrainConfig
+        self,
+        names: list[str],
+        train: InteractionData,
+        valid: InteractionData | None,
+        cfg: TrainConfig,
+        objective: str = "implicit",
     ) -> dict[str, dict]:
         """Fit the members not handed in pre-trained, each with its own tuned defaults."""
         from app.recsys.models import get_model_class
@@ -180,10 +230,157 @@ class Hybrid(Recommender):
                 continue
             cls = get_model_class(name)
             member = cls().to(self.device)
-            rep = member.fit(train, valid, member_train_config(cls, cfg))
+            rep = member.fit(train, valid, member_train_config(cls, cfg, objective))
             reports[name] = {"best_metric": rep.best_metric, "seconds": rep.seconds, "epochs": rep.epochs_run}
             self.members[name] = member
         return reports
+
+    def _fit_rating(
+        self, train: InteractionData, valid: InteractionData | None, cfg: TrainConfig, on_epoch: EpochCallback | None
+    ) -> FitReport:
+        """Rating members (trained on ratings), then their linear stack fitted on the validation ratings."""
+        t0 = time.perf_counter()
+        self.device = torch.device(cfg.device)
+        rated = train.has_ratings()
+        if not rated.any():
+            raise ValueError("hybrid: objective 'rating' needs interactions with a rating")
+        if self._given:  # handed in: exactly these, and they must rate
+            names = list(self.members)
+            wrong = [n for n, m in self.members.items() if not trained_on_ratings(m)]
+            if wrong:
+                raise ValueError(f"hybrid: members {wrong} were not trained with objective 'rating'")
+        else:  # the run's rating models where offered, the rest trained here
+            names = self.rating_member_names()
+            pool = {**self._offered, **self.members}
+            self.members = {n: pool[n] for n in names if n in pool and trained_on_ratings(pool[n])}
+        if not names:
+            raise ValueError("hybrid: no rating members: none of its rating member names is registered")
+        member_reports = self._train_members(names, train, valid, cfg, objective="rating")
+        self.members = {n: self.members[n] for n in names}
+        ratings = train.ratings[rated]
+        lo, hi = float(ratings.min()), float(ratings.max())
+        net = self.bind(train, n_members=len(names), rating=1)
+        assert isinstance(net, RatingStackNet)
+        net.bounds.copy_(torch.tensor([lo, hi]))
+        self.extra = {
+            "members": names,
+            "member_reports": member_reports,
+            "objective": "rating",
+            "rating_min": lo,
+            "rating_max": hi,
+            "rating_mean": float(ratings.mean()),
+        }
+        held = None if valid is None else valid.subset(valid.has_ratings())
+        if held is None or held.n_interactions < 2 * max(2, self.config.rating_folds):  # too few: the plain mean
+            net.set_counts(train.user_counts(), train.item_counts(), train.users, train.items)
+            net.coef[: len(names)] = 1.0 / len(names)
+            self.extra["stack"] = {"fitted_on": 0}
+            return FitReport(epochs_run=0, metric_name="rmse", seconds=time.perf_counter() - t0)
+        net.set_counts(train.user_counts(), train.item_counts(), held.users, held.items)
+        users = torch.as_tensor(held.users, device=self.device)
+        items = torch.as_tensor(held.items, device=self.device)
+        with torch.no_grad():
+            preds = self._member_pair_ratings(users, items).double().cpu().numpy()  # [N, M]
+            au = net.user_features(users).double().cpu().numpy()
+            ai = net.item_features(items).double().cpu().numpy()
+        y = held.ratings.astype(np.float64)
+        options = {"auto": (False, True), "on": (True,), "off": (False,)}.get(self.config.rating_counts)
+        if options is None:
+            raise ValueError(f"unknown rating_counts {self.config.rating_counts!r}: use auto, on or off")
+        choice = stacking.choose(
+            preds, au, ai, y, lo, hi, folds=self.config.rating_folds, seed=cfg.seed, options=options
+        )
+        cols = stacking.active_columns(len(names), choice.gated)
+        prior = np.zeros(len(cols))
+        prior[: len(names)] = 1.0 / len(names)
+        coef, intercept = stacking.ridge_fit(stacking.design(preds, au, ai)[:, cols], y, prior, choice.ridge)
+        full = np.zeros(stacking.n_coefs(len(names)))
+        full[cols] = coef
+        net.coef.copy_(torch.as_tensor(full, dtype=torch.float32))
+        net.intercept.fill_(intercept)
+        member_rmse = np.sqrt(np.square(np.clip(preds, lo, hi) - y[:, None]).mean(0))
+        self.extra["stack"] = {
+            "fitted_on": int(len(y)),
+            "count_terms": choice.gated,
+            "ridge": choice.ridge,
+            "cv_rmse": choice.cv_rmse,
+            "cv": choice.table,
+            "member_valid_rmse": dict(zip(names, member_rmse.tolist(), strict=True)),
+        }
+        self.extra["weights"] = self.weights
+        errors = rating_errors(self, held)
+        self.metrics.update({f"valid_{k}": v for k, v in errors.items()})
+        self.metrics["valid_rmse_cv"] = choice.cv_rmse  # out-of-fold: what the stack does on unseen pairs
+        seconds = time.perf_counter() - t0
+        if on_epoch is not None:
+            on_epoch(EpochInfo(1, 1, errors["rmse"] ** 2, errors["rmse"], "rmse", errors["rmse"], 1, seconds))
+        return FitReport(
+            epochs_run=1, best_epoch=1, best_metric=errors["rmse"], metric_name="rmse", seconds=seconds,
+            history=[{"epoch": 1, "loss": errors["rmse"] ** 2, "rmse": errors["rmse"], "seconds": seconds}],
+        )  # fmt: skip
+
+    # -- rating predictions ---------------------------------------------------------------------
+    def _stack(self) -> RatingStackNet:
+        assert isinstance(self.net, RatingStackNet)
+        return self.net
+
+    def _serves(self, member: Recommender, users: np.ndarray, history: bool) -> np.ndarray:
+        """(B,) -> (B,) bool: the member can score these users (training users, or any via history)."""
+        if reads_history(member) and (history or not member.sequential):
+            return users >= 0
+        return (users >= 0) & (users < len(member.user_ids))
+
+    def _fill(self, preds: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
+        """(..., M) member ratings, (..., M) bool -> missing ones replaced by the mean of the others."""
+        n = ok.sum(-1, keepdim=True)
+        mean = (preds * ok).sum(-1, keepdim=True) / n.clamp(min=1)
+        mean = torch.where(n > 0, mean, torch.full_like(mean, float(self.extra.get("rating_mean", 0.0))))
+        return torch.where(ok, preds, mean)
+
+    def _member_pair_ratings(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """(B,), (B,) -> (B, M) member ratings clamped to the rating range."""
+        net = self._stack()
+        u = users.cpu().numpy()
+        preds = torch.zeros((len(users), len(self.members)), device=self.device)
+        ok = torch.zeros_like(preds, dtype=torch.bool)
+        for m, member in enumerate(self.members.values()):
+            serve = torch.as_tensor(self._serves(member, u, history=False), device=self.device)
+            if serve.any():
+                preds[serve, m] = member.predict_ratings(users[serve], items[serve]).float()
+                ok[serve, m] = True
+        return self._fill(net.clamp(preds), ok)
+
+    def _member_rating_matrix(self, history: InteractionData | None, users: np.ndarray) -> torch.Tensor:
+        """(B,) -> (B, I, M) member ratings for the whole catalogue, clamped to the rating range."""
+        net = self._stack()
+        preds = torch.zeros((len(users), self.n_items, len(self.members)), device=self.device)
+        ok = torch.zeros((len(users), 1, len(self.members)), dtype=torch.bool, device=self.device)
+        for m, member in enumerate(self.members.values()):
+            serve = self._serves(member, users, history=history is not None)
+            if serve.any():
+                rows = torch.as_tensor(serve, device=self.device)
+                preds[rows, :, m] = self._raw(member, history, users[serve])
+                ok[rows, :, m] = True
+        return self._fill(net.clamp(preds), ok.expand_as(preds))
+
+    def _rating_parts(self, users: np.ndarray, history: InteractionData | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,) -> (B, I, M) each member's weighted rating and (B, I) the rest of the stacked rating."""
+        net = self._stack()
+        u = torch.as_tensor(users, device=self.device)
+        au = net.user_features(u).unsqueeze(1).expand(len(users), self.n_items)  # [B, I]
+        ai = net.item_feat.unsqueeze(0).expand(len(users), self.n_items)  # [B, I]
+        preds = self._member_rating_matrix(history, users)  # [B, I, M]
+        return preds * net.member_weights(au, ai), net.offset(au, ai)
+
+    @torch.no_grad()
+    def predict_ratings(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """(B,), (B,) -> (B,) stacked ratings, clamped to the training range. Needs ``objective='rating'``."""
+        if not self.rating_model:
+            raise ValueError("hybrid was trained on implicit feedback; train with objective='rating'")
+        net = self._stack()
+        au, ai = net.user_features(users), net.item_features(items)
+        preds = self._member_pair_ratings(users, items)  # [B, M]
+        return net.clamp((preds * net.member_weights(au, ai)).sum(-1) + net.offset(au, ai))
 
     # -- scoring --------------------------------------------------------------------------------
     def _member_scores(self, history: InteractionData | None, users: np.ndarray) -> torch.Tensor:
@@ -213,9 +410,12 @@ class Hybrid(Recommender):
 
     @torch.no_grad()
     def contributions(self, users: np.ndarray, history: InteractionData | None = None) -> torch.Tensor:
-        """(B,) -> (B, I, M) each member's weighted share of the score; the scores are the sums over M."""
-        net = self._fusion()
+        """(B,) -> (B, I, M) each member's weighted share of the score; the scores are the sums over M
+        (for a rating hybrid, plus the stack's intercept and count terms, clamped to the rating range)."""
         users = np.asarray(users, dtype=np.int64)
+        if self.rating_model:
+            return self._rating_parts(users, history)[0]
+        net = self._fusion()
         if history is not None:
             lengths = torch.as_tensor(history.user_counts()[users], device=self.device)
         else:
@@ -237,10 +437,18 @@ class Hybrid(Recommender):
 
     @torch.no_grad()
     def score_history(self, history: InteractionData, users: np.ndarray) -> torch.Tensor:
-        contrib = self.contributions(users, history)  # [B, I, M]
+        contrib, scores = self._scores(np.asarray(users, dtype=np.int64), history)  # [B, I, M], [B, I]
         if len(contrib) == 1:  # one request's user: kept so ``explain`` can name the members behind it
             self._local.last = contrib[0]
-        return contrib.sum(-1)  # [B, I]
+        return scores
+
+    def _scores(self, users: np.ndarray, history: InteractionData | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,) -> contributions (B, I, M) and scores (B, I): stacked ratings for a rating hybrid."""
+        if self.rating_model:
+            contrib, rest = self._rating_parts(users, history)
+            return contrib, self._stack().clamp(contrib.sum(-1) + rest)
+        contrib = self.contributions(users, history)
+        return contrib, contrib.sum(-1)
 
     def explain(self, items: torch.Tensor) -> list[str]:
         """(K,) items of the last single-user ``score_history`` call -> the member behind each one."""
@@ -253,12 +461,17 @@ class Hybrid(Recommender):
 
     @torch.no_grad()
     def score_users(self, users: torch.Tensor) -> torch.Tensor:
-        return self.contributions(users.cpu().numpy()).sum(-1)  # [B, I]
+        return self._scores(users.cpu().numpy().astype(np.int64), None)[1]  # [B, I]
 
     @property
     def weights(self) -> dict[str, float]:
-        """Member weights for a user of typical history length (the gates shift them per user)."""
-        return dict(zip(self.members, self._fusion().weight.detach().cpu().tolist(), strict=True))
+        """Member weights for a user of typical history length (the gates shift them per user); for a
+        rating hybrid, the stack's weights for a user and item of typical training counts."""
+        if self.rating_model:
+            w = self._stack().coef[: len(self.members)]
+        else:
+            w = self._fusion().weight
+        return dict(zip(self.members, w.detach().cpu().tolist(), strict=True))
 
     # -- persistence: members live in members/<name>/ of the hybrid's own folder ------------------
     def save(self, path: Path) -> None:

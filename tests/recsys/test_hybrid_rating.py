@@ -1,0 +1,187 @@
+"""Rating hybrid: a stack of rating members fitted on validation ratings beats each of them, saves, serves."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from app.recsys import pipeline
+from app.recsys.metrics import rmse
+from app.recsys.models import stacking
+from app.recsys.models.base import FitReport, Recommender, TrainConfig
+from app.recsys.models.hybrid import Hybrid, HybridConfig
+from app.recsys.models.mf import MF, MFConfig
+from app.recsys.splits import ratio_split
+from app.recsys.training import rating_errors
+from tests.recsys.synthetic import taste_data
+
+CFG = TrainConfig(epochs=20, batch_size=256, lr=5e-3, patience=100, seed=0, objective="rating")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def split():
+    return ratio_split(taste_data(n_users=150, n_items=60, per_user=30), valid_frac=0.15, test_frac=0.2, seed=0)
+
+
+def _pairs(data):
+    rated = data.has_ratings()
+    return (
+        torch.as_tensor(data.users[rated]),
+        torch.as_tensor(data.items[rated]),
+        torch.as_tensor(data.ratings[rated]),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class NoConfig:
+    pass
+
+
+class Planted(Recommender):
+    """A rating member that knows every rating up to a planted error (per user, or per item)."""
+
+    config_cls = NoConfig
+    supports_rating = True
+
+    def __init__(self, name: str, table: torch.Tensor, like) -> None:
+        super().__init__()
+        self.name = name
+        self.user_ids, self.item_ids = like.user_ids, like.item_ids
+        self.table = table  # [U, I]
+        self.extra["objective"] = "rating"
+
+    def fit(self, train, valid, cfg, on_epoch=None) -> FitReport:
+        return FitReport()
+
+    def score_users(self, users):
+        return self.table[users]
+
+    def predict_ratings(self, users, items):
+        return self.table[users, items]
+
+
+def _truth(split) -> torch.Tensor:
+    """[U, I] every known rating (train, valid and test), 3 elsewhere."""
+    table = torch.full((split.train.n_users, split.train.n_items), 3.0)
+    for part in (split.train, split.valid, split.test):
+        u, i, r = _pairs(part)
+        table[u, i] = r
+    return table
+
+
+def test_stack_beats_each_member_when_their_errors_differ(split):
+    truth = _truth(split)
+    gen = torch.Generator().manual_seed(0)
+    by_user = truth + 0.8 * torch.randn(truth.shape[0], 1, generator=gen)  # wrong per user
+    by_item = truth + 0.8 * torch.randn(1, truth.shape[1], generator=gen)  # wrong per item
+    members = [Planted("by_user", by_user, split.train), Planted("by_item", by_item, split.train)]
+    hybrid = Hybrid.from_members(members)
+    report = hybrid.fit(split.train, split.valid, CFG)
+    assert report.metric_name == "rmse" and hybrid.rating_model
+
+    users, items, truth_test = _pairs(split.test)
+    lo, hi = float(np.nanmin(split.train.ratings)), float(np.nanmax(split.train.ratings))
+    solo = {m.name: rmse(m.predict_ratings(users, items).clamp(lo, hi), truth_test) for m in members}
+    stacked = rmse(hybrid.predict_ratings(users, items), truth_test)
+    assert stacked < 0.85 * min(solo.values()), (stacked, solo)
+    w = hybrid.weights
+    assert set(w) == {"by_user", "by_item"} and all(0.2 < v < 0.8 for v in w.values()), w
+    # What the stack reports about itself: validation errors, the out-of-fold estimate, its choices.
+    assert hybrid.metrics["valid_rmse"] == pytest.approx(rating_errors(hybrid, split.valid)["rmse"])
+    assert hybrid.metrics["valid_rmse_cv"] >= hybrid.metrics["valid_rmse"] - 1e-9
+    stack = hybrid.extra["stack"]
+    assert stack["ridge"] in stacking.RIDGE_GRID and len(stack["cv"]) == 2 * len(stacking.RIDGE_GRID)
+    assert stack["member_valid_rmse"]["by_user"] > hybrid.metrics["valid_rmse"]
+
+
+def test_members_must_be_rating_models(split):
+    flat = Planted("flat", torch.zeros(split.train.n_users, split.train.n_items), split.train)
+    flat.extra["objective"] = "implicit"
+    with pytest.raises(ValueError, match="objective 'rating'"):
+        Hybrid.from_members([flat]).fit(split.train, split.valid, CFG)
+
+
+def test_ridge_fit_recovers_a_linear_blend():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 3))
+    y = 0.5 + x @ np.array([0.2, 0.3, 0.5])
+    coef, intercept = stacking.ridge_fit(x, y, np.full(3, 1 / 3), 0.0)
+    assert np.allclose(coef, [0.2, 0.3, 0.5]) and intercept == pytest.approx(0.5)
+    shrunk, _ = stacking.ridge_fit(x, y, np.full(3, 1 / 3), 10.0)  # a strong ridge pulls towards the prior
+    assert np.abs(shrunk - 1 / 3).max() < np.abs(coef - 1 / 3).max()
+
+
+@pytest.fixture(scope="module")
+def offered(split):
+    """An mf trained on ratings earlier in the run (small shapes for small data)."""
+    mf = MF(MFConfig(dim=8))
+    mf.fit(split.train, split.valid, dataclasses.replace(CFG, epochs=30, batch_size=128, lr=2e-2))
+    return mf
+
+
+@pytest.fixture(scope="module")
+def trained(split, offered):
+    """A rating hybrid given the run's mf; it trains its other member (content) on ratings itself."""
+    hybrid = Hybrid(HybridConfig(rating_members=("mf", "content")))
+    hybrid.use_dependencies({"mf": offered})
+    hybrid.fit(split.train, split.valid, CFG)
+    return hybrid
+
+
+def test_trains_rating_members_and_predicts_on_the_scale(trained, offered, split):
+    assert list(trained.members) == ["mf", "content"] and trained.members["mf"] is offered
+    assert all(m.extra["objective"] == "rating" for m in trained.members.values())
+    assert set(trained.extra["member_reports"]) == {"content"}
+    users, items, truth = _pairs(split.test)
+    mean = float(np.nanmean(split.train.ratings))
+    assert rmse(trained.predict_ratings(users, items), truth) < 0.75 * rmse(torch.full_like(truth, mean), truth)
+    lo, hi = float(np.nanmin(split.train.ratings)), float(np.nanmax(split.train.ratings))
+    scores = trained.score_users(torch.arange(split.train.n_users))  # [U, I] ratings, servable as scores
+    assert scores.min() >= lo and scores.max() <= hi
+    assert torch.allclose(scores[users, items], trained.predict_ratings(users, items), atol=1e-5)
+    history = trained.score_history(split.train, np.arange(split.train.n_users))
+    assert torch.allclose(history, scores, atol=1e-5)
+
+
+def test_save_load_gives_identical_predictions(trained, split, tmp_path):
+    trained.save(tmp_path / "hybrid")
+    assert not list(tmp_path.rglob("*.pkl")) and (tmp_path / "hybrid" / "members" / "mf" / "meta.json").is_file()
+    loaded = Hybrid.load(tmp_path / "hybrid")
+    users, items, _ = _pairs(split.test)
+    assert torch.equal(loaded.predict_ratings(users, items), trained.predict_ratings(users, items))
+    everyone = np.arange(split.train.n_users)
+    assert torch.equal(loaded.score_history(split.train, everyone), trained.score_history(split.train, everyone))
+    assert loaded.metrics == trained.metrics and loaded.weights == trained.weights
+    top = torch.topk(loaded.score_history(split.train, np.array([0])), 3).indices[0]
+    assert set(loaded.explain(top)) <= {"mf", "content"}
+
+
+def test_implicit_hybrid_refuses_rating_predictions(split):
+    from app.recsys.models.popularity import Popularity
+
+    pop = Popularity()
+    pop.fit(split.train, split.valid, dataclasses.replace(CFG, objective="implicit"))
+    hybrid = Hybrid.from_members([pop])
+    hybrid.fit(split.train, split.valid, dataclasses.replace(CFG, objective="implicit", epochs=1))
+    with pytest.raises(ValueError, match="implicit"):
+        hybrid.predict_ratings(torch.tensor([0]), torch.tensor([0]))
+
+
+def test_pipeline_trains_the_rating_members_first_and_hands_them_over():
+    data = taste_data(n_users=40, n_items=30, per_user=10)
+    assert pipeline.resolve_models("hybrid", objective="rating") == ["mf", "content", "gmf", "hybrid"]
+    assert "sasrec" in pipeline.resolve_models("hybrid")  # the implicit hybrid keeps its members
+    results = {r.name: r for r in pipeline.train_models(data, "hybrid", params={"epochs": 2, "objective": "rating"})}
+    assert list(results) == ["mf", "content", "gmf", "hybrid"]
+    hybrid = results["hybrid"].model
+    assert all(hybrid.members[n] is results[n].model for n in ("mf", "content", "gmf"))
+    assert results["hybrid"].metrics["test_rmse"] > 0 and results["hybrid"].metrics["valid_rmse"] > 0
