@@ -31,6 +31,12 @@ class Settings(BaseSettings):
     torch_threads: int = Field(
         default=1, description="torch intra-op threads in the API process (1 is lowest latency on small CPUs)"
     )
+    recommendation_cache_size: int = Field(
+        default=4096,
+        ge=0,
+        description="Users' score vectors kept per API process for reuse until their events or the models change "
+        "(about 5 bytes per catalogue item each); 0 turns the cache off",
+    )
     train_threads: int = Field(default=0, description="torch threads for training; 0 means all cores")
     embedded_worker: bool = Field(default=True, description="deeprec serve also starts one worker process")
     migrate_on_start: bool = Field(default=True, description="Apply migrations when the service starts")

@@ -4,10 +4,13 @@ same worker count, loaded by `wrk` from a separate process at 1, 8 and 32 connec
 Prerequisite (Debian/Ubuntu): apt-get update && apt-get install -y wrk
 
     python bench/serve.py [--workers 2] [--duration 5] [--rounds 3] [--connections 1,8,32] [--workdir var/bench-serve]
+                          [--warmup 2] [--cache-size N]
 
 The first run imports ML-100K into SQLite under --workdir and trains the `default` models into its
 model store (a few minutes); later runs reuse both (--retrain to start over). Reports requests/s,
-p50 and p99 per endpoint and concurrency, and each endpoint's ratio to the floor.
+p50 and p99 per endpoint and concurrency, and each endpoint's ratio to the floor. --cache-size sets
+the service's per-user score cache (DEEPREC_RECOMMENDATION_CACHE_SIZE; 0: off, every request computed);
+the share of the service's cache look-ups that hit during each run is reported with it.
 """
 
 from __future__ import annotations
@@ -180,10 +183,34 @@ def run_wrk(port: int, endpoint: str, connections: int, duration: int, workdir: 
     }
 
 
+_CACHE = re.compile(r'^deeprec_recommendation_cache_total\{result="(hit|miss)"\} ([\d.e+]+)$', re.M)
+
+
+def cache_counts(port: int, workers: int, tries: int = 40) -> tuple[float, float]:
+    """(hits, misses) of the service's score caches, summed over its worker processes, read while idle.
+
+    Each worker keeps its own counters and each scrape reaches one of them; idle, a worker's counters
+    stand still, so the distinct (hits, misses) pairs seen over a few scrapes are the workers'.
+    """
+    seen: set[tuple[float, float]] = set()
+    for _ in range(tries):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                counts = dict(_CACHE.findall(r.read().decode()))
+        except OSError:
+            continue
+        seen.add((float(counts.get("hit", 0)), float(counts.get("miss", 0))))
+        if len(seen) >= workers:
+            break
+    return sum(h for h, _ in seen), sum(m for _, m in seen)
+
+
 def median_row(runs: list[dict]) -> dict:
     out = dict(runs[0])
     for key in ("rps", "p50_ms", "p99_ms", "cpu_ms"):
         out[key] = statistics.median(r[key] for r in runs)
+    looked_up = sum(r.get("cache_lookups", 0) for r in runs)
+    out["cache_hit_rate"] = sum(r.get("cache_hits", 0) for r in runs) / looked_up if looked_up else None
     out["non_2xx"] = sum(r["non_2xx"] for r in runs)
     out["rounds"] = len(runs)
     return out
@@ -205,14 +232,16 @@ def stop(proc: subprocess.Popen) -> None:
 def table(rows: list[dict]) -> str:
     floor = {r["connections"]: r for r in rows if r["endpoint"] == "floor"}
     lines = ["| endpoint | clients | req/s | p50 ms | p99 ms | req/s vs floor | p99 vs floor | server CPU ms/req "
-             "| floor CPU / CPU | non-2xx |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "| floor CPU / CPU | cache hits | non-2xx |", "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         f = floor.get(r["connections"])
         ratio = f"{r['rps'] / f['rps']:.2f}" if f else ""
         p99 = f"{r['p99_ms'] / f['p99_ms']:.2f}" if f else ""
         cpu = f"{f['cpu_ms'] / r['cpu_ms']:.2f}" if f and r["cpu_ms"] else ""
+        hits = "" if r.get("cache_hit_rate") is None else f"{100 * r['cache_hit_rate']:.1f}%"
         lines.append(f"| {r['endpoint']} | {r['connections']} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | "
-                     f"{r['p99_ms']:.2f} | {ratio} | {p99} | {r['cpu_ms']:.2f} | {cpu} | {r['non_2xx']} |")  # fmt: skip
+                     f"{r['p99_ms']:.2f} | {ratio} | {p99} | {r['cpu_ms']:.2f} | {cpu} | {hits} | "
+                     f"{r['non_2xx']} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -227,9 +256,17 @@ def main() -> None:
     p.add_argument("--workdir", type=Path, default=ROOT / "var" / "bench-serve")
     p.add_argument("--device", default="auto")
     p.add_argument("--retrain", action="store_true")
-    p.add_argument("--train-param", action="append", default=[], metavar="KEY=VALUE",
-                   help="training override, e.g. epochs=10 (serving cost does not depend on it)")
+    p.add_argument(
+        "--train-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="training override, e.g. epochs=10 (serving cost does not depend on it)",
+    )
     p.add_argument("--port", type=int, default=8700)
+    p.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per endpoint (8 clients) before measuring")
+    p.add_argument("--cache-size", type=int, default=None,
+                   help="the service's DEEPREC_RECOMMENDATION_CACHE_SIZE (0: off); default: its own")  # fmt: skip
     args = p.parse_args()
     if not ml100k_available():
         sys.exit(f"skipped: MovieLens 100K not found at {ml100k_dir()} (set DEEPREC_ML100K_DIR)")
@@ -238,6 +275,8 @@ def main() -> None:
     args.workdir = args.workdir.resolve()
     params = {k: json.loads(v) for k, _, v in (x.partition("=") for x in args.train_param)}
     env = {**prepare(args.workdir, args.models, args.retrain, params), "DEEPREC_DEVICE": args.device}
+    if args.cache_size is not None:
+        env["DEEPREC_RECOMMENDATION_CACHE_SIZE"] = str(args.cache_size)
     service = start("app.main:create_app", args.port, args.workers, env, factory=True)
     floor = start("bench.floor_app:app", args.port + 1, args.workers, {}, factory=False)
     rows: list[dict] = []
@@ -252,16 +291,27 @@ def main() -> None:
         def pid_of(endpoint: str) -> int:
             return floor.pid if endpoint.startswith("floor") else service.pid
 
+        def measure(endpoint: str, connections: int, duration: int) -> dict:
+            cached = endpoint.startswith("recommendations") or endpoint == "predict"  # they read the score cache
+            before = cache_counts(args.port, args.workers) if cached else (0.0, 0.0)
+            row = run_wrk(port_of(endpoint, args.port), endpoint, connections, duration, args.workdir,
+                          pid_of(endpoint))  # fmt: skip
+            if cached:
+                time.sleep(0.2)  # requests cut off at the end of the run finish first
+                after = cache_counts(args.port, args.workers)
+                row["cache_hits"] = after[0] - before[0]
+                row["cache_lookups"] = after[0] + after[1] - before[0] - before[1]
+            return row
+
         for endpoint in endpoints:
-            run_wrk(port_of(endpoint, args.port), endpoint, 8, 2, args.workdir, pid_of(endpoint))  # warm up
+            measure(endpoint, 8, args.warmup)  # warm up
         # Concurrency outermost and several short rounds of every endpoint in turn: each endpoint is measured
         # next to its floor, and the median over rounds damps other load on a shared machine.
         for c in (int(x) for x in args.connections.split(",")):
             runs: dict[str, list[dict]] = {e: [] for e in endpoints}
             for _ in range(args.rounds):
                 for endpoint in endpoints:
-                    runs[endpoint].append(run_wrk(port_of(endpoint, args.port), endpoint, c, args.duration,
-                                                  args.workdir, pid_of(endpoint)))  # fmt: skip
+                    runs[endpoint].append(measure(endpoint, c, args.duration))
                     print(json.dumps(runs[endpoint][-1]), file=sys.stderr)
             rows += [median_row(r) for r in runs.values()]
         rows.sort(key=lambda r: (endpoints.index(r["endpoint"]), r["connections"]))
@@ -270,13 +320,17 @@ def main() -> None:
         stop(floor)
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"serve-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(json.dumps({"args": vars(args), "rows": rows},
-                                                                                  default=str, indent=1))
+    (out / f"serve-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(
+        json.dumps({"args": vars(args), "rows": rows}, default=str, indent=1)
+    )
     load = os.getloadavg()
     print(f"models served: {', '.join(f'{n} ({d})' for n, d in loaded.items())}")
-    print(f"{args.workers} uvicorn workers per app, wrk -t1, median of {args.rounds} runs of {args.duration}s, "
-          f"models: {args.models}, "
-          f"load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}\n")
+    cache = "service default" if args.cache_size is None else args.cache_size
+    print(
+        f"{args.workers} uvicorn workers per app, wrk -t1, median of {args.rounds} runs of {args.duration}s "
+        f"after {args.warmup}s of warm-up, models: {args.models}, score cache size: {cache}, "
+        f"load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}\n"
+    )
     print(table(rows))
 
 

@@ -8,6 +8,7 @@ every ``ttl_s`` seconds by whichever request first finds it stale, without block
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,6 +28,16 @@ class UserHistory:
     exists: bool  # the user is in the database (possibly with no events)
     rows: np.ndarray  # [N] catalogue rows of the user's items, oldest first
     catalogue: Catalogue
+    db_ids: np.ndarray | None = None  # [N] the same items' database ids (immutable per item)
+
+    def fingerprint(self) -> tuple[bool, int, bytes]:
+        """Identifies the history exactly: existence, length and a 128-bit digest of the ordered item ids.
+
+        Scoring reads only the ordered items, so equal fingerprints give equal scores for the same models.
+        """
+        ids = self.db_ids if self.db_ids is not None else self.catalogue.db_ids[self.rows]
+        data = np.ascontiguousarray(ids, dtype=np.int64).tobytes()
+        return self.exists, int(ids.size), hashlib.blake2b(data, digest_size=16).digest()
 
     @property
     def empty(self) -> bool:
@@ -92,7 +103,7 @@ class Catalogue:
     def __post_init__(self) -> None:
         self.item_ids = self.items["item_id"].astype(str).to_numpy(dtype=object)
         self.pos = {i: r for r, i in enumerate(self.item_ids)}
-        db_ids = self.items["db_id"].to_numpy(np.int64)
+        self.db_ids = db_ids = self.items["db_id"].to_numpy(np.int64)
         self._db_to_row = np.full(int(db_ids.max()) + 1 if db_ids.size else 0, -1, dtype=np.int64)
         self._db_to_row[db_ids] = np.arange(db_ids.size)
         self.active = self.items["active"].to_numpy(dtype=bool) if len(self.items) else np.zeros(0, bool)
@@ -106,8 +117,10 @@ class Catalogue:
     def history(self, exists: bool, db_ids: np.ndarray) -> UserHistory:
         """Database item ids -> a UserHistory of external ids; items newer than this catalogue are left out."""
         known = db_ids < self._db_to_row.size
-        rows = self._db_to_row[db_ids[known]]
-        return UserHistory(exists, rows[rows >= 0], self)
+        kept = db_ids[known]
+        rows = self._db_to_row[kept]
+        found = rows >= 0
+        return UserHistory(exists, rows[found], self, kept[found])
 
     def rows_of(self, item_ids: np.ndarray | list[str]) -> np.ndarray:
         """Row of each external id, -1 where unknown: dict lookups, cheap for the ids of one request."""
@@ -164,6 +177,7 @@ class CatalogueCache:
 
     def get(self, max_age_s: float | None = None) -> Catalogue:
         """The current catalogue. With ``max_age_s`` (an id was not found) wait for one at most that old."""
+
         def stale(c: Catalogue | None) -> bool:
             return c is None or (max_age_s is not None and time.monotonic() - c.built_at > max_age_s)
 

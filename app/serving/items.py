@@ -41,7 +41,7 @@ def predict(svc: RecommendationService, user_id: str, item_ids: list[str], model
     if not hist.exists and not any(m.user_of(user_id) >= 0 for m in models.values()):
         raise NotFound({"message": f"unknown user {user_id!r}", "unknown_user_ids": [user_id]})
     name = model or svc.default_model(models)
-    sc = svc.score_user(models, name, user_id, hist)
+    sc = svc.user_scores(models, name, user_id, hist)
     if sc is None:
         STRATEGY.labels("popular").inc()
         scores = cat.popularity[rows]
@@ -135,4 +135,3 @@ def similar(svc: RecommendationService, item_id: str, n: int = 10, model: str | 
     out = svc.popular(cat, models, Filters(n=n, categories=tuple(cats)), np.array([item_id], dtype=object))
     out.detail = "no model knows this item: popular items in its categories"
     return out
-

@@ -23,6 +23,9 @@ INFERENCE = Histogram("deeprec_inference_seconds", "Model forward pass + top-N t
                       ["model"], buckets=LATENCY_BUCKETS)  # fmt: skip
 LOADED = Gauge("deeprec_model_loaded", "1 for each loaded model version", ["model", "version", "device"])
 STRATEGY = Counter("deeprec_recommendation_strategy", "Recommendation lists by strategy", ["strategy"])
+CACHE_REQUESTS = Counter("deeprec_recommendation_cache", "Look-ups in this process's per-user score cache",
+                         ["result"])  # fmt: skip
+CACHE_ENTRIES = Gauge("deeprec_recommendation_cache_entries", "Entries in this process's per-user score cache")
 
 
 @contextmanager

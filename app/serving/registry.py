@@ -85,6 +85,8 @@ class ModelSet(Mapping[str, LoadedModel]):
     def __init__(self, models: Mapping[str, LoadedModel] | None = None, generation: int = 0) -> None:
         self._models = dict(models or {})
         self.generation = generation
+        # Which versions this set serves: part of every cached result's key (a swap changes it).
+        self.token = tuple(sorted((name, m.version) for name, m in self._models.items()))
 
     def __getitem__(self, name: str) -> LoadedModel:
         return self._models[name]

@@ -7,7 +7,7 @@ Each list is one forward pass over the catalogue, then one masked top-N.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.recsys.models import get_model_class, model_names
 from app.serving import scoring
+from app.serving.cache import ScoreCache
 from app.serving.history import Catalogue, CatalogueCache, UserHistory, user_item_ids
 from app.serving.metrics import STRATEGY, inference_timer
 from app.serving.registry import LoadedModel, ModelRegistry, ModelSet
@@ -44,6 +45,15 @@ class Scores:
     strategy: str
     hist_cols: np.ndarray  # the user's known items, model columns, oldest first
     detail: str | None = None
+    # the model's reason for each item, kept with scores that are reused: (distinct reasons, [I] index into them)
+    explained: tuple[np.ndarray, np.ndarray] | None = None
+
+
+def _codes(reasons: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """[I] reasons (a few distinct ones, such as ensemble members) -> (distinct reasons, [I] small ints)."""
+    index: dict[str, int] = {}
+    codes = [index.setdefault(r, len(index)) for r in reasons]
+    return np.asarray(list(index), dtype=object), np.asarray(codes, dtype=np.int16 if len(index) < 2**15 else np.int64)
 
 
 def _best(models: ModelSet, names: Sequence[str]) -> LoadedModel | None:
@@ -55,11 +65,20 @@ def _best(models: ModelSet, names: Sequence[str]) -> LoadedModel | None:
 
 
 class RecommendationService:
-    def __init__(self, registry: ModelRegistry, sessions: sessionmaker[Session], catalogue: CatalogueCache) -> None:
+    """``cache_size`` > 0 keeps that many users' score vectors for reuse (see :mod:`app.serving.cache`)."""
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        sessions: sessionmaker[Session],
+        catalogue: CatalogueCache,
+        cache_size: int = 0,
+    ) -> None:
         self.registry = registry
         self.sessions = sessions
         self.engine: Engine = sessions.kw["bind"]
         self.catalogue = catalogue
+        self.cache: ScoreCache[Scores | None] = ScoreCache(cache_size)
 
     # -- shared ---------------------------------------------------------------------------------
     def snapshot(self) -> ModelSet:
@@ -132,6 +151,23 @@ class RecommendationService:
                     return Scores(content, s, "content", cols, detail)
         return None
 
+    def user_scores(self, models: ModelSet, name: str, user_id: str, hist: UserHistory) -> Scores | None:
+        """``score_user`` through the cache: reused only for the same loaded versions and the same history."""
+        if not self.cache.enabled:
+            return self.score_user(models, name, user_id, hist)
+        key, fingerprint = (name, user_id), (models.token, hist.fingerprint())
+        hit, sc = self.cache.get(key, fingerprint)
+        if hit:
+            return sc
+        sc = self.score_user(models, name, user_id, hist)
+        if sc is not None:
+            sc.scores = sc.scores.clone()  # its own storage, not a view of a larger batch tensor
+            explain = self._explainer(sc)
+            if explain is not None:  # an ensemble's reasons come from per-thread state: keep them now
+                sc.explained = _codes([str(r) for r in explain(torch.arange(sc.lm.n_items))])
+        self.cache.put(key, fingerprint, sc)
+        return sc
+
     def rank(self, sc: Scores, cat: Catalogue, f: Filters, seen: np.ndarray | None) -> list[ScoredItem]:
         """Mask (inactive, categories, exclude, seen) and take the top N in the model's item space."""
         lm = sc.lm
@@ -157,13 +193,24 @@ class RecommendationService:
         lm, hist = sc.lm, sc.hist_cols[sc.hist_cols >= 0]
         if sc.strategy == "sequential" and hist.size:
             return [f"next after {lm.item_ids[hist[-1]]}"] * len(idx)
-        explain = getattr(lm.model, "explain", None)  # ensembles name the member behind each item
-        if callable(explain):
+        if sc.explained is not None:
+            names, codes = sc.explained
+            return names[codes[idx.cpu().numpy()]].tolist()
+        explain = self._explainer(sc)
+        if explain is not None:
             return [str(r) for r in explain(idx)]
         seeds = scoring.seed_items(lm, idx, hist)
         if seeds is None:
             return [lm.name] * len(idx)
         return [f"similar to {lm.item_ids[s]}" for s in seeds]
+
+    @staticmethod
+    def _explainer(sc: Scores) -> Callable[[torch.Tensor], list[str]] | None:
+        """Ensembles name the member behind each item; not used for sequential lists."""
+        if sc.strategy == "sequential" and (sc.hist_cols >= 0).any():
+            return None
+        explain = getattr(sc.lm.model, "explain", None)
+        return explain if callable(explain) else None
 
     def popular(self, cat: Catalogue, models: ModelSet, f: Filters, seen_ids: np.ndarray) -> RecList:
         """Most interacted-with items within the filters, counted in the database now."""
@@ -190,7 +237,7 @@ class RecommendationService:
         name = model or self.default_model(models)
         cat = self.catalogue.get()
         hist = self.history(user_id, cat)
-        sc = self.score_user(models, name, user_id, hist)
+        sc = self.user_scores(models, name, user_id, hist)
         if sc is None:
             out = self.popular(cat, models, filters, hist.item_ids if filters.exclude_seen else np.empty(0, object))
             if name in models and name != "popularity":
@@ -206,7 +253,7 @@ class RecommendationService:
         hist = self.history(user_id)
         if not hist.exists:
             raise NotFound({"message": f"unknown user {user_id!r}", "unknown_user_ids": [user_id]})
-        return self._next(models, model, hist.item_ids, filters)
+        return self._next(models, model, hist.item_ids, filters, (user_id, hist))
 
     def session_next(self, item_ids: list[str], *, model: str | None, filters: Filters) -> RecList:
         self.check_model(model, sequential=True)
@@ -217,7 +264,21 @@ class RecommendationService:
         out.extra["unknown_item_ids"] = unknown
         return out
 
-    def _next(self, models: ModelSet, model: str | None, items: np.ndarray, f: Filters) -> RecList:
+    def _sequence_scores(self, lm: LoadedModel, items: np.ndarray) -> Scores | None:
+        cols = lm.items_of(items)
+        with inference_timer(lm.name):
+            s, known = scoring.score_sequence(lm, cols)
+        return Scores(lm, s.clone(), "sequential", cols) if known else None
+
+    def _next(
+        self,
+        models: ModelSet,
+        model: str | None,
+        items: np.ndarray,
+        f: Filters,
+        user: tuple[str, UserHistory] | None = None,
+    ) -> RecList:
+        """Next items after ``items``; with ``user`` (a user's id and history) the scores go through the cache."""
         lm = models.get(model) if model else _best(models, self.sequential_models(models))
         cat = self.catalogue.get()
         seen_ids = items if f.exclude_seen else np.empty(0, dtype=object)
@@ -225,14 +286,18 @@ class RecommendationService:
             out = self.popular(cat, models, f, seen_ids)
             out.detail = "no events to continue from" if lm is not None else "no sequence model trained yet"
             return out
-        cols = lm.items_of(items)
-        with inference_timer(lm.name):
-            s, known = scoring.score_sequence(lm, cols)
-        if not known:
+        if user is not None and self.cache.enabled:
+            key, fingerprint = (f"next-items:{lm.name}", user[0]), (models.token, user[1].fingerprint())
+            hit, sc = self.cache.get(key, fingerprint)
+            if not hit:
+                sc = self._sequence_scores(lm, items)
+                self.cache.put(key, fingerprint, sc)
+        else:
+            sc = self._sequence_scores(lm, items)
+        if sc is None:
             out = self.popular(cat, models, f, seen_ids)
             out.detail = f"{lm.name} knows none of these items"
             return out
-        sc = Scores(lm, s, "sequential", cols)
         STRATEGY.labels("sequential").inc()
         seen = sc.hist_cols if f.exclude_seen else None
         return RecList(lm.name, lm.version, "sequential", self.rank(sc, cat, f, seen))

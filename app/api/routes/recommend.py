@@ -2,13 +2,18 @@
 
 Routes are async and hand the blocking work (database query, torch) to the threadpool in one hop;
 a sync route would make FastAPI hop three times (dependency, endpoint, response validation).
+They return their JSON already serialised (a Response): FastAPI then skips validating the body
+against the declared response model, which stays declared for the OpenAPI docs. The bytes are
+those FastAPI would write (pydantic's JSON serialiser, the model's fields in the model's order).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from pydantic import BaseModel
+from pydantic_core import to_json
 from starlette.concurrency import run_in_threadpool
 
 from app.api.recommend_schemas import (
@@ -52,10 +57,26 @@ def _csv(value: str | None) -> tuple[str, ...]:
     return tuple(p for p in (s.strip() for s in (value or "").split(",")) if p)
 
 
-def _rec(out: RecList, **ids: Any) -> dict[str, Any]:
-    items = [{"item_id": i.item_id, "score": i.score, "reason": i.reason} for i in out.items]
+def _fields(model: type[BaseModel]) -> list[tuple[str, Any]]:
+    """The response model's fields in order, with the default of each optional one."""
+    return [(name, f.get_default(call_default_factory=True)) for name, f in model.model_fields.items()]
+
+
+FIELDS: dict[type[BaseModel], list[tuple[str, Any]]] = {
+    m: _fields(m) for m in (RecommendationsRead, SessionRecommendationsRead, SimilarRead, PredictRead)
+}
+
+
+def _json(body: dict[str, Any], model: type[BaseModel]) -> Response:
+    """``body`` as the response model would write it: only its fields, in its order, pydantic's JSON."""
+    out = {name: body[name] if name in body else default for name, default in FIELDS[model]}
+    return Response(to_json(out, inf_nan_mode="null"), media_type="application/json")
+
+
+def _rec(out: RecList, model: type[BaseModel], **ids: Any) -> Response:
+    items = [{"item_id": str(i.item_id), "score": float(i.score), "reason": str(i.reason)} for i in out.items]
     body = {"model": out.model, "version": out.version, "strategy": out.strategy, "items": items}
-    return {**ids, **body, "detail": out.detail, **out.extra}
+    return _json({**ids, **body, "detail": out.detail, **out.extra}, model)
 
 
 @router.get(
@@ -69,19 +90,22 @@ async def recommend(
     exclude_seen: ExcludeSeen = True,
     categories: Categories = None,
     exclude: Exclude = None,
-) -> dict[str, Any]:
+) -> Response:
     """Top-N items for a user; users the model never saw fall back (sequence model, content, popular)."""
     filters = Filters(n=n, categories=_csv(categories), exclude=_csv(exclude), exclude_seen=exclude_seen)
     out = await run_in_threadpool(svc.recommend, user_id, model=model, filters=filters)
-    return _rec(out, user_id=user_id)
+    return _rec(out, RecommendationsRead, user_id=user_id)
 
 
 @router.post("/predict", response_model=PredictRead, responses={**ERRORS, **NOT_FOUND}, summary="Predict")
-async def predict(svc: Recommender, body: PredictRequest) -> dict[str, Any]:
+async def predict(svc: Recommender, body: PredictRequest) -> Response:
     """Relevance scores and, from a rating model, ratings on the data set's scale for given items."""
     out = await run_in_threadpool(item_service.predict, svc, body.user_id, body.item_ids, body.model)
-    out["predictions"] = [p.__dict__ for p in out["predictions"]]
-    return out
+    out["predictions"] = [
+        {"item_id": str(p.item_id), "score": float(p.score), "rating": p.rating, "model": str(p.model)}
+        for p in out["predictions"]
+    ]
+    return _json(out, PredictRead)
 
 
 @router.get(
@@ -96,20 +120,21 @@ async def next_items(
     n: N = 10,
     model: Annotated[str | None, Query(description="A sequence model", examples=["sasrec"])] = None,
     exclude_seen: ExcludeSeen = True,
-) -> dict[str, Any]:
+) -> Response:
     """What comes next after the user's current sequence, read from the database now."""
     filters = Filters(n=n, exclude_seen=exclude_seen)
-    return _rec(await run_in_threadpool(svc.next_items, user_id, model=model, filters=filters), user_id=user_id)
+    out = await run_in_threadpool(svc.next_items, user_id, model=model, filters=filters)
+    return _rec(out, RecommendationsRead, user_id=user_id)
 
 
 @router.post(
     "/sessions/next-items", response_model=SessionRecommendationsRead, responses=ERRORS, summary="Next items (session)"
 )
-async def session_next_items(svc: Recommender, body: SessionRequest) -> dict[str, Any]:
+async def session_next_items(svc: Recommender, body: SessionRequest) -> Response:
     """Next items for an anonymous session's sequence of items; no user needed."""
     filters = Filters(n=body.n, exclude_seen=body.exclude_seen)
     out = await run_in_threadpool(svc.session_next, body.item_ids, model=body.model, filters=filters)
-    return _rec(out, user_id=None)
+    return _rec(out, SessionRecommendationsRead, user_id=None)
 
 
 @router.get(
@@ -123,6 +148,7 @@ async def similar_items(
     item_id: Annotated[str, Path(min_length=1, max_length=256, examples=["50"])],
     n: N = 10,
     model: Annotated[str | None, Query(description="A model with item embeddings", examples=["mf"])] = None,
-) -> dict[str, Any]:
+) -> Response:
     """Item-to-item by learned embeddings; an item with features only is matched by the content model."""
-    return _rec(await run_in_threadpool(item_service.similar, svc, item_id, n, model), item_id=item_id)
+    out = await run_in_threadpool(item_service.similar, svc, item_id, n, model)
+    return _rec(out, SimilarRead, item_id=item_id)

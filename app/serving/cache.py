@@ -1,0 +1,79 @@
+"""A bounded per-process cache of users' score vectors, keyed so that it never serves a stale list.
+
+An entry is the forward pass of one (requested model, user): the model that answered after any
+fallback, its scores over the whole catalogue and how they were made. It is reused only while its
+fingerprint matches the request's: the versions of every loaded model (any swap or activation
+changes them) and a digest of the user's item history as the request reads it from the database
+(any event ingested since, in any process, changes it). Nothing expires on a timer; filters,
+exclude-seen, the active flags and top-N are applied to the cached scores on every request.
+
+Each API process keeps its own cache: correctness comes from the key, not from invalidation.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
+from typing import Generic, TypeVar
+
+from app.serving.metrics import CACHE_ENTRIES, CACHE_REQUESTS
+
+V = TypeVar("V")
+
+_HIT = CACHE_REQUESTS.labels("hit")
+_MISS = CACHE_REQUESTS.labels("miss")
+
+
+class ScoreCache(Generic[V]):
+    """LRU of at most ``size`` entries (0 disables it); thread-safe, O(1) per call.
+
+    ``get(key, fingerprint)`` answers ``(True, value)`` only when the entry stored under ``key``
+    was stored with an equal ``fingerprint``; otherwise ``(False, None)`` and the caller computes
+    and ``put``s, which replaces the outdated entry of that key.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = max(0, int(size))
+        self.hits = 0
+        self.misses = 0
+        self._entries: OrderedDict[Hashable, tuple[Hashable, V]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        return self.size > 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: Hashable, fingerprint: Hashable) -> tuple[bool, V | None]:
+        if not self.size:
+            return False, None
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry[0] == fingerprint:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                hit = True
+            else:
+                self.misses += 1
+                hit = False
+        (_HIT if hit else _MISS).inc()
+        return (True, entry[1]) if hit and entry is not None else (False, None)
+
+    def put(self, key: Hashable, fingerprint: Hashable, value: V) -> None:
+        if not self.size:
+            return
+        with self._lock:
+            self._entries[key] = (fingerprint, value)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+            n = len(self._entries)
+        CACHE_ENTRIES.set(n)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+        CACHE_ENTRIES.set(0)

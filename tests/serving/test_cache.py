@@ -1,0 +1,177 @@
+"""The per-user score cache: reused lists equal freshly computed ones, and nothing stale is ever served
+(new events, another active version); its size bound holds and size 0 turns it off.
+"""
+
+import pytest
+import torch
+
+from app.db.session import make_sessionmaker
+from app.recsys.data import InteractionData
+from app.recsys.models.base import TrainConfig
+from app.recsys.models.hybrid import Hybrid
+from app.recsys.splits import leave_one_out
+from app.recsys.store import ModelStore
+from app.serving.cache import ScoreCache
+from app.serving.history import CatalogueCache
+from app.serving.registry import ModelRegistry
+from app.serving.service import Filters, RecommendationService
+from tests.serving.support import N_ITEMS, N_USERS, add_event, catalogue, events, seed_database
+
+USERS = [f"u{u}" for u in range(0, N_USERS, 3)]
+FILTERS = [
+    Filters(n=5),
+    Filters(n=1000),
+    Filters(n=4, categories=("Drama", "Horror")),
+    Filters(n=6, exclude=("i1", "i2", "i3", "nope")),
+    Filters(n=7, exclude_seen=False),
+    Filters(n=3, categories=("Comedy",), exclude=("i0",), exclude_seen=False),
+]
+
+
+def add_hybrid(store: ModelStore) -> str:
+    """A hybrid over the stored members (weights fitted in a few epochs), saved and activated."""
+    members = {n: store.load(n, store.active_version(n)) for n in ("mf", "gru4rec", "content", "popularity")}
+    split = leave_one_out(InteractionData.from_frames(events(), catalogue().iloc[:N_ITEMS]))
+    hybrid = Hybrid.from_members(members)
+    hybrid.fit(split.train, split.valid, TrainConfig(epochs=3, batch_size=64, seed=0))
+    version = store.save(hybrid)
+    store.activate("hybrid", version)
+    return version
+
+
+@pytest.fixture
+def stack(models_dir, engine, session):
+    """(cached service, uncached service) on one registry and one database."""
+    seed_database(session)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    add_hybrid(ModelStore(models_dir))
+    registry = ModelRegistry(ModelStore(models_dir), torch.device("cpu"))
+    registry.refresh()
+    sessions = make_sessionmaker(engine)
+    cached = RecommendationService(registry, sessions, CatalogueCache(sessions, ttl_s=0.0), cache_size=1000)
+    plain = RecommendationService(registry, sessions, CatalogueCache(sessions, ttl_s=0.0), cache_size=0)
+    yield cached, plain
+    torch.set_num_threads(threads)
+
+
+def as_tuple(out):
+    return (out.model, out.version, out.strategy, out.detail, [(i.item_id, i.score, i.reason) for i in out.items])
+
+
+@pytest.mark.parametrize("model", [None, "mf", "gru4rec", "content"])
+def test_filters_on_cached_scores_equal_uncached_lists(stack, model):
+    cached, plain = stack
+    for user in USERS:
+        cached.recommend(user, model=model, filters=Filters(n=2))  # fills the cache
+    hits = cached.cache.hits
+    for user in USERS:
+        for f in FILTERS:
+            assert as_tuple(cached.recommend(user, model=model, filters=f)) == as_tuple(
+                plain.recommend(user, model=model, filters=f)
+            ), (user, f)
+    assert cached.cache.hits - hits == len(USERS) * len(FILTERS)  # every one of them was served from the cache
+    if model is None:  # the default is the hybrid: its reasons name members, also when reused
+        out = cached.recommend("u1", filters=Filters(n=10))
+        assert out.model == "hybrid" and {i.reason for i in out.items} <= {"mf", "gru4rec", "content", "popularity"}
+
+
+def test_an_ingested_event_changes_the_next_response_at_once(stack, session):
+    cached, plain = stack
+    top = cached.recommend("u4", filters=Filters(n=3)).items[0].item_id
+    assert cached.recommend("u4", filters=Filters(n=3)).items[0].item_id == top  # a hit
+    misses = cached.cache.misses
+    add_event(session, "u4", top)
+    after = cached.recommend("u4", filters=Filters(n=3))
+    assert cached.cache.misses == misses + 1  # the history changed: recomputed, not reused
+    assert top not in {i.item_id for i in after.items}
+    assert as_tuple(after) == as_tuple(plain.recommend("u4", filters=Filters(n=3)))
+    seq = cached.recommend("u4", model="gru4rec", filters=Filters(n=3))  # sequence models see the new event
+    assert seq.items[0].reason == f"next after {top}"
+
+
+def test_a_newly_active_version_is_served_at_once(stack, models_dir):
+    cached, plain = stack
+    before = cached.recommend("u2", model="mf", filters=Filters(n=8))
+    assert cached.recommend("u2", model="mf", filters=Filters(n=8)).items == before.items  # cached
+    store = ModelStore(models_dir)
+    mf = store.load("mf", before.version)
+    with torch.no_grad():  # a different model: item factors negated, so the ranking turns around
+        for name, p in mf.net.named_parameters():
+            if "item" in name:
+                p.neg_()
+    version = store.save(mf)
+    store.activate("mf", version)
+    cached.registry.refresh()
+    after = cached.recommend("u2", model="mf", filters=Filters(n=8))
+    assert after.version == version != before.version
+    assert [i.item_id for i in after.items] != [i.item_id for i in before.items]
+    assert as_tuple(after) == as_tuple(plain.recommend("u2", model="mf", filters=Filters(n=8)))
+
+
+def test_predict_reuses_cached_scores_exactly(stack):
+    from app.serving import items as item_service
+
+    cached, plain = stack
+    ids = [f"i{j}" for j in range(0, N_ITEMS, 2)]
+    first = item_service.predict(cached, "u3", ids)
+    hits = cached.cache.hits
+    again = item_service.predict(cached, "u3", ids)
+    assert cached.cache.hits == hits + 1
+    assert again == first == item_service.predict(plain, "u3", ids)
+
+
+def test_size_bound_and_size_zero(stack):
+    cached, plain = stack
+    small = RecommendationService(cached.registry, cached.sessions, cached.catalogue, cache_size=3)
+    for user in USERS:
+        assert as_tuple(small.recommend(user, model="mf")) == as_tuple(plain.recommend(user, model="mf"))
+        assert len(small.cache) <= 3
+    assert len(small.cache) == 3
+    small.recommend(USERS[-1], model="mf")  # most recent: still there
+    assert small.cache.hits == 1
+    small.recommend(USERS[0], model="mf")  # evicted long ago
+    assert small.cache.hits == 1
+    for _ in range(2):
+        plain.recommend("u1", model="mf")
+    assert len(plain.cache) == 0 and plain.cache.hits == plain.cache.misses == 0
+
+
+def test_score_cache_lru_and_fingerprints():
+    cache: ScoreCache[str] = ScoreCache(2)
+    cache.put("a", 1, "A1")
+    cache.put("b", 1, "B1")
+    assert cache.get("a", 1) == (True, "A1")
+    assert cache.get("a", 2) == (False, None)  # another fingerprint never matches
+    cache.put("c", 1, "C1")  # evicts b, the least recently used
+    assert cache.get("b", 1) == (False, None)
+    assert cache.get("c", 1) == (True, "C1") and cache.get("a", 1) == (True, "A1")
+    cache.put("a", 2, "A2")  # replaces a's outdated entry
+    assert cache.get("a", 1) == (False, None) and cache.get("a", 2) == (True, "A2") and len(cache) == 2
+    off: ScoreCache[str] = ScoreCache(0)
+    off.put("a", 1, "A1")
+    assert off.get("a", 1) == (False, None) and len(off) == 0 and not off.enabled
+
+
+def test_history_fingerprint_tracks_order_and_content(stack, session):
+    cached, _ = stack
+    before = cached.history("u5").fingerprint()
+    assert cached.history("u5").fingerprint() == before
+    ev = events()
+    oldest = int(ev.loc[ev["user_id"] == "u5", "ts"].min())
+    add_event(session, "u5", "i0", ts=oldest - 10)  # an old event arriving late, not the latest one
+    after = cached.history("u5").fingerprint()
+    assert after != before and after[1] == before[1] + 1
+
+
+def test_next_items_reuse_scores_until_the_sequence_changes(stack, session):
+    cached, plain = stack
+    for f in (Filters(n=3), Filters(n=3), Filters(n=50, exclude_seen=False)):
+        assert as_tuple(cached.next_items("u8", model=None, filters=f)) == as_tuple(
+            plain.next_items("u8", model=None, filters=f)
+        )
+    assert cached.cache.hits >= 2
+    add_event(session, "u8", "i5")
+    out = cached.next_items("u8", model=None, filters=Filters(n=3))
+    assert out.items[0].reason == "next after i5" and "i5" not in {i.item_id for i in out.items}
+    assert as_tuple(out) == as_tuple(plain.next_items("u8", model=None, filters=Filters(n=3)))
