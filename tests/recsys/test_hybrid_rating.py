@@ -185,3 +185,15 @@ def test_pipeline_trains_the_rating_members_first_and_hands_them_over():
     hybrid = results["hybrid"].model
     assert all(hybrid.members[n] is results[n].model for n in ("mf", "content", "gmf"))
     assert results["hybrid"].metrics["test_rmse"] > 0 and results["hybrid"].metrics["valid_rmse"] > 0
+
+
+def test_rating_protocols_list_the_hybrid_after_its_members():
+    from app.recsys.evaluation import EvalData
+    from app.recsys.experiment import EvalConfig, evaluate_models
+    from tests.recsys.synthetic import items_frame, taste_frame
+
+    data = EvalData("taste", taste_frame(n_users=40, n_items=30, per_user=10), items_frame(30))
+    (res,) = evaluate_models("hybrid", data, ["rating"], EvalConfig(seeds=(0,), epochs=2))
+    assert list(res.models) == ["hybrid", "mf", "content", "gmf"]  # requested first, then its members
+    assert all(m.status == "ok" for m in res.models.values()), {n: m.reason for n, m in res.models.items()}
+    assert res.models["hybrid"].runs[0]["rmse"] > 0
