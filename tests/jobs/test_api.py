@@ -89,3 +89,21 @@ def test_job_runs_end_to_end_and_models_reflect_the_table(client, settings: Sett
     assert [v["version"] for v in listed["versions"]] == [versions["mf"]["version"]]
     rec = client.get("/v1/users/u1/recommendations", params={"model": "mf", "n": 3}).json()
     assert rec["version"] == versions["mf"]["version"]
+
+
+def test_rating_job_trains_the_rating_hybrid_and_predict_rates_with_it(client, settings: Settings, session) -> None:
+    seed_database(session)
+    params = {**FAST, "objective": "rating"}
+    r = client.post("/v1/train", json={"models": ["hybrid"], "params": params, "promote": "always"})
+    assert r.status_code == 202 and r.json()["models"] == ["mf", "content", "gmf", "hybrid"]  # its rating members
+    worker = Worker(settings)
+    assert worker.run_once() == "succeeded"
+    worker.engine.dispose()
+    client.app.state.version_poller.check()
+    models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+    raters = {n: models[n]["metrics"]["valid_rmse"] for n in ("mf", "content", "gmf", "hybrid")}
+    assert min(raters, key=raters.__getitem__) == "hybrid", raters
+    body = client.post("/v1/predict", json={"user_id": "u1", "item_ids": ["i1", "i2"]}).json()
+    assert body["model"] == "hybrid" and all(p["rating"] is not None for p in body["predictions"])
+    via_mf = client.post("/v1/predict", json={"user_id": "u1", "item_ids": ["i1", "i2"], "model": "mf"}).json()
+    assert [p["rating"] for p in via_mf["predictions"]] != [p["rating"] for p in body["predictions"]]  # mf rates itself

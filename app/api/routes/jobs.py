@@ -20,7 +20,7 @@ from app.jobs import queue
 from app.jobs import versions as repo
 from app.jobs.publish import VersionedStore
 from app.recsys.models import model_names
-from app.recsys.pipeline import check_params, configs_for, resolve_models
+from app.recsys.pipeline import check_params, configs_for, resolve_models, run_objective
 from app.recsys.store import CorruptVersion, StoreError
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def resolve(body: TrainCreate) -> list[str]:
     ]
     if bad:
         raise InvalidInput(bad)
-    names = resolve_models(body.models)
+    names = resolve_models(body.models, objective=run_objective(body.params))  # the rating hybrid: rating members
     errors = param_errors(names, body.params)
     if errors:
         raise InvalidInput(errors)
