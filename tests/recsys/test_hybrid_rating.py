@@ -197,3 +197,26 @@ def test_rating_protocols_list_the_hybrid_after_its_members():
     assert list(res.models) == ["hybrid", "mf", "content", "gmf"]  # requested first, then its members
     assert all(m.status == "ok" for m in res.models.values()), {n: m.reason for n, m in res.models.items()}
     assert res.models["hybrid"].runs[0]["rmse"] > 0
+
+
+def test_unseen_user_is_rated_by_the_members_that_read_history(trained, split):
+    """A user absent from training (row past the last one): mf sits out, content rates from features."""
+    from app.recsys.data import InteractionData
+
+    items = np.arange(5)
+    history = InteractionData(
+        user_ids=np.append(split.train.user_ids, "newcomer").astype(object),
+        item_ids=split.train.item_ids,
+        users=np.full(len(items), split.train.n_users),
+        items=items,
+        ratings=np.full(len(items), np.nan, dtype=np.float32),
+        ts=np.arange(len(items)),
+        item_features=np.zeros((split.train.n_items, 0), dtype=np.float32),
+    )
+    row = np.array([split.train.n_users])
+    scores = trained.score_history(history, row)[0]  # [I]
+    lo, hi = trained.extra["rating_min"], trained.extra["rating_max"]
+    assert torch.isfinite(scores).all() and scores.min() >= lo and scores.max() <= hi and scores.std() > 0
+    contrib = trained.contributions(row, history)[0]  # [I, M]
+    assert torch.all(contrib[:, 0] == 0)  # nothing credited to mf, which never saw the user
+    assert set(trained.explain(torch.topk(scores, 3).indices)) == {"content"}

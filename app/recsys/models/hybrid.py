@@ -350,8 +350,11 @@ class Hybrid(Recommender):
                 ok[serve, m] = True
         return self._fill(net.clamp(preds), ok)
 
-    def _member_rating_matrix(self, history: InteractionData | None, users: np.ndarray) -> torch.Tensor:
-        """(B,) -> (B, I, M) member ratings for the whole catalogue, clamped to the rating range."""
+    def _member_rating_matrix(
+        self, history: InteractionData | None, users: np.ndarray
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,) -> (B, I, M) member ratings for the whole catalogue, clamped to the rating range (a member
+        that cannot score a user stands in with the others' mean), and (B, 1, M) which members could."""
         net = self._stack()
         preds = torch.zeros((len(users), self.n_items, len(self.members)), device=self.device)
         ok = torch.zeros((len(users), 1, len(self.members)), dtype=torch.bool, device=self.device)
@@ -361,7 +364,7 @@ class Hybrid(Recommender):
                 rows = torch.as_tensor(serve, device=self.device)
                 preds[rows, :, m] = self._raw(member, history, users[serve])
                 ok[rows, :, m] = True
-        return self._fill(net.clamp(preds), ok.expand_as(preds))
+        return self._fill(net.clamp(preds), ok.expand_as(preds)), ok
 
     def _rating_parts(self, users: np.ndarray, history: InteractionData | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(B,) -> (B, I, M) each member's weighted rating and (B, I) the rest of the stacked rating."""
@@ -369,8 +372,13 @@ class Hybrid(Recommender):
         u = torch.as_tensor(users, device=self.device)
         au = net.user_features(u).unsqueeze(1).expand(len(users), self.n_items)  # [B, I]
         ai = net.item_feat.unsqueeze(0).expand(len(users), self.n_items)  # [B, I]
-        preds = self._member_rating_matrix(history, users)  # [B, I, M]
-        return preds * net.member_weights(au, ai), net.offset(au, ai)
+        preds, ok = self._member_rating_matrix(history, users)  # [B, I, M], [B, 1, M]
+        contrib = preds * net.member_weights(au, ai)  # [B, I, M]
+        n_ok = ok.sum(-1, keepdim=True)  # [B, 1, 1]
+        if bool(((n_ok > 0) & (n_ok < ok.shape[-1])).any()):  # credit stand-ins to the members that scored
+            moved = (contrib * ~ok).sum(-1, keepdim=True) / n_ok.clamp(min=1)
+            contrib = torch.where(n_ok > 0, torch.where(ok, contrib + moved, torch.zeros_like(contrib)), contrib)
+        return contrib, net.offset(au, ai)
 
     @torch.no_grad()
     def predict_ratings(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
