@@ -9,6 +9,8 @@ so a worker the reaper gave up on cannot overwrite the job's next attempt.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,8 +31,17 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def dedupe_key(models: Sequence[str]) -> str:
-    return ",".join(sorted(set(models)))
+def dedupe_key(models: Sequence[str], params: dict[str, Any] | None = None, promote: str = "auto") -> str:
+    """The sorted model set, plus a digest of the parameters and promotion rule when they are not the defaults.
+
+    Two requests share a job only when they ask for the same thing: a rating job is never answered
+    with a queued implicit one for the same models.
+    """
+    key = ",".join(sorted(set(models)))
+    if params or promote != "auto":
+        spec = json.dumps({"params": params or {}, "promote": promote}, sort_keys=True, default=str)
+        key += "|" + hashlib.sha256(spec.encode()).hexdigest()[:16]
+    return key
 
 
 @dataclass(frozen=True)
@@ -66,8 +77,11 @@ def list_jobs(*, session: Session, limit: int = 50, status: str | None = None) -
     return list(session.scalars(stmt))
 
 
-def open_job(*, session: Session, models: Sequence[str]) -> TrainingJob | None:
-    stmt = select(TrainingJob).where(TrainingJob.dedupe_key == dedupe_key(models), TrainingJob.status.in_(OPEN))
+def open_job(
+    *, session: Session, models: Sequence[str], params: dict[str, Any] | None = None, promote: str = "auto"
+) -> TrainingJob | None:
+    key = dedupe_key(models, params, promote)
+    stmt = select(TrainingJob).where(TrainingJob.dedupe_key == key, TrainingJob.status.in_(OPEN))
     return session.scalars(stmt.execution_options(populate_existing=True)).first()
 
 
@@ -79,18 +93,18 @@ def enqueue(
     promote: str = "auto",
     trigger: str = "api",
 ) -> Enqueued:
-    """Queue a job for ``models``, or return the queued or running job for the same models.
+    """Queue a job for ``models``, or return the queued or running job for the same models, params and promote.
 
     A partial unique index (one open job per model set) makes this safe between processes: the
     loser of a concurrent insert gets the winner's job.
     """
     if promote not in PROMOTE:
         raise ValueError(f"promote must be one of {PROMOTE}, not {promote!r}")
-    existing = open_job(session=session, models=models)
+    existing = open_job(session=session, models=models, params=params, promote=promote)
     if existing is not None:
         return Enqueued(existing, created=False)
     job = TrainingJob(
-        models=list(models), dedupe_key=dedupe_key(models), params=dict(params or {}), promote=promote,
+        models=list(models), dedupe_key=dedupe_key(models, params, promote), params=dict(params or {}), promote=promote,
         trigger=trigger, status="queued", attempts=0, cancel_requested=False, created_at=now(),
     )  # fmt: skip
     session.add(job)
@@ -98,7 +112,7 @@ def enqueue(
         session.commit()
     except IntegrityError:
         session.rollback()
-        existing = open_job(session=session, models=models)
+        existing = open_job(session=session, models=models, params=params, promote=promote)
         if existing is None:  # the other job finished in between: try once more
             return enqueue(session=session, models=models, params=params, promote=promote, trigger=trigger)
         return Enqueued(existing, created=False)

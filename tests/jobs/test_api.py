@@ -33,16 +33,19 @@ def test_train_queues_dedupes_lists_and_cancels(client) -> None:
     job = r.json()
     assert job["status"] == "queued" and not job["deduplicated"] and set(job["models"]) == {"mf", "popularity"}
     assert r.headers["location"] == f"/v1/jobs/{job['job_id']}"
-    again = client.post("/v1/train", json={"models": ["popularity", "mf"]}).json()
+    again = client.post("/v1/train", json={"models": ["popularity", "mf"], "params": {"epochs": 3}}).json()
     assert again["job_id"] == job["job_id"] and again["deduplicated"]
     other = client.post("/v1/train", json={"models": ["popularity"], "promote": "never"}).json()
     assert other["job_id"] != job["job_id"]
+    differs = client.post("/v1/train", json={"models": ["popularity", "mf"]}).json()  # other params: its own job
+    assert differs["job_id"] not in (job["job_id"], other["job_id"]) and not differs["deduplicated"]
+    assert client.post(f"/v1/jobs/{differs['job_id']}/cancel").status_code == 200
 
     got = client.get(f"/v1/jobs/{job['job_id']}").json()
     assert got["status"] == "queued" and got["params"] == {"epochs": 3} and got["promote"] == "auto"
     assert got["progress"] is None and got["error"] is None and got["timings"]["started_at"] is None
     listed = client.get("/v1/jobs").json()["jobs"]
-    assert [j["job_id"] for j in listed] == [other["job_id"], job["job_id"]]
+    assert [j["job_id"] for j in listed] == [differs["job_id"], other["job_id"], job["job_id"]]
     assert [j["job_id"] for j in client.get("/v1/jobs?status=queued&limit=1").json()["jobs"]] == [other["job_id"]]
     assert client.get("/v1/jobs?status=lost").status_code == 422
 

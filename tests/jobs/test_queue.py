@@ -15,17 +15,23 @@ from app.jobs import queue
 
 def test_enqueue_dedupes_open_jobs(session: Session) -> None:
     first = queue.enqueue(session=session, models=["mf", "popularity"], params={"epochs": 2})
-    again = queue.enqueue(session=session, models=["popularity", "mf"], promote="never")
+    again = queue.enqueue(session=session, models=["popularity", "mf"], params={"epochs": 2})
     other = queue.enqueue(session=session, models=["mf"])
     assert first.created and not again.created and other.created
     assert again.job.id == first.job.id and other.job.id != first.job.id
     assert first.job.status == "queued" and first.job.params == {"epochs": 2} and first.job.promote == "auto"
+    # Same models but another request: its own job, never silently answered by the first one.
+    rating = queue.enqueue(session=session, models=["mf"], params={"objective": "rating"})
+    never = queue.enqueue(session=session, models=["mf"], promote="never")
+    assert rating.created and never.created and len({other.job.id, rating.job.id, never.job.id}) == 3
+    assert rating.job.params == {"objective": "rating"} and never.job.promote == "never"
 
     claim = queue.claim(session=session, worker="w1")
     assert claim is not None and claim.job.id == first.job.id  # oldest first
-    assert queue.enqueue(session=session, models=["mf", "popularity"]).job.id == first.job.id  # running counts
+    running = queue.enqueue(session=session, models=["mf", "popularity"], params={"epochs": 2})
+    assert running.job.id == first.job.id  # running counts
     assert queue.finish(session=session, claim=claim, result={"ok": True})
-    fresh = queue.enqueue(session=session, models=["mf", "popularity"])
+    fresh = queue.enqueue(session=session, models=["mf", "popularity"], params={"epochs": 2})
     assert fresh.created and fresh.job.id not in (first.job.id, other.job.id)
 
 
