@@ -72,6 +72,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.ready_checks = health.default_ready_checks()
     install_error_handlers(app)
+    install_serving(app)  # first: routes are matched in order, and the serving routes take most requests
     include_routers(app)
-    install_serving(app)
     return app

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import torch
-from sqlalchemy import Connection, bindparam, func, select
+from sqlalchemy import Connection, Engine, bindparam, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.tables import Interaction, Item, User
@@ -73,6 +73,32 @@ def user_item_ids(*, conn: Connection | Session, user_id: str) -> tuple[bool, np
     if not rows or rows[0][1] is None:  # no such user, or (outer join) a user without events
         return bool(rows), np.empty(0, dtype=np.int64)
     return True, np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
+
+
+class HistoryReader:
+    """``user_item_ids`` on the hot path: the same statement, compiled once for the engine's dialect and
+    run on a pooled driver connection, without SQLAlchemy's per-execution and per-row work (~40% of it)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        compiled = _HISTORY.compile(dialect=engine.dialect)
+        self.sql = str(compiled)
+        self.positional = bool(compiled.positional)  # qmark (sqlite3) vs pyformat (psycopg)
+
+    def __call__(self, user_id: str) -> tuple[bool, np.ndarray]:
+        conn = self.engine.raw_connection()  # from the engine's pool; close() returns it (rolled back)
+        try:
+            cur = conn.cursor()
+            try:
+                cur.execute(self.sql, (user_id,) if self.positional else {"user_id": user_id})
+                rows = cur.fetchall()
+            finally:
+                cur.close()
+        finally:
+            conn.close()
+        if not rows or rows[0][1] is None:
+            return bool(rows), np.empty(0, dtype=np.int64)
+        return True, np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
 
 
 def item_popularity(*, session: Session) -> dict[int, int]:

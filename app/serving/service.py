@@ -7,6 +7,7 @@ Each list is one forward pass over the catalogue, then one masked top-N.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -18,12 +19,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.recsys.models import get_model_class, model_names
 from app.serving import scoring
 from app.serving.cache import ScoreCache
-from app.serving.history import Catalogue, CatalogueCache, UserHistory, user_item_ids
+from app.serving.history import Catalogue, CatalogueCache, HistoryReader, UserHistory
 from app.serving.metrics import STRATEGY, inference_timer
 from app.serving.registry import LoadedModel, ModelRegistry, ModelSet
 from app.serving.results import NotFound, NotReady, RecList, ScoredItem, UnknownModel
 
 DEFAULT_MODEL = "hybrid"
+RERANK_ABOVE_N = 100  # longer lists ranked from reused scores are not kept
 # When the default is not trained yet, the first of these that is loaded serves instead.
 PREFERENCE = ("hybrid", "sasrec", "neumf", "mf", "gru4rec", "ease", "content", "gmf", "mlp")
 
@@ -47,6 +49,8 @@ class Scores:
     detail: str | None = None
     # the model's reason for each item, kept with scores that are reused: (distinct reasons, [I] index into them)
     explained: tuple[np.ndarray, np.ndarray] | None = None
+    # reused scores: the last list ranked from them, with what it depends on besides them (catalogue, filters)
+    last_ranked: tuple[tuple[int, Filters], list[ScoredItem]] | None = None
 
 
 def _codes(reasons: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -78,6 +82,7 @@ class RecommendationService:
         self.sessions = sessions
         self.engine: Engine = sessions.kw["bind"]
         self.catalogue = catalogue
+        self._read_history = HistoryReader(self.engine)
         self.cache: ScoreCache[Scores | None] = ScoreCache(cache_size)
 
     # -- shared ---------------------------------------------------------------------------------
@@ -98,8 +103,7 @@ class RecommendationService:
 
     def history(self, user_id: str, cat: Catalogue | None = None) -> UserHistory:
         """The user's items now, oldest first (one indexed query), as external ids of ``cat``."""
-        with self.engine.connect() as conn:
-            exists, db_ids = user_item_ids(conn=conn, user_id=user_id)
+        exists, db_ids = self._read_history(user_id)
         return (cat or self.catalogue.get()).history(exists, db_ids)
 
     def default_model(self, models: ModelSet) -> str:
@@ -168,6 +172,20 @@ class RecommendationService:
         self.cache.put(key, fingerprint, sc)
         return sc
 
+    def ranked(self, sc: Scores, cat: Catalogue, f: Filters) -> list[ScoredItem]:
+        """``rank`` with exclude-seen from ``f``; for scores from the cache, the same user asking again with the
+        same filters and catalogue gets the list ranked last time (the same inputs, so the same list)."""
+        seen = sc.hist_cols if f.exclude_seen else None
+        if not self.cache.enabled or f.n > RERANK_ABOVE_N:
+            return self.rank(sc, cat, f, seen)
+        key = (cat.generation, f)
+        last = sc.last_ranked
+        if last is not None and last[0] == key:
+            return last[1]
+        items = self.rank(sc, cat, f, seen)
+        sc.last_ranked = (key, items)
+        return items
+
     def rank(self, sc: Scores, cat: Catalogue, f: Filters, seen: np.ndarray | None) -> list[ScoredItem]:
         """Mask (inactive, categories, exclude, seen) and take the top N in the model's item space."""
         lm = sc.lm
@@ -183,23 +201,27 @@ class RecommendationService:
         if drop.size:
             allowed[torch.as_tensor(drop, device=lm.device)] = False
         values, idx = torch.topk(sc.scores.masked_fill(~allowed, float("-inf")), min(f.n, lm.n_items))
-        keep = torch.isfinite(values)
-        idx = idx[keep]
-        cols, scores = idx.cpu().numpy(), values[keep].tolist()
-        reasons = self.reasons(sc, idx)
-        return [ScoredItem(str(lm.item_ids[c]), float(v), r) for c, v, r in zip(cols, scores, reasons, strict=True)]
+        scores, cols = values.tolist(), idx.tolist()
+        if scores and not (math.isfinite(scores[0]) and math.isfinite(scores[-1])):  # masked (or NaN) ones out
+            kept = [(c, v) for c, v in zip(cols, scores, strict=True) if math.isfinite(v)]
+            cols, scores = [c for c, _ in kept], [v for _, v in kept]
+        reasons = self.reasons(sc, cols)
+        ids = lm.item_ids
+        return [ScoredItem(str(ids[c]), v, r) for c, v, r in zip(cols, scores, reasons, strict=True)]
 
-    def reasons(self, sc: Scores, idx: torch.Tensor) -> list[str]:
+    def reasons(self, sc: Scores, idx: list[int]) -> list[str]:
+        """Why each picked column (of ``sc.lm``) was recommended."""
         lm, hist = sc.lm, sc.hist_cols[sc.hist_cols >= 0]
         if sc.strategy == "sequential" and hist.size:
             return [f"next after {lm.item_ids[hist[-1]]}"] * len(idx)
         if sc.explained is not None:
             names, codes = sc.explained
-            return names[codes[idx.cpu().numpy()]].tolist()
+            return names[codes[idx]].tolist()
+        picked = torch.as_tensor(idx, dtype=torch.int64, device=lm.device)
         explain = self._explainer(sc)
         if explain is not None:
-            return [str(r) for r in explain(idx)]
-        seeds = scoring.seed_items(lm, idx, hist)
+            return [str(r) for r in explain(picked)]
+        seeds = scoring.seed_items(lm, picked, hist)
         if seeds is None:
             return [lm.name] * len(idx)
         return [f"similar to {lm.item_ids[s]}" for s in seeds]
@@ -243,9 +265,8 @@ class RecommendationService:
             if name in models and name != "popularity":
                 out.detail = f"user unknown to {name} and no recent events a fallback model knows"
             return out
-        seen = sc.hist_cols if filters.exclude_seen else None
         STRATEGY.labels(sc.strategy).inc()
-        return RecList(sc.lm.name, sc.lm.version, sc.strategy, self.rank(sc, cat, filters, seen), sc.detail)
+        return RecList(sc.lm.name, sc.lm.version, sc.strategy, self.ranked(sc, cat, filters), sc.detail)
 
     def next_items(self, user_id: str, *, model: str | None, filters: Filters) -> RecList:
         self.check_model(model, sequential=True)
@@ -299,5 +320,4 @@ class RecommendationService:
             out.detail = f"{lm.name} knows none of these items"
             return out
         STRATEGY.labels("sequential").inc()
-        seen = sc.hist_cols if f.exclude_seen else None
-        return RecList(lm.name, lm.version, "sequential", self.rank(sc, cat, f, seen))
+        return RecList(lm.name, lm.version, "sequential", self.ranked(sc, cat, f))

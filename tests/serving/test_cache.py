@@ -5,6 +5,7 @@
 import pytest
 import torch
 
+from app.db.repository import ItemUpsert, upsert_items
 from app.db.session import make_sessionmaker
 from app.recsys.data import InteractionData
 from app.recsys.models.base import TrainConfig
@@ -175,3 +176,15 @@ def test_next_items_reuse_scores_until_the_sequence_changes(stack, session):
     out = cached.next_items("u8", model=None, filters=Filters(n=3))
     assert out.items[0].reason == "next after i5" and "i5" not in {i.item_id for i in out.items}
     assert as_tuple(out) == as_tuple(plain.next_items("u8", model=None, filters=Filters(n=3)))
+
+
+def test_a_deactivated_item_leaves_a_repeated_cached_list(stack, session):
+    cached, plain = stack
+    first = cached.recommend("u9", filters=Filters(n=5))
+    assert cached.recommend("u9", filters=Filters(n=5)).items == first.items  # the same list, reused
+    top = first.items[0].item_id
+    upsert_items(session=session, items=[ItemUpsert(top, active=False)])
+    session.commit()
+    after = cached.recommend("u9", filters=Filters(n=5))  # same scores, new catalogue: ranked again
+    assert top not in {i.item_id for i in after.items}
+    assert as_tuple(after) == as_tuple(plain.recommend("u9", filters=Filters(n=5)))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel
 from pydantic_core import to_json
 from starlette.concurrency import run_in_threadpool
@@ -38,11 +38,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "Unknown ids; they are listed"}}
 
 
-async def get_recommender(request: Request) -> RecommendationService:
-    return request.app.state.recommender
+def _svc(request: Request) -> RecommendationService:
+    """The app's service; read from the request rather than a dependency (FastAPI solves those per request)."""
+    svc: RecommendationService = request.app.state.recommender
+    return svc
 
 
-Recommender = Annotated[RecommendationService, Depends(get_recommender)]
 N = Annotated[int, Query(gt=0, le=MAX_N, description="How many items", examples=[10])]
 ModelName = Annotated[str | None, Query(description="Any model name; default: the hybrid", examples=["hybrid"])]
 UserId = Annotated[str, Path(min_length=1, max_length=256, examples=["196"])]
@@ -83,7 +84,7 @@ def _rec(out: RecList, model: type[BaseModel], **ids: Any) -> Response:
     "/users/{user_id}/recommendations", response_model=RecommendationsRead, responses=ERRORS, summary="Recommend"
 )
 async def recommend(
-    svc: Recommender,
+    request: Request,
     user_id: UserId,
     n: N = 10,
     model: ModelName = None,
@@ -93,14 +94,14 @@ async def recommend(
 ) -> Response:
     """Top-N items for a user; users the model never saw fall back (sequence model, content, popular)."""
     filters = Filters(n=n, categories=_csv(categories), exclude=_csv(exclude), exclude_seen=exclude_seen)
-    out = await run_in_threadpool(svc.recommend, user_id, model=model, filters=filters)
+    out = await run_in_threadpool(_svc(request).recommend, user_id, model=model, filters=filters)
     return _rec(out, RecommendationsRead, user_id=user_id)
 
 
 @router.post("/predict", response_model=PredictRead, responses={**ERRORS, **NOT_FOUND}, summary="Predict")
-async def predict(svc: Recommender, body: PredictRequest) -> Response:
+async def predict(request: Request, body: PredictRequest) -> Response:
     """Relevance scores and, from a rating model, ratings on the data set's scale for given items."""
-    out = await run_in_threadpool(item_service.predict, svc, body.user_id, body.item_ids, body.model)
+    out = await run_in_threadpool(item_service.predict, _svc(request), body.user_id, body.item_ids, body.model)
     out["predictions"] = [
         {"item_id": str(p.item_id), "score": float(p.score), "rating": p.rating, "model": str(p.model)}
         for p in out["predictions"]
@@ -115,7 +116,7 @@ async def predict(svc: Recommender, body: PredictRequest) -> Response:
     summary="Next items for a user",
 )
 async def next_items(
-    svc: Recommender,
+    request: Request,
     user_id: UserId,
     n: N = 10,
     model: Annotated[str | None, Query(description="A sequence model", examples=["sasrec"])] = None,
@@ -123,17 +124,17 @@ async def next_items(
 ) -> Response:
     """What comes next after the user's current sequence, read from the database now."""
     filters = Filters(n=n, exclude_seen=exclude_seen)
-    out = await run_in_threadpool(svc.next_items, user_id, model=model, filters=filters)
+    out = await run_in_threadpool(_svc(request).next_items, user_id, model=model, filters=filters)
     return _rec(out, RecommendationsRead, user_id=user_id)
 
 
 @router.post(
     "/sessions/next-items", response_model=SessionRecommendationsRead, responses=ERRORS, summary="Next items (session)"
 )
-async def session_next_items(svc: Recommender, body: SessionRequest) -> Response:
+async def session_next_items(request: Request, body: SessionRequest) -> Response:
     """Next items for an anonymous session's sequence of items; no user needed."""
     filters = Filters(n=body.n, exclude_seen=body.exclude_seen)
-    out = await run_in_threadpool(svc.session_next, body.item_ids, model=body.model, filters=filters)
+    out = await run_in_threadpool(_svc(request).session_next, body.item_ids, model=body.model, filters=filters)
     return _rec(out, SessionRecommendationsRead, user_id=None)
 
 
@@ -144,11 +145,11 @@ async def session_next_items(svc: Recommender, body: SessionRequest) -> Response
     summary="Similar items",
 )
 async def similar_items(
-    svc: Recommender,
+    request: Request,
     item_id: Annotated[str, Path(min_length=1, max_length=256, examples=["50"])],
     n: N = 10,
     model: Annotated[str | None, Query(description="A model with item embeddings", examples=["mf"])] = None,
 ) -> Response:
     """Item-to-item by learned embeddings; an item with features only is matched by the content model."""
-    out = await run_in_threadpool(item_service.similar, svc, item_id, n, model)
+    out = await run_in_threadpool(item_service.similar, _svc(request), item_id, n, model)
     return _rec(out, SimilarRead, item_id=item_id)
