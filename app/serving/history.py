@@ -63,6 +63,12 @@ _HISTORY = (
     .order_by(_EV.occurred_at, _EV.id)
 )
 
+# The hot path's pair: the items alone (no user column repeated on every row), and, only when a user
+# has no events, whether they exist at all.
+_USER_ID = select(User.id).where(User.external_id == bindparam("user_id")).scalar_subquery()
+_ITEMS = select(_EV.item_id).where(_EV.user_id == _USER_ID).order_by(_EV.occurred_at, _EV.id)
+_EXISTS = select(User.id).where(User.external_id == bindparam("user_id"))
+
 
 def user_item_ids(*, conn: Connection | Session, user_id: str) -> tuple[bool, np.ndarray]:
     """(user exists, [N] database item ids oldest first); one query on ix_interaction_user_id_occurred_at.
@@ -81,24 +87,26 @@ class HistoryReader:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        compiled = _HISTORY.compile(dialect=engine.dialect)
-        self.sql = str(compiled)
-        self.positional = bool(compiled.positional)  # qmark (sqlite3) vs pyformat (psycopg)
+        items, exists = _ITEMS.compile(dialect=engine.dialect), _EXISTS.compile(dialect=engine.dialect)
+        self.items_sql, self.exists_sql = str(items), str(exists)
+        self.positional = bool(items.positional)  # qmark (sqlite3) vs pyformat (psycopg)
 
     def __call__(self, user_id: str) -> tuple[bool, np.ndarray]:
+        params = (user_id,) if self.positional else {"user_id": user_id}
         conn = self.engine.raw_connection()  # from the engine's pool; close() returns it (rolled back)
         try:
             cur = conn.cursor()
             try:
-                cur.execute(self.sql, (user_id,) if self.positional else {"user_id": user_id})
+                cur.execute(self.items_sql, params)
                 rows = cur.fetchall()
+                if not rows:  # no events: does the user exist?
+                    cur.execute(self.exists_sql, params)
+                    return cur.fetchone() is not None, np.empty(0, dtype=np.int64)
             finally:
                 cur.close()
         finally:
             conn.close()
-        if not rows or rows[0][1] is None:
-            return bool(rows), np.empty(0, dtype=np.int64)
-        return True, np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
+        return True, np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
 
 def item_popularity(*, session: Session) -> dict[int, int]:
