@@ -37,6 +37,12 @@ class Settings(BaseSettings):
         description="Users' score vectors kept per API process for reuse until their events or the models change "
         "(about 5 bytes per catalogue item each); 0 turns the cache off",
     )
+    serving_concurrency: int = Field(
+        default=1,
+        ge=1,
+        description="Requests one API process computes at once; the others wait on its event loop "
+        "(on the CPU, more than one per core only adds GIL hand-offs)",
+    )
     train_threads: int = Field(default=0, description="torch threads for training; 0 means all cores")
     embedded_worker: bool = Field(default=True, description="deeprec serve also starts one worker process")
     migrate_on_start: bool = Field(default=True, description="Apply migrations when the service starts")

@@ -1,6 +1,9 @@
 """Serving over HTTP with the per-user score cache on and off: the same bytes either way, the bytes the
 declared response models would write, and new events count at once."""
 
+import threading
+import time
+
 import pytest
 
 from app.api.recommend_schemas import PredictRead, RecommendationsRead, SessionRecommendationsRead, SimilarRead
@@ -70,3 +73,41 @@ def test_events_ingested_after_a_cached_response_count_at_once(clients):
     after = on.get("/v1/users/u6/recommendations", params={"n": 3})
     assert top not in {i["item_id"] for i in after.json()["items"]}
     assert after.content == off.get("/v1/users/u6/recommendations", params={"n": 3}).content
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_serving_work_in_one_process_is_bounded_by_the_setting(
+    trained_store, tmp_path, session, make_client, concurrency
+):
+    seed_database(session)
+    client = make_client(models_dir=support.private_copy(trained_store, tmp_path), serving_concurrency=concurrency)
+    wait_ready(client)
+    svc = client.app.state.recommender
+    lock, now, most = threading.Lock(), [0], [0]
+    original = svc.recommend
+
+    def tracked(*args, **kwargs):
+        with lock:
+            now[0] += 1
+            most[0] = max(most[0], now[0])
+        try:
+            time.sleep(0.05)  # long enough for the other requests to arrive while this one runs
+            return original(*args, **kwargs)
+        finally:
+            with lock:
+                now[0] -= 1
+
+    svc.recommend = tracked
+    statuses: list[int] = []
+    threads = [
+        threading.Thread(target=lambda u=u: statuses.append(client.get(f"/v1/users/u{u}/recommendations").status_code))
+        for u in range(6)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses == [200] * 6
+    assert 1 <= most[0] <= concurrency
+    if concurrency > 1:
+        assert most[0] > 1  # the bound, not a lock, keeps them apart
