@@ -292,7 +292,7 @@ def main() -> None:
             return floor.pid if endpoint.startswith("floor") else service.pid
 
         def measure(endpoint: str, connections: int, duration: int) -> dict:
-            cached = endpoint.startswith("recommendations") or endpoint == "predict"  # they read the score cache
+            cached = endpoint.startswith("recommendations") or endpoint in ("predict", "next-items")  # score cache
             before = cache_counts(args.port, args.workers) if cached else (0.0, 0.0)
             row = run_wrk(port_of(endpoint, args.port), endpoint, connections, duration, args.workdir,
                           pid_of(endpoint))  # fmt: skip
