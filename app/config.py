@@ -37,6 +37,12 @@ class Settings(BaseSettings):
         description="Users' score vectors kept per API process for reuse until their events or the models change "
         "(about 5 bytes per catalogue item each); 0 turns the cache off",
     )
+    recommendation_cache_mb: int = Field(
+        default=256,
+        ge=0,
+        description="Memory bound of that cache per API process, in MiB: the least recently used users go first "
+        "when either bound is reached",
+    )
     serving_concurrency: int = Field(
         default=1,
         ge=1,

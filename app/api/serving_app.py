@@ -49,8 +49,13 @@ def build_serving(app: FastAPI, settings: Settings, sessions: sessionmaker[Sessi
     device = select_device(settings.device)
     registry = ModelRegistry(open_store(settings, sessions), device)  # model_version says what is active
     app.state.registry = registry
-    cache_size = settings.recommendation_cache_size
-    app.state.recommender = RecommendationService(registry, sessions, CatalogueCache(sessions), cache_size)
+    app.state.recommender = RecommendationService(
+        registry,
+        sessions,
+        CatalogueCache(sessions),
+        settings.recommendation_cache_size,
+        cache_bytes=settings.recommendation_cache_mb * 2**20,
+    )
     return registry
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 from app.serving.metrics import CACHE_ENTRIES, CACHE_REQUESTS
@@ -26,18 +26,22 @@ _MISS = CACHE_REQUESTS.labels("miss")
 
 
 class ScoreCache(Generic[V]):
-    """LRU of at most ``size`` entries (0 disables it); thread-safe, O(1) per call.
+    """LRU of at most ``size`` entries (0 disables it) and, with ``max_bytes``, at most that many bytes as
+    ``weigh`` counts them; thread-safe, O(1) per call (amortised).
 
     ``get(key, fingerprint)`` answers ``(True, value)`` only when the entry stored under ``key``
     was stored with an equal ``fingerprint``; otherwise ``(False, None)`` and the caller computes
     and ``put``s, which replaces the outdated entry of that key.
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, max_bytes: int | None = None, weigh: Callable[[V], int] | None = None) -> None:
         self.size = max(0, int(size))
+        self.max_bytes = max_bytes
+        self.weigh = weigh or (lambda value: 0)
+        self.bytes = 0
         self.hits = 0
         self.misses = 0
-        self._entries: OrderedDict[Hashable, tuple[Hashable, V]] = OrderedDict()
+        self._entries: OrderedDict[Hashable, tuple[Hashable, V, int]] = OrderedDict()
         self._lock = threading.Lock()
 
     @property
@@ -65,15 +69,22 @@ class ScoreCache(Generic[V]):
     def put(self, key: Hashable, fingerprint: Hashable, value: V) -> None:
         if not self.size:
             return
+        weight = int(self.weigh(value))
+        if self.max_bytes is not None and weight > self.max_bytes:
+            return  # larger than the whole budget: never kept
         with self._lock:
-            self._entries[key] = (fingerprint, value)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self.bytes -= old[2]
+            self._entries[key] = (fingerprint, value, weight)
+            self.bytes += weight
+            while len(self._entries) > self.size or (self.max_bytes is not None and self.bytes > self.max_bytes):
+                self.bytes -= self._entries.popitem(last=False)[1][2]
             n = len(self._entries)
         CACHE_ENTRIES.set(n)
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self.bytes = 0
         CACHE_ENTRIES.set(0)

@@ -53,6 +53,14 @@ class Scores:
     last_ranked: tuple[tuple[int, Filters], list[ScoredItem]] | None = None
 
 
+def _weigh(sc: Scores | None) -> int:
+    """Bytes an entry holds: the score vector, the history columns and the per-item reason codes."""
+    if sc is None:
+        return 64
+    size = sc.scores.element_size() * sc.scores.numel() + sc.hist_cols.nbytes
+    return size + (int(sc.explained[1].nbytes) if sc.explained is not None else 0)
+
+
 def _codes(reasons: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """[I] reasons (a few distinct ones, such as ensemble members) -> (distinct reasons, [I] small ints)."""
     index: dict[str, int] = {}
@@ -69,7 +77,8 @@ def _best(models: ModelSet, names: Sequence[str]) -> LoadedModel | None:
 
 
 class RecommendationService:
-    """``cache_size`` > 0 keeps that many users' score vectors for reuse (see :mod:`app.serving.cache`)."""
+    """``cache_size`` > 0 keeps that many users' score vectors for reuse (see :mod:`app.serving.cache`),
+    within ``cache_bytes`` when given."""
 
     def __init__(
         self,
@@ -77,13 +86,14 @@ class RecommendationService:
         sessions: sessionmaker[Session],
         catalogue: CatalogueCache,
         cache_size: int = 0,
+        cache_bytes: int | None = None,
     ) -> None:
         self.registry = registry
         self.sessions = sessions
         self.engine: Engine = sessions.kw["bind"]
         self.catalogue = catalogue
         self._read_history = HistoryReader(self.engine)
-        self.cache: ScoreCache[Scores | None] = ScoreCache(cache_size)
+        self.cache: ScoreCache[Scores | None] = ScoreCache(cache_size, max_bytes=cache_bytes, weigh=_weigh)
 
     # -- shared ---------------------------------------------------------------------------------
     def snapshot(self) -> ModelSet:
@@ -168,7 +178,9 @@ class RecommendationService:
             sc.scores = sc.scores.clone()  # its own storage, not a view of a larger batch tensor
             explain = self._explainer(sc)
             if explain is not None:  # an ensemble's reasons come from per-thread state: keep them now
-                sc.explained = _codes([str(r) for r in explain(torch.arange(sc.lm.n_items))])
+                every = torch.arange(sc.lm.n_items)
+                codes = getattr(sc.lm.model, "explain_codes", None)  # vectorised, no string per item
+                sc.explained = codes(every) if callable(codes) else _codes([str(r) for r in explain(every)])
         self.cache.put(key, fingerprint, sc)
         return sc
 

@@ -154,6 +154,34 @@ def test_score_cache_lru_and_fingerprints():
     assert off.get("a", 1) == (False, None) and len(off) == 0 and not off.enabled
 
 
+def test_score_cache_memory_bound():
+    cache: ScoreCache[str] = ScoreCache(100, max_bytes=10, weigh=len)  # a value weighs its length
+    cache.put("a", 1, "aaaa")
+    cache.put("b", 1, "bbbb")
+    assert cache.bytes == 8 and len(cache) == 2
+    cache.put("c", 1, "cccc")  # 12 bytes > 10: the least recently used entry goes
+    assert cache.get("a", 1) == (False, None) and cache.get("c", 1) == (True, "cccc") and cache.bytes == 8
+    cache.put("b", 2, "bb")  # replacing an entry counts its new weight only
+    assert cache.bytes == 6 and cache.get("b", 2) == (True, "bb")
+    cache.put("d", 1, "d" * 11)  # larger than the whole budget: not kept, nothing evicted for it
+    assert cache.get("d", 1) == (False, None) and len(cache) == 2 and cache.bytes == 6
+    cache.clear()
+    assert cache.bytes == 0 and len(cache) == 0
+
+
+def test_service_cache_memory_bound(stack):
+    cached, plain = stack
+    cached.recommend(USERS[0], model=None, filters=Filters(n=5))
+    one = cached.cache.bytes
+    assert one >= 4 * N_ITEMS  # at least the float32 score vector over the catalogue
+    small = RecommendationService(
+        cached.registry, cached.sessions, cached.catalogue, cache_size=1000, cache_bytes=int(one * 1.5)
+    )
+    lists = [as_tuple(small.recommend(u, model=None, filters=Filters(n=5))) for u in USERS[:3]]
+    assert len(small.cache) == 1 and small.cache.bytes <= int(one * 1.5)  # the budget holds one user's entry
+    assert lists == [as_tuple(plain.recommend(u, model=None, filters=Filters(n=5))) for u in USERS[:3]]
+
+
 def test_history_fingerprint_tracks_order_and_content(stack, session):
     cached, _ = stack
     before = cached.history("u5").fingerprint()

@@ -460,12 +460,19 @@ class Hybrid(Recommender):
 
     def explain(self, items: torch.Tensor) -> list[str]:
         """(K,) items of the last single-user ``score_history`` call -> the member behind each one."""
-        names = list(self.members)
+        names, codes = self.explain_codes(items)
+        return names[codes].tolist()
+
+    def explain_codes(self, items: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """``explain`` without a string per item: (member names, [K] index of the member behind each item)."""
+        names = np.asarray(list(self.members), dtype=object)
         last = getattr(self._local, "last", None)
         if last is None:
-            return [max(self.weights, key=self.weights.__getitem__)] * len(items)
-        best = last[torch.as_tensor(items, device=self.device)].argmax(-1).tolist()  # [K]
-        return [names[b] for b in best]
+            weights = self.weights
+            top = max(range(len(names)), key=lambda j: weights[names[j]])
+            return names, np.full(len(items), top, dtype=np.int16)
+        best = last[torch.as_tensor(items, device=self.device)].argmax(-1)  # [K]
+        return names, best.to(torch.int16).cpu().numpy()  # a few members: small codes
 
     @torch.no_grad()
     def score_users(self, users: torch.Tensor) -> torch.Tensor:
