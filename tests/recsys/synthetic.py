@@ -62,3 +62,17 @@ def chain_frame(n_users: int = 120, n_items: int = 30, length: int = 12, seed: i
 def taste_data(**kw) -> InteractionData:
     n_items = kw.get("n_items", 60)
     return InteractionData.from_frames(taste_frame(**kw), items_frame(n_items))
+
+
+def with_newcomer(train: InteractionData, n_events: int = 5) -> InteractionData:
+    """``train``'s users plus one absent from it (row ``train.n_users``) who saw items 0..n_events-1."""
+    items = np.arange(n_events)
+    return InteractionData(
+        user_ids=np.append(train.user_ids, "newcomer").astype(object),
+        item_ids=train.item_ids,
+        users=np.full(len(items), train.n_users),
+        items=items,
+        ratings=np.full(len(items), np.nan, dtype=np.float32),
+        ts=np.arange(len(items)),
+        item_features=np.zeros((train.n_items, 0), dtype=np.float32),
+    )

@@ -12,7 +12,7 @@ from app.recsys.models.hybrid import Hybrid, HybridConfig
 from app.recsys.models.popularity import Popularity
 from app.recsys.splits import leave_one_out
 from app.recsys.training import ranking_score
-from tests.recsys.synthetic import CATEGORIES, items_frame, taste_data
+from tests.recsys.synthetic import CATEGORIES, items_frame, taste_data, with_newcomer
 
 CFG = TrainConfig(epochs=30, batch_size=32, lr=0.05, patience=10, seed=0)
 
@@ -119,16 +119,7 @@ def test_save_load_round_trip_with_members(trained, tmp_path):
 def test_unseen_user_scored_by_history_members(trained):
     """A user absent from training (row past the last one): mf sits out, history-based members serve."""
     hybrid, split = trained
-    items = np.arange(5)
-    history = InteractionData(
-        user_ids=np.append(split.train.user_ids, "newcomer").astype(object),
-        item_ids=split.train.item_ids,
-        users=np.full(len(items), split.train.n_users),
-        items=items,
-        ratings=np.full(len(items), np.nan, dtype=np.float32),
-        ts=np.arange(len(items)),
-        item_features=np.zeros((split.train.n_items, 0), dtype=np.float32),
-    )
+    history = with_newcomer(split.train)
     contrib = hybrid.contributions(np.array([split.train.n_users]), history)[0]  # [I, M]
     assert torch.isfinite(contrib).all()
     assert torch.all(contrib[:, list(hybrid.members).index("mf")] == 0)

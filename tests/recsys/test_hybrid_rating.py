@@ -14,17 +14,12 @@ from app.recsys.models.hybrid import Hybrid, HybridConfig
 from app.recsys.models.mf import MF, MFConfig
 from app.recsys.splits import ratio_split
 from app.recsys.training import rating_errors
-from tests.recsys.synthetic import taste_data
+from tests.recsys.synthetic import taste_data, with_newcomer
 
 CFG = TrainConfig(epochs=20, batch_size=256, lr=5e-3, patience=100, seed=0, objective="rating")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -201,18 +196,7 @@ def test_rating_protocols_list_the_hybrid_after_its_members():
 
 def test_unseen_user_is_rated_by_the_members_that_read_history(trained, split):
     """A user absent from training (row past the last one): mf sits out, content rates from features."""
-    from app.recsys.data import InteractionData
-
-    items = np.arange(5)
-    history = InteractionData(
-        user_ids=np.append(split.train.user_ids, "newcomer").astype(object),
-        item_ids=split.train.item_ids,
-        users=np.full(len(items), split.train.n_users),
-        items=items,
-        ratings=np.full(len(items), np.nan, dtype=np.float32),
-        ts=np.arange(len(items)),
-        item_features=np.zeros((split.train.n_items, 0), dtype=np.float32),
-    )
+    history = with_newcomer(split.train)
     row = np.array([split.train.n_users])
     scores = trained.score_history(history, row)[0]  # [I]
     lo, hi = trained.extra["rating_min"], trained.extra["rating_max"]

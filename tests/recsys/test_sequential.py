@@ -17,13 +17,7 @@ CFG = TrainConfig(epochs=30, batch_size=16, lr=5e-3, seed=0)
 SMALL = {"dim": 32, "max_len": 16, "dropout": 0.1}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models are tiny: a second thread only adds synchronisation on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
