@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,32 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def _enable_wal(cur: Any) -> None:
+    """PRAGMA journal_mode=WAL, waiting for other connections as the busy timeout would.
+
+    Switching a new database file to WAL needs it to itself for a moment, and SQLite answers
+    "database is locked" at once, without its busy handler, when another connection is switching it
+    or migrating it at the same time (several processes starting on a fresh file). Retry until the
+    file is in WAL mode, which another connection may well have done meanwhile.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        try:
+            if str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+                return
+        except sqlite3.OperationalError:
+            pass
+        time.sleep(delay)
+        delay = min(2 * delay, 0.25)
 
 
 def make_engine(settings: Settings, *, migrating: bool = False) -> Engine:
@@ -35,8 +63,8 @@ def make_engine(settings: Settings, *, migrating: bool = False) -> Engine:
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        _enable_wal(cur)
         cur.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; safe with WAL
         cur.execute("PRAGMA cache_size=-65536")  # 64 MiB of pages: bulk inserts touch several indexes
         cur.execute(f"PRAGMA foreign_keys={'OFF' if migrating else 'ON'}")

@@ -74,3 +74,33 @@ def test_sqlite_file_uses_wal(tmp_path: Path) -> None:
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 1000
     engine.dispose()
+
+
+def test_first_connections_to_a_new_file_never_fail(tmp_path: Path) -> None:
+    """Several processes starting on a fresh SQLite file all switch it to WAL at once: each one waits its turn.
+
+    SQLite answers the journal-mode switch with "database is locked" at once, bypassing the busy timeout,
+    while another connection is switching; connecting must retry rather than fail.
+    """
+    errors: list[BaseException] = []
+    for round_ in range(15):
+        engines = [make_engine(_settings(f"sqlite:///{tmp_path / f'new{round_}.db'}")) for _ in range(4)]
+        barrier = threading.Barrier(len(engines))
+
+        def connect(engine, barrier: threading.Barrier) -> None:
+            try:
+                barrier.wait()
+                with engine.begin() as conn:
+                    conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS t (x INTEGER)")
+                    conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+            except BaseException as exc:  # noqa: BLE001  (collected and asserted below)
+                errors.append(exc)
+
+        threads = [threading.Thread(target=connect, args=(e, barrier)) for e in engines]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for e in engines:
+            e.dispose()
+    assert errors == []
