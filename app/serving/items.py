@@ -50,9 +50,14 @@ def predict(svc: RecommendationService, user_id: str, item_ids: list[str], model
         STRATEGY.labels("popular").inc()
         scores = cat.popularity[rows]
         preds = [Prediction(i, float(s), None, "popularity") for i, s in zip(item_ids, scores, strict=True)]
-        why = "no trained model yet" if not models else f"user unknown to {name} and no fallback model knows them"
-        detail = f"{why}: scores are event counts in the database"
-        return {"model": "popularity", "version": None, "strategy": "popular", "predictions": preds, "detail": detail}
+        if name == "popularity":
+            detail = "scores are event counts in the database"
+        else:
+            why = "no trained model yet" if not models else f"user unknown to {name} and no fallback model knows them"
+            detail = f"{why}: scores are event counts in the database"
+        version = models["popularity"].version if "popularity" in models else None  # as recommendations say
+        out = {"model": "popularity", "version": version, "strategy": "popular", "predictions": preds}
+        return {**out, "detail": detail}
     lm = sc.lm
     cols = lm.items_of(item_ids)
     score = np.full(len(item_ids), np.nan)

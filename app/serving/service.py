@@ -128,6 +128,8 @@ class RecommendationService:
     # -- scoring with fallbacks -----------------------------------------------------------------
     def score_user(self, models: ModelSet, name: str, user_id: str, hist: UserHistory) -> Scores | None:
         """The requested model if it can serve this user, else the fallback chain; None means popular."""
+        if name == "popularity":  # asked for by name: the popular list, never a fallback model's
+            return None
         lm = models.get(name)
         detail = None if lm is not None else f"model {name!r} has no trained version yet"
         if lm is not None:

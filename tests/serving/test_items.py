@@ -35,6 +35,14 @@ def test_predict_scores_match_the_full_ranking(svc):
     assert all(p.rating is None for p in out["predictions"])  # no rating model is trained in this store
 
 
+def test_predict_with_popularity_by_name_gives_event_counts(svc):
+    out = items.predict(svc, "u1", ["i1", "i2", "i3"], "popularity")
+    assert (out["model"], out["strategy"]) == ("popularity", "popular")
+    assert out["version"] == svc.registry.models["popularity"].version
+    cat = svc.catalogue.get()
+    assert [p.score for p in out["predictions"]] == cat.popularity[cat.rows_of(["i1", "i2", "i3"])].tolist()
+
+
 def test_predict_lists_unknown_ids(svc):
     with pytest.raises(NotFound) as err:
         items.predict(svc, "u1", ["i1", "zz", "yy"], None)

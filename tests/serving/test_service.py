@@ -76,6 +76,16 @@ def test_user_without_events_gets_popular_within_filters(svc):
     assert [i.score for i in out.items] == sorted(counts[list(dramas)].to_numpy(float), reverse=True)[:5]
 
 
+def test_popularity_by_name_is_the_popular_list_even_with_history(svc):
+    """A user with events asking for model=popularity gets popular items, not a sequence model's list."""
+    assert history_of("u1")
+    out = svc.recommend("u1", model="popularity", filters=Filters(n=4))
+    assert (out.model, out.strategy) == ("popularity", "popular") and out.detail is None
+    assert out.version == svc.registry.models["popularity"].version
+    counts = events()["item_id"].value_counts().drop(list(history_of("u1")), errors="ignore")
+    assert [i.score for i in out.items] == sorted(counts.to_numpy(float), reverse=True)[:4]
+
+
 def test_no_trained_model_serves_popularity_and_says_so(svc):
     svc.registry.swap(ModelSet())
     out = svc.recommend("u1", filters=Filters(n=3))
