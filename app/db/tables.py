@@ -63,13 +63,13 @@ NAME_LENGTH = 64
 
 
 class TrainingJob(Base):
-    """One training request, claimed by a worker process; ``dedupe_key`` is the sorted model list."""
+    """One training request, claimed by a worker process; ``dedupe_key``: the sorted models (+ params digest)."""
 
     __tablename__ = "training_job"
     __table_args__ = (
         # The queue scan (oldest queued first) and the stale-job scan (running by heartbeat).
         Index("ix_training_job_status_id", "status", "id"),
-        # At most one queued-or-running job per set of models: concurrent enqueues dedupe in the DB.
+        # At most one queued-or-running job per dedupe key (models, params, promote): enqueues dedupe in the DB.
         Index(
             "ix_training_job_dedupe_key_open",
             "dedupe_key",

@@ -95,7 +95,7 @@ def enqueue(
 ) -> Enqueued:
     """Queue a job for ``models``, or return the queued or running job for the same models, params and promote.
 
-    A partial unique index (one open job per model set) makes this safe between processes: the
+    A partial unique index (one open job per dedupe key) makes this safe between processes: the
     loser of a concurrent insert gets the winner's job.
     """
     if promote not in PROMOTE:
