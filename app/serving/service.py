@@ -61,13 +61,6 @@ def _weigh(sc: Scores | None) -> int:
     return size + (int(sc.explained[1].nbytes) if sc.explained is not None else 0)
 
 
-def _codes(reasons: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """[I] reasons (a few distinct ones, such as ensemble members) -> (distinct reasons, [I] small ints)."""
-    index: dict[str, int] = {}
-    codes = [index.setdefault(r, len(index)) for r in reasons]
-    return np.asarray(list(index), dtype=object), np.asarray(codes, dtype=np.int16 if len(index) < 2**15 else np.int64)
-
-
 def _best(models: ModelSet, names: Sequence[str]) -> LoadedModel | None:
     """The loaded model among ``names`` with the best validation NDCG (ties: order of ``names``)."""
     loaded = [models[n] for n in names if n in models]
@@ -180,9 +173,7 @@ class RecommendationService:
             sc.scores = sc.scores.clone()  # its own storage, not a view of a larger batch tensor
             explain = self._explainer(sc)
             if explain is not None:  # an ensemble's reasons come from per-thread state: keep them now
-                every = torch.arange(sc.lm.n_items)
-                codes = getattr(sc.lm.model, "explain_codes", None)  # vectorised, no string per item
-                sc.explained = codes(every) if callable(codes) else _codes([str(r) for r in explain(every)])
+                sc.explained = explain(torch.arange(sc.lm.n_items))
         self.cache.put(key, fingerprint, sc)
         return sc
 
@@ -234,18 +225,20 @@ class RecommendationService:
         picked = torch.as_tensor(idx, dtype=torch.int64, device=lm.device)
         explain = self._explainer(sc)
         if explain is not None:
-            return [str(r) for r in explain(picked)]
+            names, codes = explain(picked)
+            return names[codes].tolist()
         seeds = scoring.seed_items(lm, picked, hist)
         if seeds is None:
             return [lm.name] * len(idx)
         return [f"similar to {lm.item_ids[s]}" for s in seeds]
 
     @staticmethod
-    def _explainer(sc: Scores) -> Callable[[torch.Tensor], list[str]] | None:
-        """Ensembles name the member behind each item; not used for sequential lists."""
+    def _explainer(sc: Scores) -> Callable[[torch.Tensor], tuple[np.ndarray, np.ndarray]] | None:
+        """Ensembles name the member behind each item (``explain_codes``: names, [K] index into them);
+        not used for sequential lists."""
         if sc.strategy == "sequential" and (sc.hist_cols >= 0).any():
             return None
-        explain = getattr(sc.lm.model, "explain", None)
+        explain = getattr(sc.lm.model, "explain_codes", None)
         return explain if callable(explain) else None
 
     def popular(self, cat: Catalogue, models: ModelSet, f: Filters, seen_ids: np.ndarray) -> RecList:
