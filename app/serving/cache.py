@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 from app.serving.metrics import CACHE_ENTRIES, CACHE_REQUESTS
 
@@ -65,6 +65,15 @@ class ScoreCache(Generic[V]):
                 hit = False
         (_HIT if hit else _MISS).inc()
         return (True, entry[1]) if hit and entry is not None else (False, None)
+
+    def through(self, key: Hashable, fingerprint: Hashable, compute: Callable[[], V]) -> V:
+        """The value stored under ``key`` with this ``fingerprint``; else ``compute()``, stored and returned."""
+        hit, value = self.get(key, fingerprint)
+        if hit:
+            return cast(V, value)
+        value = compute()
+        self.put(key, fingerprint, value)
+        return value
 
     def put(self, key: Hashable, fingerprint: Hashable, value: V) -> None:
         if not self.size:

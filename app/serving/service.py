@@ -164,18 +164,17 @@ class RecommendationService:
         """``score_user`` through the cache: reused only for the same loaded versions and the same history."""
         if not self.cache.enabled:
             return self.score_user(models, name, user_id, hist)
-        key, fingerprint = (name, user_id), (models.token, hist.fingerprint())
-        hit, sc = self.cache.get(key, fingerprint)
-        if hit:
+
+        def compute() -> Scores | None:
+            sc = self.score_user(models, name, user_id, hist)
+            if sc is not None:
+                sc.scores = sc.scores.clone()  # its own storage, not a view of a larger batch tensor
+                explain = self._explainer(sc)
+                if explain is not None:  # an ensemble's reasons come from per-thread state: keep them now
+                    sc.explained = explain(torch.arange(sc.lm.n_items))
             return sc
-        sc = self.score_user(models, name, user_id, hist)
-        if sc is not None:
-            sc.scores = sc.scores.clone()  # its own storage, not a view of a larger batch tensor
-            explain = self._explainer(sc)
-            if explain is not None:  # an ensemble's reasons come from per-thread state: keep them now
-                sc.explained = explain(torch.arange(sc.lm.n_items))
-        self.cache.put(key, fingerprint, sc)
-        return sc
+
+        return self.cache.through((name, user_id), (models.token, hist.fingerprint()), compute)
 
     def ranked(self, sc: Scores, cat: Catalogue, f: Filters) -> list[ScoredItem]:
         """``rank`` with exclude-seen from ``f``; for scores from the cache, the same user asking again with the
@@ -316,10 +315,7 @@ class RecommendationService:
             return out
         if user is not None and self.cache.enabled:
             key, fingerprint = (f"next-items:{lm.name}", user[0]), (models.token, user[1].fingerprint())
-            hit, sc = self.cache.get(key, fingerprint)
-            if not hit:
-                sc = self._sequence_scores(lm, items)
-                self.cache.put(key, fingerprint, sc)
+            sc = self.cache.through(key, fingerprint, lambda: self._sequence_scores(lm, items))
         else:
             sc = self._sequence_scores(lm, items)
         if sc is None:
