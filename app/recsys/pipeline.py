@@ -11,7 +11,6 @@ With ``holdout="valid"`` only the validation item is held out (more training dat
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from typing import Any
 
 from app.recsys.data import InteractionData
 from app.recsys.models import get_model_class, model_names
-from app.recsys.models.base import EpochInfo, FitReport, Recommender, TrainConfig
+from app.recsys.models.base import EpochInfo, FitReport, Recommender, TrainConfig, tuned_train_config
 from app.recsys.splits import Split, leave_one_out
 from app.recsys.training import ranking_score, rating_errors
 
@@ -137,13 +136,7 @@ def configs_for(name: str, params: Mapping[str, Any] | None) -> tuple[Any, Train
     params = dict(params or {})
     flat = {k: v for k, v in params.items() if not isinstance(v, Mapping)}
     flat.update(params.get(name, {}) if isinstance(params.get(name), Mapping) else {})
-    default_cfg = getattr(cls, "default_train_config", None)
-    if not callable(default_cfg):
-        train_cfg = TrainConfig()
-    elif "objective" in flat and "objective" in inspect.signature(default_cfg).parameters:
-        train_cfg = default_cfg(objective=flat["objective"])  # rating models have their own tuned settings
-    else:
-        train_cfg = default_cfg()
+    train_cfg = tuned_train_config(cls, flat.get("objective", "implicit"))  # rating models have their own
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     model_fields = {f.name for f in dataclasses.fields(model_cfg)}
     train_cfg = dataclasses.replace(train_cfg, **{k: v for k, v in flat.items() if k in train_fields})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -183,6 +184,17 @@ class Recommender:
 
     def after_load(self, path: Path) -> None:
         """Hook for models that keep more than one network (the hybrid loads its members here)."""
+
+
+def tuned_train_config(cls: type[Recommender], objective: str = "implicit") -> TrainConfig:
+    """The model class's tuned ``default_train_config`` for ``objective`` (models tuned for one objective
+    take no argument); ``TrainConfig()`` for a class without one."""
+    default = getattr(cls, "default_train_config", None)
+    if not callable(default):
+        return TrainConfig()
+    if "objective" in inspect.signature(default).parameters:
+        return default(objective=objective)
+    return default()
 
 
 def _json_default(o: Any) -> Any:

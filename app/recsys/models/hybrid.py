@@ -11,7 +11,6 @@ ratings, with count terms and ridge strength chosen by cross-validation on those
 
 from __future__ import annotations
 
-import inspect
 import threading
 import time
 from collections.abc import Iterable
@@ -25,7 +24,7 @@ import torch.nn.functional as F
 
 from app.recsys.data import InteractionData
 from app.recsys.models import stacking
-from app.recsys.models.base import EpochCallback, EpochInfo, FitReport, Recommender, TrainConfig
+from app.recsys.models.base import EpochCallback, EpochInfo, FitReport, Recommender, TrainConfig, tuned_train_config
 from app.recsys.models.fusion import FusionNet, fuse, fused_ndcg, normalise_scores
 from app.recsys.models.stacking import RatingStackNet
 from app.recsys.training import rating_errors, train_loop
@@ -71,13 +70,7 @@ def member_train_config(cls: type[Recommender], cfg: TrainConfig, objective: str
     ``cfg.epochs`` caps the member's epochs too, so a quick hybrid run (``--epochs 5``) is quick
     throughout; the hybrid's default (200) leaves every member's own default in force.
     """
-    default = getattr(cls, "default_train_config", None)
-    if not callable(default):
-        base = TrainConfig()
-    elif "objective" in inspect.signature(default).parameters:
-        base = default(objective=objective)
-    else:
-        base = default()
+    base = tuned_train_config(cls, objective)
     epochs = min(base.epochs, cfg.epochs)
     return replace(base, epochs=epochs, seed=cfg.seed, device=cfg.device, verbose=cfg.verbose, objective=objective)
 
