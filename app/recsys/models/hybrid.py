@@ -461,8 +461,7 @@ class Hybrid(Recommender):
         names = np.asarray(list(self.members), dtype=object)
         last = getattr(self._local, "last", None)
         if last is None:
-            weights = self.weights
-            top = max(range(len(names)), key=lambda j: weights[names[j]])
+            top = int(np.argmax(list(self.weights.values())))  # weights are in member order
             return names, np.full(len(items), top, dtype=np.int16)
         best = last[torch.as_tensor(items, device=self.device)].argmax(-1)  # [K]
         return names, best.to(torch.int16).cpu().numpy()  # a few members: small codes
