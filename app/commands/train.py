@@ -181,6 +181,8 @@ def reusable(store: Any, data: Any, names: set[str], *, device: str) -> dict[str
     One trained on other ids (the data changed since) or that cannot be loaded is left out, to be
     trained again.
     """
+    import numpy as np
+
     from app.recsys.store import StoreError
 
     out = {}
@@ -189,7 +191,7 @@ def reusable(store: Any, data: Any, names: set[str], *, device: str) -> dict[str
             model = store.load(name, device=device)
         except StoreError:
             continue
-        if list(model.item_ids) == list(data.item_ids) and list(model.user_ids) == list(data.user_ids):
+        if np.array_equal(model.item_ids, data.item_ids) and np.array_equal(model.user_ids, data.user_ids):
             out[name] = model
     return out
 
