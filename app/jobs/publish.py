@@ -17,9 +17,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.jobs import versions as repo
-from app.recsys.models import model_names
 from app.recsys.models.base import Recommender
-from app.recsys.store import FileActivePointer, ModelStore, StoreError, version_time
+from app.recsys.store import FileActivePointer, ModelStore, StoreError, served_names, version_time
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +30,14 @@ class VersionedStore(ModelStore):
         self.sessions = sessions
         self.files = files
 
-    def save(self, model: Recommender, *, version: str | None = None, job_id: int | None = None) -> str:
-        version = super().save(model, version=version)  # complete on disk from here
+    def save(
+        self, model: Recommender, *, version: str | None = None, name: str | None = None, job_id: int | None = None
+    ) -> str:
+        name = name or model.name
+        version = super().save(model, version=version, name=name)  # complete on disk from here
         with self.sessions() as session:
             repo.record_version(
-                session=session, name=model.name, version=version, metrics=dict(model.metrics),
+                session=session, name=name, version=version, metrics=dict(model.metrics),
                 trained_at=version_time(version), job_id=job_id,
             )  # fmt: skip
         return version
@@ -72,7 +74,7 @@ class VersionedStore(ModelStore):
         tracked it, or copied in); a model with no active row adopts its ACTIVE file. Returns rows added."""
         added = 0
         for name in self.models():
-            if name not in model_names():
+            if name not in served_names():
                 continue
             added += sum(self._record_if_missing(name, v) for v in self.versions(name))
             with self.sessions() as session:

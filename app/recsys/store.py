@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import torch
 
-from app.recsys.models import get_model_class
+from app.recsys.models import get_model_class, model_names
 from app.recsys.models.base import META_FILE, Recommender
 
 MANIFEST_FILE = "manifest.json"
@@ -30,6 +30,7 @@ ACTIVE_FILE = "ACTIVE"
 _VERSION_RE = re.compile(r"^\d{8}T\d{12}Z-[0-9a-f]{6}$")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
 _TMP_PREFIX = ".tmp-"
+RATING_SUFFIX = "-rating"  # versions trained with objective 'rating' live beside the ranking ones
 
 
 class StoreError(Exception):
@@ -53,6 +54,43 @@ def new_version_id(now: datetime | None = None) -> str:
 def version_time(version: str) -> datetime:
     """When a version was written, read back from its id."""
     return datetime.strptime(version.split("Z-")[0], "%Y%m%dT%H%M%S%f").replace(tzinfo=UTC)
+
+
+def served_name(model_name: str, objective: str | None = None) -> str:
+    """The name a version of ``model_name`` trained with ``objective`` is saved, recorded, activated,
+    pruned and served under: ``<model>-rating`` for a rating-capable model trained on ratings, so it
+    is active beside the ranking version; the plain name otherwise (a model without a rating
+    objective trains for ranking whatever the run asks)."""
+    if objective != "rating":
+        return model_name
+    try:
+        rates = get_model_class(model_name).supports_rating
+    except KeyError:
+        rates = True
+    return f"{model_name}{RATING_SUFFIX}" if rates else model_name
+
+
+def trained_objective(model: Recommender) -> str:
+    """'rating' for a model trained on ratings (its predictions are on the data set's scale), else 'implicit'."""
+    return "rating" if model.supports_rating and model.extra.get("objective") == "rating" else "implicit"
+
+
+def served_name_of(model: Recommender) -> str:
+    """:func:`served_name` for a trained model, from the objective it was trained with."""
+    return served_name(model.name, trained_objective(model))
+
+
+def model_of(name: str) -> str:
+    """The registered model a served name is a version of: 'hybrid-rating' -> 'hybrid'; others unchanged."""
+    base = name.removesuffix(RATING_SUFFIX)
+    return base if base != name and base in model_names() else name
+
+
+def served_names() -> list[str]:
+    """Every name a version can be served under: the registered models, then the ``-rating`` name
+    of each rating-capable one."""
+    names = model_names()
+    return names + [n for n in (served_name(m, "rating") for m in names) if n not in names]
 
 
 def _check_name(name: str) -> str:
@@ -132,9 +170,10 @@ class ModelStore:
         self.pointer: ActivePointer = pointer if pointer is not None else FileActivePointer(self.root)
 
     # -- writing ----------------------------------------------------------------------------------
-    def save(self, model: Recommender, *, version: str | None = None) -> str:
-        """Write ``model`` as a new version; it appears under its final name only once complete."""
-        name = _check_name(model.name)
+    def save(self, model: Recommender, *, version: str | None = None, name: str | None = None) -> str:
+        """Write ``model`` as a new version of ``name`` (default: the model's own name; publishers pass
+        :func:`served_name_of`); it appears under its final name only once complete."""
+        name = _check_name(name or model.name)
         version = version or new_version_id()
         folder = self.root / name
         folder.mkdir(parents=True, exist_ok=True)
@@ -218,7 +257,7 @@ class ModelStore:
             raise VersionNotFound(f"model {name!r} has no versions in {self.root}")
         path = self.verify(name, version)
         try:
-            model = get_model_class(name).load(path, device=device)
+            model = get_model_class(model_of(name)).load(path, device=device)
         except (KeyError, ValueError, RuntimeError, OSError) as e:
             raise CorruptVersion(f"{name}/{version}: cannot be loaded: {e}") from e
         return model
