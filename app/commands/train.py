@@ -114,14 +114,16 @@ def train(
     from app.jobs.publish import open_store
     from app.recsys.data import InteractionData
     from app.recsys.pipeline import TrainResult, resolve_models, run_objective, train_models
+    from app.recsys.store import served_name_of
     from app.recsys.training import resolve_device, set_train_threads
 
     store = open_store(settings)  # versions are recorded in model_version, which says what is active
+    params = dict(params or {})
     objective = run_objective(params)  # the rating hybrid has rating members
     wanted = resolve_models(models, objective=objective)
     targets = resolve_models(models, closed=True, objective=objective) if reuse_members else wanted
     if if_missing:
-        targets = [n for n in wanted if not store.versions(n)]
+        targets = [n for n in wanted if not store.versions(run_served_name(n, params))]
         if not targets:
             return []
     interactions, items = database_frames(settings)
@@ -129,20 +131,20 @@ def train(
         raise SystemExit("no interactions in the database: import some first (deeprec demo-data or deeprec import)")
     set_train_threads(settings.train_threads)
     data = InteractionData.from_frames(interactions, items, text_buckets=text_buckets)
-    params = dict(params or {})
     if verbose:
         params.setdefault("verbose", True)
     dev = str(resolve_device(device or settings.device))
     summary: list[dict[str, Any]] = []
 
     def save(r: TrainResult) -> None:
-        version = store.save(r.model)
+        name = served_name_of(r.model)  # mf or mf-rating: the rating version is active beside the ranking one
+        version = store.save(r.model, name=name)
         if activate:
-            store.activate(r.name, version)
-        pruned = store.prune(r.name, settings.keep_versions)
+            store.activate(name, version)
+        pruned = store.prune(name, settings.keep_versions)
         summary.append(
             {
-                "model": r.name,
+                "model": name,
                 "version": version,
                 "active": activate,
                 "seconds": round(r.seconds, 2),
@@ -155,7 +157,7 @@ def train(
     reuse: dict[str, Any] = {}
     needed = dependencies_of(targets, wanted, objective)
     if if_missing or reuse_members:
-        reuse = reusable(store, data, needed, device=dev)
+        reuse = reusable(store, data, needed, device=dev, params=params)
     names = [n for n in wanted if n in targets or (n in needed and n not in reuse)]
     train_models(data, names, params=params, holdout=holdout, device=dev, on_result=save, reuse=reuse, closed=True)
     return summary
@@ -175,21 +177,36 @@ def dependencies_of(targets: list[str], wanted: list[str], objective: str | None
     return needed
 
 
-def reusable(store: Any, data: Any, names: set[str], *, device: str) -> dict[str, Any]:
-    """Active versions of ``names`` that were trained on this same snapshot (same ids).
+def run_served_name(name: str, params: dict[str, Any] | None) -> str:
+    """The served name ``name`` is published under when trained with ``params`` (its objective,
+    per-model overrides included): ``mf-rating`` for mf on ratings, else ``mf``."""
+    from app.recsys.pipeline import configs_for
+    from app.recsys.store import served_name
 
-    One trained on other ids (the data changed since) or that cannot be loaded is left out, to be
-    trained again.
+    return served_name(name, configs_for(name, params)[1].objective)
+
+
+def reusable(
+    store: Any, data: Any, names: set[str], *, device: str, params: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Active versions of ``names`` that were trained on this same snapshot (same ids), with the
+    objective ``params`` ask for: a rating run reuses ``mf-rating``, never the ranking ``mf``.
+
+    One trained on other ids (the data changed since), with another objective, or that cannot be
+    loaded is left out, to be trained again.
     """
     import numpy as np
 
-    from app.recsys.store import StoreError
+    from app.recsys.pipeline import configs_for
+    from app.recsys.store import StoreError, trained_objective
 
     out = {}
     for name in sorted(names):
         try:
-            model = store.load(name, device=device)
+            model = store.load(run_served_name(name, params), device=device)
         except StoreError:
+            continue
+        if model.supports_rating and trained_objective(model) != configs_for(name, params)[1].objective:
             continue
         if np.array_equal(model.item_ids, data.item_ids) and np.array_equal(model.user_ids, data.user_ids):
             out[name] = model

@@ -25,6 +25,7 @@ from app.jobs import versions as repo
 from app.jobs.publish import VersionedStore, promotion
 from app.recsys.data import InteractionData
 from app.recsys.pipeline import Progress, train_models
+from app.recsys.store import served_name_of
 from app.recsys.training import resolve_device, set_train_threads
 
 log = logging.getLogger(__name__)
@@ -122,24 +123,26 @@ class JobRunner:
         return "lost"
 
     def _publish(self, r: Any, job: Any) -> dict[str, Any]:
-        """Store the version (files first, then its row), gate it, prune old versions."""
-        version = self.store.save(r.model, job_id=job.id)
+        """Store the version under its served name (files first, then its row), gate it against that
+        name's active version, prune old versions."""
+        name = served_name_of(r.model)  # mf or mf-rating: the rating version is active beside the ranking one
+        version = self.store.save(r.model, name=name, job_id=job.id)
         with self.sessions() as session:
-            active = repo.active_row(session=session, name=r.name)
+            active = repo.active_row(session=session, name=name)
             active_version, active_metric = (active.version, active.metric_value) if active else (None, None)
         decision = promotion(
             job.promote, new=r.metrics.get(repo.GATE_METRIC), active=active_metric, active_version=active_version,
             tolerance=self.settings.promotion_tolerance,
         )  # fmt: skip
         if decision.promote:
-            self.store.activate(r.name, version, note=decision.reason)
+            self.store.activate(name, version, note=decision.reason)
         else:
             with self.sessions() as session:
-                repo.set_note(session=session, name=r.name, version=version, note=decision.reason)
-        pruned = self.store.prune(r.name, self.settings.keep_versions)
-        log.info("version published", extra={"model": r.name, "version": version, "promoted": decision.promote})
+                repo.set_note(session=session, name=name, version=version, note=decision.reason)
+        pruned = self.store.prune(name, self.settings.keep_versions)
+        log.info("version published", extra={"model": name, "version": version, "promoted": decision.promote})
         return {
-            "model": r.name, "version": version, "promoted": decision.promote, "reason": decision.reason,
+            "model": name, "version": version, "promoted": decision.promote, "reason": decision.reason,
             "previous_version": active_version, repo.GATE_METRIC: r.metrics.get(repo.GATE_METRIC),
             "test_ndcg@10": r.metrics.get("test_ndcg@10"), "seconds": round(r.seconds, 3), "pruned": pruned,
         }  # fmt: skip

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.jobs.versions import active_versions
-from app.recsys.models import model_names
+from app.recsys.store import served_names
 from app.serving.metrics import set_loaded
 from app.serving.registry import ModelRegistry
 
@@ -36,8 +36,9 @@ class VersionPoller:
             active = active_versions(session=session)
         current = self.registry.models.versions()
         out: dict[str, str] = {}
+        valid = served_names()
         for name, version in active.items():
-            if name not in model_names():
+            if name not in valid:
                 continue
             if (name, version) in self.refused:
                 if name in current:

@@ -17,9 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from app.recsys.models import model_names
 from app.recsys.models.base import Recommender
-from app.recsys.store import ModelStore, StoreError, version_time
+from app.recsys.store import ModelStore, StoreError, served_names, version_time
 from app.recsys.training import resolve_device
 
 log = logging.getLogger(__name__)
@@ -124,10 +123,11 @@ class ModelRegistry:
         return LoadedModel(name, version, model, version_time(version))
 
     def wanted_versions(self) -> dict[str, str]:
-        """The version each registered model should serve: its active one (the store decides which)."""
+        """The version each served name (``mf``, ``mf-rating``, ...) should serve: its active one."""
         out = {}
+        valid = served_names()
         for name in self.store.models():
-            if name not in model_names():
+            if name not in valid:
                 continue
             version = self.store.active_version(name)
             if version is not None:

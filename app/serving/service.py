@@ -96,13 +96,16 @@ class RecommendationService:
 
     @staticmethod
     def check_model(name: str | None, *, sequential: bool = False) -> None:
+        """Registered names and the served ``-rating`` names of rating-capable ones (``hybrid-rating``)."""
+        from app.recsys.store import served_names
+
         if name is None:
             return
-        valid = model_names()
-        if sequential:
-            valid = [m for m in valid if get_model_class(m).sequential]
+        valid = served_names()
+        if sequential:  # no sequence model has a rating version
+            valid = [m for m in model_names() if get_model_class(m).sequential]
         if name not in valid:
-            raise UnknownModel(name, valid, "not a sequence model" if name in model_names() else "unknown model")
+            raise UnknownModel(name, valid, "not a sequence model" if name in served_names() else "unknown model")
 
     def history(self, user_id: str, cat: Catalogue | None = None) -> UserHistory:
         """The user's items now, oldest first (one indexed query), as external ids of ``cat``."""
@@ -110,7 +113,11 @@ class RecommendationService:
         return (cat or self.catalogue.get()).history(exists, db_ids)
 
     def default_model(self, models: ModelSet) -> str:
-        return DEFAULT_MODEL if DEFAULT_MODEL in models else next((m for m in PREFERENCE if m in models), DEFAULT_MODEL)
+        """The implicit hybrid, else the first loaded of PREFERENCE, else of their rating versions."""
+        from app.recsys.store import served_name
+
+        order = (*PREFERENCE, *(served_name(m, "rating") for m in PREFERENCE))
+        return DEFAULT_MODEL if DEFAULT_MODEL in models else next((m for m in order if m in models), DEFAULT_MODEL)
 
     def sequential_models(self, models: ModelSet) -> list[str]:
         return [n for n in models if models[n].model.sequential]

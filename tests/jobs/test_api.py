@@ -102,11 +102,17 @@ def test_rating_job_trains_the_rating_hybrid_and_predict_rates_with_it(client, s
     worker = Worker(settings)
     assert worker.run_once() == "succeeded"
     worker.engine.dispose()
+    published = [v["model"] for v in client.get("/v1/jobs").json()["jobs"][0]["result"]["versions"]]
+    assert published == ["mf-rating", "content-rating", "gmf-rating", "hybrid-rating"]  # beside the ranking ones
     client.app.state.version_poller.check()
     models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
-    raters = {n: models[n]["metrics"]["valid_rmse"] for n in ("mf", "content", "gmf", "hybrid")}
-    assert min(raters, key=raters.__getitem__) == "hybrid", raters
+    assert not models["hybrid"]["loaded"] and models["hybrid"]["active_version"] is None
+    rating = ("mf-rating", "content-rating", "gmf-rating", "hybrid-rating")
+    raters = {n: models[n]["metrics"]["valid_rmse"] for n in rating}
+    assert min(raters, key=raters.__getitem__) == "hybrid-rating", raters
     body = client.post("/v1/predict", json={"user_id": "u1", "item_ids": ["i1", "i2"]}).json()
-    assert body["model"] == "hybrid" and all(p["rating"] is not None for p in body["predictions"])
-    via_mf = client.post("/v1/predict", json={"user_id": "u1", "item_ids": ["i1", "i2"], "model": "mf"}).json()
+    assert body["model"] == "hybrid-rating"  # only rating versions: the default falls back to the rating hybrid
+    assert all(p["rating"] is not None for p in body["predictions"])
+    via_mf = client.post("/v1/predict", json={"user_id": "u1", "item_ids": ["i1", "i2"], "model": "mf-rating"}).json()
+    assert via_mf["model"] == "mf-rating"
     assert [p["rating"] for p in via_mf["predictions"]] != [p["rating"] for p in body["predictions"]]  # mf rates itself

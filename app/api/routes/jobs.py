@@ -21,7 +21,7 @@ from app.jobs import versions as repo
 from app.jobs.publish import VersionedStore
 from app.recsys.models import model_names
 from app.recsys.pipeline import check_params, configs_for, resolve_models, run_objective
-from app.recsys.store import CorruptVersion, StoreError
+from app.recsys.store import CorruptVersion, StoreError, served_names
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["training"])
@@ -140,8 +140,8 @@ def activate_version(
     version: Annotated[str, Path(examples=["20250101T120000000000Z-1f2e3d"])],
 ) -> ActivationRead:
     """Make a stored version the active one (promote a candidate or roll back); every API process swaps it in."""
-    if name not in model_names():
-        why = f"unknown model {name!r}; valid: {', '.join(model_names())}"
+    if name not in served_names():
+        why = f"unknown model {name!r}; valid: {', '.join(served_names())}"
         raise InvalidInput([FieldError(field="name", message=why)])
     store: VersionedStore = request.app.state.registry.store
     row = repo.get_version(session=session, name=name, version=version)

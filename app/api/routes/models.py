@@ -10,7 +10,7 @@ from app.api.deps import SessionDep
 from app.api.recommend_schemas import ModelsRead, VersionsRead
 from app.jobs.versions import list_versions as list_recorded
 from app.recsys.models import model_names
-from app.recsys.store import StoreError, version_time
+from app.recsys.store import StoreError, served_names, version_time
 from app.serving.registry import ModelRegistry
 from app.serving.results import UnknownModel
 
@@ -26,10 +26,14 @@ Registry = Annotated[ModelRegistry, Depends(get_registry)]
 
 @router.get("/models", response_model=ModelsRead, summary="Models")
 def list_models(registry: Registry) -> dict[str, Any]:
-    """Each model's active version, its metrics, the device it is on and when it was trained."""
+    """Each model's active version, its metrics, the device it is on and when it was trained; a model
+    trained on ratings is listed under its own name (``hybrid-rating``) once it has a version."""
     loaded = registry.models
     out = []
-    for name in model_names():
+    rating_only = set(served_names()) - set(model_names())
+    for name in served_names():
+        if name in rating_only and name not in loaded and registry.store.active_version(name) is None:
+            continue
         lm = loaded.get(name)
         if lm is not None:
             row = {"name": name, "active_version": lm.version, "metrics": lm.metrics, "device": str(lm.device),
@@ -52,8 +56,8 @@ def list_versions(
     registry: Registry, session: SessionDep, name: Annotated[str, Path(examples=["mf"])]
 ) -> dict[str, Any]:
     """Every recorded version of one model (the model_version table), oldest first; marks the active one."""
-    if name not in model_names():
-        raise UnknownModel(name, model_names())
+    if name not in served_names():
+        raise UnknownModel(name, served_names())
     store = registry.store
     rows = list_recorded(session=session, name=name)
     active = next((r.version for r in rows if r.status == "active"), None)
