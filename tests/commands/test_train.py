@@ -89,3 +89,80 @@ def test_hybrid_reuses_active_members_trained_on_the_same_data(settings, session
     hybrid = store.load("hybrid")
     assert sorted(hybrid.members) == ["mf", "popularity"]
     assert torch.equal(hybrid.members["mf"].net.item.weight, store.load("mf").net.item.weight)
+
+
+RANKING = {"epochs": 1, "batch_size": 256}
+RATING = {**RANKING, "objective": "rating"}
+
+
+@pytest.fixture
+def small_hybrid(monkeypatch):
+    """The ranking hybrid over popularity and mf only (quick); the rating hybrid keeps its rating members."""
+    from app.recsys import pipeline
+
+    real = pipeline.dependencies
+
+    def dependencies(name, objective=None):
+        if objective == "rating":
+            return real(name, objective)
+        return ("popularity", "mf") if name == "hybrid" else ()
+
+    monkeypatch.setattr(pipeline, "dependencies", dependencies)
+
+
+def active(settings, names):
+    from app.jobs.publish import open_store
+
+    store = open_store(settings)  # the model_version table
+    return {n: store.active_version(n) for n in names}
+
+
+def test_ranking_then_rating_hybrid_both_stay_active(settings, session, small_hybrid):
+    seed_database(session)
+    ranking = {r["model"]: r["version"] for r in cmd.train(settings, ["hybrid"], params=RANKING)}
+    assert list(ranking) == ["popularity", "mf", "hybrid"]
+    # The active mf is a ranking model: the rating hybrid trains its own rating members instead.
+    rating = {r["model"]: r["version"] for r in cmd.train(settings, ["hybrid"], params=RATING, reuse_members=True)}
+    assert list(rating) == ["mf-rating", "content-rating", "gmf-rating", "hybrid-rating"]
+    assert active(settings, [*ranking, *rating]) == {**ranking, **rating}
+    store = ModelStore(settings.models_dir)
+    assert store.load("hybrid").extra["objective"] == "implicit"
+    assert store.load("hybrid-rating").extra["objective"] == "rating"
+    assert store.versions("mf") == [ranking["mf"]] and store.versions("hybrid") == [ranking["hybrid"]]
+    assert cmd.train(settings, ["hybrid"], params=RATING, if_missing=True) == []  # the rating names have versions
+
+
+def test_rating_then_ranking_hybrid_and_reuse_of_rating_members(settings, session, small_hybrid, monkeypatch, capsys):
+    seed_database(session)
+    rating = {r["model"]: r["version"] for r in cmd.train(settings, ["hybrid"], params=RATING)}
+    assert list(rating) == ["mf-rating", "content-rating", "gmf-rating", "hybrid-rating"]
+    missing = cmd.train(settings, ["hybrid"], params=RANKING, if_missing=True)  # the plain names have none yet
+    ranking = {r["model"]: r["version"] for r in missing}
+    assert list(ranking) == ["popularity", "mf", "hybrid"]
+    again = cmd.train(settings, ["hybrid"], params=RATING, reuse_members=True)
+    assert [r["model"] for r in again] == ["hybrid-rating"]  # the active rating members were reused
+    assert active(settings, [*ranking, *rating]) == {**ranking, **rating, "hybrid-rating": again[0]["version"]}
+    store = ModelStore(settings.models_dir)
+    stack = store.load("hybrid-rating")
+    assert torch.equal(stack.members["mf"].net.item.weight, store.load("mf-rating").net.item.weight)
+    monkeypatch.setattr(cmd, "get_settings", lambda: settings)
+    assert cmd.run_models(parse("models", "--json")) == 0
+    listed = {(r["name"], r["version"]) for r in json.loads(capsys.readouterr().out) if r["active"]}
+    assert {"hybrid", "hybrid-rating", "mf", "mf-rating"} <= {n for n, _ in listed}
+
+
+def test_legacy_plain_name_rating_member_is_not_reused_for_ranking(settings, session, small_hybrid):
+    """An older store kept a rating mf under the plain name: the ranking hybrid trains its own mf."""
+    from app.db.frames import database_frames
+    from app.recsys.data import InteractionData
+    from app.recsys.pipeline import train_models
+
+    seed_database(session)
+    cmd.train(settings, ["popularity"], params=RANKING)
+    data = InteractionData.from_frames(*database_frames(settings))
+    rated = train_models(data, "mf", params=RATING)[0].model
+    store = ModelStore(settings.models_dir)
+    store.activate("mf", store.save(rated))  # the plain name, as before rating versions had their own
+    summary = cmd.train(settings, ["hybrid"], params=RANKING, reuse_members=True)
+    assert [r["model"] for r in summary] == ["mf", "hybrid"]
+    assert store.load("mf").extra["objective"] == "implicit"

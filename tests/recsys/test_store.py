@@ -15,7 +15,11 @@ from app.recsys.store import (
     CorruptVersion,
     ModelStore,
     VersionNotFound,
+    model_of,
     new_version_id,
+    served_name,
+    served_name_of,
+    served_names,
     version_time,
 )
 from tests.recsys.synthetic import taste_data
@@ -154,3 +158,31 @@ def test_loads_onto_requested_device(tmp_path, mf):
     model = store.load("mf", device="cpu")
     assert all(p.device.type == "cpu" for p in model.net.parameters())
     assert np.array_equal(model.item_ids, mf.item_ids)
+
+
+def test_served_names_put_rating_versions_beside_ranking_ones():
+    assert [served_name(n, "rating") for n in ("mf", "hybrid", "content")] == ["mf-rating", "hybrid-rating",
+                                                                              "content-rating"]  # fmt: skip
+    assert served_name("mf") == served_name("mf", "implicit") == "mf"
+    assert served_name("popularity", "rating") == "popularity"  # no rating objective: it trains for ranking
+    assert [model_of(n) for n in ("hybrid-rating", "hybrid", "popularity-rating", "nope-rating")] == [
+        "hybrid", "hybrid", "popularity", "nope-rating"]  # fmt: skip
+    names = served_names()
+    assert {"mf", "hybrid", "mf-rating", "gmf-rating", "hybrid-rating"} <= set(names)
+    assert "popularity-rating" not in names and "sasrec-rating" not in names
+
+
+def test_rating_version_saved_and_loaded_under_its_served_name(tmp_path, mf, data):
+    rated = MF(MFConfig(dim=8))
+    rated.fit(data, None, TrainConfig(epochs=1, batch_size=128, objective="rating"))
+    assert served_name_of(rated) == "mf-rating" and served_name_of(mf) == "mf"
+    store = ModelStore(tmp_path)
+    ranking, rating = store.save(mf), store.save(rated, name=served_name_of(rated))
+    store.activate("mf", ranking)
+    store.activate("mf-rating", rating)
+    assert store.models() == ["mf", "mf-rating"] and store.versions("mf-rating") == [rating]
+    assert (store.active_version("mf"), store.active_version("mf-rating")) == (ranking, rating)
+    loaded = store.load("mf-rating")
+    assert isinstance(loaded, MF) and loaded.extra["objective"] == "rating"
+    assert store.load("mf").extra["objective"] == "implicit"
+    assert store.prune("mf-rating", keep=1) == [] and store.versions("mf") == [ranking]
