@@ -36,10 +36,16 @@ def seed_database(session: Session, n_users: int = N_USERS, n_items: int = N_ITE
 
 
 def run_job(
-    settings: Settings, session: Session, models: tuple[str, ...] = ("mf",), promote: str = "auto", **overrides: Any
+    settings: Settings,
+    session: Session,
+    models: tuple[str, ...] = ("mf",),
+    promote: str = "auto",
+    params: dict[str, Any] | None = None,
+    **overrides: Any,
 ) -> dict[str, dict[str, Any]]:
-    """Queue a job and run it with a worker in this test process; returns its published versions by model."""
-    job_id = queue.enqueue(session=session, models=list(models), params=FAST, promote=promote).job.id
+    """Queue a job (``params``: FAST) and run it with a worker in this test process; returns its published
+    versions by model."""
+    job_id = queue.enqueue(session=session, models=list(models), params=params or FAST, promote=promote).job.id
     worker = Worker(settings.model_copy(update=overrides))
     try:
         assert worker.run_once() == "succeeded"

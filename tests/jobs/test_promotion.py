@@ -10,7 +10,7 @@ from sqlalchemy import update
 from app.db.tables import ModelVersion
 from app.jobs.publish import promotion
 from app.jobs.versions import list_versions
-from tests.jobs.support import run_job, seed_database
+from tests.jobs.support import FAST, run_job, seed_database
 
 
 def served(client, name: str) -> dict:
@@ -116,3 +116,24 @@ def test_prune_keeps_the_newest(settings, session) -> None:
     rows = [r.version for r in list_versions(session=session, name="mf")]
     assert rows == made[-keep:]
     assert sorted(p.name for p in (settings.models_dir / "mf").iterdir() if p.is_dir()) == made[-keep:]
+
+
+def test_rating_job_publishes_and_gates_under_the_rating_name(client, settings, session) -> None:
+    seed_database(session)
+    ranking = run_job(settings, session)["mf"]
+    rating = run_job(settings, session, params={**FAST, "objective": "rating"})
+    assert list(rating) == ["mf-rating"]  # not a new version of the ranking mf
+    first = rating["mf-rating"]
+    assert first["promoted"] and first["reason"] == "no active version yet" and first["previous_version"] is None
+    # The gate compares with the active mf-rating, never with the ranking mf.
+    session.execute(update(ModelVersion).where(ModelVersion.version == first["version"]).values(metric_value=1.0))
+    session.commit()
+    second = run_job(settings, session, params={**FAST, "objective": "rating"})["mf-rating"]
+    assert not second["promoted"] and second["previous_version"] == first["version"]
+    assert [r.version for r in list_versions(session=session, name="mf")] == [ranking["version"]]
+    client.app.state.version_poller.check()
+    assert served(client, "mf")["active_version"] == ranking["version"]
+    assert served(client, "mf-rating")["active_version"] == first["version"] and served(client, "mf-rating")["loaded"]
+    versions = client.get("/v1/models/mf-rating/versions").json()
+    assert [(v["version"], v["active"]) for v in versions["versions"]] == [(first["version"], True),
+                                                                           (second["version"], False)]  # fmt: skip
