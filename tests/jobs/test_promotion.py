@@ -137,3 +137,8 @@ def test_rating_job_publishes_and_gates_under_the_rating_name(client, settings, 
     versions = client.get("/v1/models/mf-rating/versions").json()
     assert [(v["version"], v["active"]) for v in versions["versions"]] == [(first["version"], True),
                                                                            (second["version"], False)]  # fmt: skip
+    r = client.post(f"/v1/models/mf-rating/versions/{second['version']}/activate")  # promote the candidate
+    assert r.status_code == 200 and r.json()["previous_version"] == first["version"]
+    client.app.state.version_poller.check()
+    assert served(client, "mf-rating")["active_version"] == second["version"]
+    assert served(client, "mf")["active_version"] == ranking["version"]
