@@ -47,6 +47,17 @@ def test_normalisation_uses_unseen_items_only():
         normalise_scores(scores, seen, "softmax", 0.0)
 
 
+def test_normalising_members_together_matches_one_at_a_time():
+    """[B, I, M] in one pass (the one-request path) equals each member's [B, I] normalised on its own."""
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.randn(3, 20, 4, generator=gen)  # [B, I, M]
+    seen = torch.rand(3, 20, generator=gen) < 0.3
+    for how in ("zscore", "rank"):
+        together = normalise_scores(scores, seen, how, 10.0)
+        alone = torch.stack([normalise_scores(scores[..., m], seen, how, 10.0) for m in range(4)], dim=-1)
+        assert torch.allclose(together, alone, atol=1e-6)
+
+
 def popular_within_taste(n_users: int = 150, n_items: int = 60, per_user: int = 12, seed: int = 0) -> pd.DataFrame:
     """Users stay in their favourite category and pick its popular items (Zipf over the slots)."""
     rng = np.random.default_rng(seed)
@@ -114,6 +125,18 @@ def test_save_load_round_trip_with_members(trained, tmp_path):
     assert torch.equal(loaded.score_history(split.train, users), hybrid.score_history(split.train, users))
     top = torch.topk(loaded.score_history(split.train, np.array([0])), 5).indices[0]
     assert loaded.explain(top) == hybrid.reasons(np.array([0]), top.unsqueeze(0), split.train)[0]
+
+
+def test_one_user_scores_match_the_batch(trained):
+    """Serving scores one user at a time (EASE sums the user's rows of B, the hybrid normalises its members
+    in one pass): the same scores as that user's row of a batch, for every member and the hybrid."""
+    hybrid, split = trained
+    users = np.arange(split.train.n_users)
+    for model in (*hybrid.members.values(), hybrid):
+        batch = model.score_history(split.train, users)
+        for u in (0, 7, len(users) - 1):
+            one = model.score_history(split.train, np.array([u]))[0]
+            assert torch.allclose(one, batch[u], atol=1e-4), model.name
 
 
 def test_unseen_user_scored_by_history_members(trained):

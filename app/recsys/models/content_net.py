@@ -114,9 +114,9 @@ class ContentNet(nn.Module):
                 known = known & (torch.rand(known.shape, device=known.device) >= self.user_dropout)
             q = q + self.user(users.clamp(max=self.n_users - 1)) * known
         if self.profile is not None:
-            padded = torch.cat([torch.zeros((1, self.dim), device=enc.device), enc])  # [I + 1, D]
-            w = self.recency[: windows.shape[1]].unsqueeze(0) * (windows > 0)  # [B, L]
-            pooled = (padded[windows] * w.unsqueeze(-1)).sum(1) / w.sum(1, keepdim=True).clamp(min=1e-6)
+            w = self.recency[: windows.shape[1]].unsqueeze(0) * (windows > 0)  # [B, L], 0 on padding
+            rows = enc[(windows - 1).clamp(min=0)]  # [B, L, D]; padding reads item 0, weighted 0
+            pooled = (rows * w.unsqueeze(-1)).sum(1) / w.sum(1, keepdim=True).clamp(min=1e-6)
             q = q + self.profile(pooled)
         return q
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from app.recsys.data import InteractionData
 from app.recsys.models.base import EpochCallback, FitReport, Recommender, TrainConfig
@@ -105,7 +106,9 @@ class EASE(Recommender):
         x = history_rows(history.indptr, history.items, users, history.n_items, half, self.device)
         if len(x) == 1:  # one serving request: a weighted sum of the user's H rows of B, not [I] x [I, I]
             cols = x[0].nonzero().squeeze(1)  # [H]
-            return (x[0, cols] @ self.net.B[cols]).unsqueeze(0)  # [1, I]
+            # embedding_bag sums the rows in place; B[cols] would copy H x I floats first (~5x slower)
+            return F.embedding_bag(cols.unsqueeze(0), self.net.B, per_sample_weights=x[0, cols].unsqueeze(0),
+                                   mode="sum")  # [1, I]  # fmt: skip
         return x @ self.net.B  # [B, I]
 
     def score_users(self, users: torch.Tensor) -> torch.Tensor:

@@ -14,12 +14,16 @@ from app.recsys.metrics import loo_metrics, target_ranks
 
 
 def normalise_scores(scores: torch.Tensor, seen: torch.Tensor | None, how: str, rank_offset: float) -> torch.Tensor:
-    """(B, I) raw member scores, (B, I) seen mask -> (B, I) comparable across members.
+    """(B, I) raw member scores, (B, I) seen mask -> (B, I) comparable across members; (B, I, M) scores
+    of M members at once -> (B, I, M), each member normalised on its own.
 
     zscore: standardised with the mean and spread of the user's unseen items, the only ones ever
     recommended; rank: 1 / (rank_offset + rank) among the unseen items (reciprocal rank fusion).
     """
-    free = torch.ones_like(scores, dtype=torch.bool) if seen is None else ~seen
+    if seen is None:
+        free = torch.ones_like(scores, dtype=torch.bool)
+    else:
+        free = ~seen if scores.dim() == 2 else ~seen.unsqueeze(-1)  # [B, I] or [B, I, 1]
     if how == "rank":
         masked = scores.masked_fill(~free, float("-inf"))
         ranks = masked.argsort(dim=1, descending=True).argsort(dim=1).float()  # [B, I] 0 = best

@@ -388,9 +388,10 @@ class Hybrid(Recommender):
         """(B,) -> (B, I, M) normalised member scores (seen items of ``history`` set the statistics)."""
         users = np.asarray(users, dtype=np.int64)
         seen = None if history is None else history.seen_mask(users, device=self.device)
-        cols = []
+        how, offset = self.config.normalise, self.config.rank_offset
+        one = len(users) == 1  # one request: all members normalised in one pass (per-op overhead dominates)
+        cols, oks = [], []
         for member in self.members.values():
-            raw = torch.zeros((len(users), self.n_items), device=self.device)
             # Members without a history-based path only know their training users; others add nothing.
             if history is None:
                 ok = (users < len(member.user_ids)) & (not member.sequential)
@@ -398,11 +399,17 @@ class Hybrid(Recommender):
                 ok = users < len(member.user_ids) if not reads_history(member) else users >= 0
             if ok.all():
                 raw = self._raw(member, history, users)
-            elif ok.any():
-                raw[torch.as_tensor(ok, device=self.device)] = self._raw(member, history, users[ok])
-            z = normalise_scores(raw.float(), seen, self.config.normalise, self.config.rank_offset)
-            cols.append(z * torch.as_tensor(ok, device=self.device).unsqueeze(1))
-        return torch.stack(cols, dim=-1)
+            else:
+                raw = torch.zeros((len(users), self.n_items), device=self.device)
+                if ok.any():
+                    raw[torch.as_tensor(ok, device=self.device)] = self._raw(member, history, users[ok])
+            # Batches: one member at a time, so peak memory stays near the [B, I, M] result.
+            cols.append(raw.float() if one else normalise_scores(raw.float(), seen, how, offset))
+            oks.append(np.broadcast_to(ok, users.shape))
+        z = torch.stack(cols, dim=-1)  # [B, I, M]
+        if one:
+            z = normalise_scores(z, seen, how, offset)
+        return z * torch.as_tensor(np.stack(oks, axis=1), device=self.device).unsqueeze(1)
 
     def _raw(self, member: Recommender, history: InteractionData | None, users: np.ndarray) -> torch.Tensor:
         if history is None:
