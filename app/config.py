@@ -35,7 +35,8 @@ class Settings(BaseSettings):
         default=4096,
         ge=0,
         description="Users' score vectors kept per API process for reuse until their events or the models change "
-        "(about 5 bytes per catalogue item each); 0 turns the cache off",
+        "(about 5 bytes per catalogue item each), and on SQLite as many users' histories, reused until any "
+        "connection commits; 0 turns both caches off",
     )
     recommendation_cache_mb: int = Field(
         default=256,

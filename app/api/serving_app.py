@@ -77,6 +77,7 @@ def start_serving(app: FastAPI, stack: ExitStack) -> None:
     loader = threading.Thread(target=load_models, args=(registry,), name="model-loader", daemon=True)
     loader.start()
     stack.callback(loader.join, 60)
+    stack.callback(app.state.recommender.close)
     app.state.ready_checks["models"] = check_models
 
 

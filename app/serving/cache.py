@@ -17,12 +17,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar, cast
 
+from prometheus_client import Counter, Gauge
+
 from app.serving.metrics import CACHE_ENTRIES, CACHE_REQUESTS
 
 V = TypeVar("V")
-
-_HIT = CACHE_REQUESTS.labels("hit")
-_MISS = CACHE_REQUESTS.labels("miss")
 
 
 class ScoreCache(Generic[V]):
@@ -34,7 +33,17 @@ class ScoreCache(Generic[V]):
     and ``put``s, which replaces the outdated entry of that key.
     """
 
-    def __init__(self, size: int, max_bytes: int | None = None, weigh: Callable[[V], int] | None = None) -> None:
+    def __init__(
+        self,
+        size: int,
+        max_bytes: int | None = None,
+        weigh: Callable[[V], int] | None = None,
+        *,
+        lookups: Counter = CACHE_REQUESTS,
+        entries: Gauge | None = CACHE_ENTRIES,
+    ) -> None:
+        """``lookups`` counts hits and misses (label ``result``); ``entries``, when given, tracks the size."""
+        self._hit, self._miss, self._entries_gauge = lookups.labels("hit"), lookups.labels("miss"), entries
         self.size = max(0, int(size))
         self.max_bytes = max_bytes
         self.weigh = weigh or (lambda value: 0)
@@ -63,7 +72,7 @@ class ScoreCache(Generic[V]):
             else:
                 self.misses += 1
                 hit = False
-        (_HIT if hit else _MISS).inc()
+        (self._hit if hit else self._miss).inc()
         return (True, entry[1]) if hit and entry is not None else (False, None)
 
     def through(self, key: Hashable, fingerprint: Hashable, compute: Callable[[], V]) -> V:
@@ -90,10 +99,12 @@ class ScoreCache(Generic[V]):
             while len(self._entries) > self.size or (self.max_bytes is not None and self.bytes > self.max_bytes):
                 self.bytes -= self._entries.popitem(last=False)[1][2]
             n = len(self._entries)
-        CACHE_ENTRIES.set(n)
+        if self._entries_gauge is not None:
+            self._entries_gauge.set(n)
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
             self.bytes = 0
-        CACHE_ENTRIES.set(0)
+        if self._entries_gauge is not None:
+            self._entries_gauge.set(0)

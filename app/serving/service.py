@@ -85,8 +85,11 @@ class RecommendationService:
         self.sessions = sessions
         self.engine: Engine = sessions.kw["bind"]
         self.catalogue = catalogue
-        self._read_history = HistoryReader(self.engine)
+        self._read_history = HistoryReader(self.engine, cache_size, cache_bytes)
         self.cache: ScoreCache[Scores | None] = ScoreCache(cache_size, max_bytes=cache_bytes, weigh=_weigh)
+
+    def close(self) -> None:
+        self._read_history.close()
 
     # -- shared ---------------------------------------------------------------------------------
     def snapshot(self) -> ModelSet:

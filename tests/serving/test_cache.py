@@ -2,6 +2,10 @@
 (new events, another active version); its size bound holds and size 0 turns it off.
 """
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -216,3 +220,48 @@ def test_a_deactivated_item_leaves_a_repeated_cached_list(stack, session):
     after = cached.recommend("u9", filters=Filters(n=5))  # same scores, new catalogue: ranked again
     assert top not in {i.item_id for i in after.items}
     assert as_tuple(after) == as_tuple(plain.recommend("u9", filters=Filters(n=5)))
+
+
+def counting_queries(svc, monkeypatch):
+    """The number of history queries ``svc`` has sent to the database so far, as a callable."""
+    reader = svc._read_history
+    query, calls = reader.query, []
+    monkeypatch.setattr(reader, "query", lambda user_id: calls.append(user_id) or query(user_id))
+    return lambda: len(calls)
+
+
+def test_history_reads_are_reused_only_until_a_commit(stack, session, db_url, monkeypatch):
+    """SQLite: a user's history is read again only after some connection committed (data_version moved);
+    PostgreSQL has no such signal and queries on every request. Either way every commit is seen at once."""
+    cached, plain = stack
+    queries = counting_queries(cached, monkeypatch)
+    on_sqlite = db_url.startswith("sqlite")
+    assert cached._read_history.cache.enabled == on_sqlite
+    first = cached.history("u5")
+    again = cached.history("u5")
+    assert again.fingerprint() == first.fingerprint()
+    assert queries() == (1 if on_sqlite else 2)
+    top = cached.recommend("u5", model="mf", filters=Filters(n=1)).items[0].item_id
+    add_event(session, "u5", top)  # another connection commits
+    after = cached.history("u5")
+    assert after.item_ids[-1] == top and after.fingerprint() == plain.history("u5").fingerprint()
+    assert top not in {i.item_id for i in cached.recommend("u5", model="mf", filters=Filters(n=3)).items}
+    if on_sqlite:  # one array serves every request until the next commit: nobody may change it
+        assert not cached._read_history("u5")[1].flags.writeable
+
+
+def test_history_cache_sees_a_commit_from_another_process(stack, settings, db_url):
+    if not db_url.startswith("sqlite"):
+        pytest.skip("the history cache is SQLite's (PRAGMA data_version); PostgreSQL queries every time")
+    cached, _ = stack
+    before = cached.history("u6")
+    item = next(i for i in cached.catalogue.get().item_ids if i not in set(before.item_ids))
+    code = (
+        "import sys; from app.db.session import make_engine, make_sessionmaker; from app.config import Settings; "
+        "from tests.serving.support import add_event; "
+        "s = make_sessionmaker(make_engine(Settings(database_url=sys.argv[1])))(); add_event(s, 'u6', sys.argv[2])"
+    )
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", code, settings.database_url, str(item)], check=True, cwd=root, timeout=120)
+    after = cached.history("u6")
+    assert list(after.item_ids) == [*before.item_ids, item]
