@@ -110,10 +110,10 @@ class Decision:
 
 
 def promotion(policy: str, *, new: float | None, active: float | None, active_version: str | None,
-              tolerance: float) -> Decision:  # fmt: skip
-    """The promotion gate. ``auto``: promote unless the new validation metric is worse than the
-    active version's by more than ``tolerance``; ``always`` / ``never`` do what they say."""
-    metric = repo.GATE_METRIC
+              tolerance: float, metric: str = repo.GATE_METRIC) -> Decision:  # fmt: skip
+    """The promotion gate. ``auto``: promote unless the new validation ``metric`` is worse than the
+    active version's by more than ``tolerance`` (higher NDCG is better, lower RMSE); ``always`` /
+    ``never`` do what they say."""
     if policy == "always":
         return Decision(True, "promote=always")
     if policy == "never":
@@ -122,7 +122,10 @@ def promotion(policy: str, *, new: float | None, active: float | None, active_ve
         return Decision(True, "no active version yet")
     if new is None or active is None:
         return Decision(True, f"{metric} missing on the new or the active version; nothing to compare")
-    if new >= active - tolerance:
+    if repo.lower_is_better(metric):
+        if new <= active + tolerance:
+            return Decision(True, f"{metric} {new:.4f} <= active {active:.4f} + tolerance {tolerance:g}")
+    elif new >= active - tolerance:
         return Decision(True, f"{metric} {new:.4f} >= active {active:.4f} - tolerance {tolerance:g}")
     return Decision(
         False,

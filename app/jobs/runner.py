@@ -127,12 +127,14 @@ class JobRunner:
         name's active version, prune old versions."""
         name = served_name_of(r.model)  # mf or mf-rating: the rating version is active beside the ranking one
         version = self.store.save(r.model, name=name, job_id=job.id)
+        metric, value = repo.gate_metric(name, r.metrics)  # NDCG@10, or RMSE for a rating version
         with self.sessions() as session:
             active = repo.active_row(session=session, name=name)
-            active_version, active_metric = (active.version, active.metric_value) if active else (None, None)
+            active_version = active.version if active else None
+            active_metric = active.metric_value if active and active.metric_name == metric else None
         decision = promotion(
-            job.promote, new=r.metrics.get(repo.GATE_METRIC), active=active_metric, active_version=active_version,
-            tolerance=self.settings.promotion_tolerance,
+            job.promote, new=value, active=active_metric, active_version=active_version,
+            tolerance=self.settings.promotion_tolerance, metric=metric,
         )  # fmt: skip
         if decision.promote:
             self.store.activate(name, version, note=decision.reason)
@@ -144,5 +146,6 @@ class JobRunner:
         return {
             "model": name, "version": version, "promoted": decision.promote, "reason": decision.reason,
             "previous_version": active_version, repo.GATE_METRIC: r.metrics.get(repo.GATE_METRIC),
+            "gate_metric": metric, "gate_value": value,
             "test_ndcg@10": r.metrics.get("test_ndcg@10"), "seconds": round(r.seconds, 3), "pruned": pruned,
         }  # fmt: skip

@@ -8,7 +8,7 @@ index keeps at most one active row per model even when two processes activate at
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,13 +18,32 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.tables import ModelVersion
+from app.recsys.store import RATING_SUFFIX
 
 GATE_METRIC = "valid_ndcg@10"  # the validation metric the promotion gate compares (higher is better)
+# For versions served under <model>-rating: validation RMSE (lower is better); a stack fitted on the
+# validation ratings reports its cross-validated RMSE, the comparable figure, first.
+RATING_GATE_METRICS = ("valid_rmse_cv", "valid_rmse")
 ACTIVATE_TRIES = 3
 
 
 class UnknownVersion(LookupError):
     pass
+
+
+def gate_metric(name: str, metrics: Mapping[str, Any]) -> tuple[str, float | None]:
+    """The validation metric the promotion gate compares for versions of ``name``, and its value in
+    ``metrics``: NDCG@10 for ranking models, RMSE for the ``-rating`` names (rating versions)."""
+    keys = RATING_GATE_METRICS if name.endswith(RATING_SUFFIX) else (GATE_METRIC,)
+    for key in keys:
+        value = metrics.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return key, float(value)
+    return keys[-1], None
+
+
+def lower_is_better(metric: str) -> bool:
+    return "rmse" in metric or "mae" in metric
 
 
 def get_version(*, session: Session, name: str, version: str) -> ModelVersion | None:
@@ -63,10 +82,10 @@ def record_version(
     existing = get_version(session=session, name=name, version=version)
     if existing is not None:
         return existing
-    value = metrics.get(GATE_METRIC)
+    metric, value = gate_metric(name, metrics)
     row = ModelVersion(
-        name=name, version=version, status="candidate", metrics=metrics, metric_name=GATE_METRIC,
-        metric_value=float(value) if isinstance(value, int | float) else None, job_id=job_id, note=note,
+        name=name, version=version, status="candidate", metrics=metrics, metric_name=metric,
+        metric_value=value, job_id=job_id, note=note,
         trained_at=trained_at, created_at=datetime.now(UTC),
     )  # fmt: skip
     session.add(row)

@@ -9,7 +9,7 @@ from sqlalchemy import update
 
 from app.db.tables import ModelVersion
 from app.jobs.publish import promotion
-from app.jobs.versions import list_versions
+from app.jobs.versions import gate_metric, list_versions
 from tests.jobs.support import FAST, run_job, seed_database
 
 
@@ -25,6 +25,19 @@ def test_gate_rules() -> None:
     assert not worse.promote and "worse than active version v1" in worse.reason and "0.2500" in worse.reason
     assert promotion("always", new=0.0, active=1.0, active_version="v", tolerance=0).promote
     assert not promotion("never", new=1.0, active=0.0, active_version="v", tolerance=0).promote
+
+
+def test_rating_versions_are_gated_on_validation_rmse() -> None:
+    """Lower is better: a rating version with a higher RMSE than the active one stays a candidate."""
+    assert gate_metric("mf-rating", {"valid_ndcg@10": 0.1, "valid_rmse": 0.93}) == ("valid_rmse", 0.93)
+    assert gate_metric("hybrid-rating", {"valid_rmse": 0.80, "valid_rmse_cv": 0.91}) == ("valid_rmse_cv", 0.91)
+    assert gate_metric("mf", {"valid_ndcg@10": 0.1, "valid_rmse": 0.93}) == ("valid_ndcg@10", 0.1)
+    assert gate_metric("mf-rating", {}) == ("valid_rmse", None)
+    better = promotion("auto", new=0.90, active=0.93, active_version="v", tolerance=0, metric="valid_rmse")
+    assert better.promote and "0.9000 <= active 0.9300" in better.reason
+    assert promotion("auto", new=0.94, active=0.93, active_version="v", tolerance=0.02, metric="valid_rmse").promote
+    worse = promotion("auto", new=0.96, active=0.93, active_version="v1", tolerance=0.02, metric="valid_rmse")
+    assert not worse.promote and "valid_rmse 0.9600 is worse than active version v1" in worse.reason
 
 
 def test_worse_version_stays_candidate_unless_tolerated(settings, session) -> None:
@@ -125,11 +138,15 @@ def test_rating_job_publishes_and_gates_under_the_rating_name(client, settings, 
     assert list(rating) == ["mf-rating"]  # not a new version of the ranking mf
     first = rating["mf-rating"]
     assert first["promoted"] and first["reason"] == "no active version yet" and first["previous_version"] is None
-    # The gate compares with the active mf-rating, never with the ranking mf.
-    session.execute(update(ModelVersion).where(ModelVersion.version == first["version"]).values(metric_value=1.0))
+    assert first["gate_metric"] == "valid_rmse" and first["gate_value"] > 0
+    row = next(r for r in list_versions(session=session, name="mf-rating") if r.version == first["version"])
+    assert (row.metric_name, row.metric_value) == ("valid_rmse", first["gate_value"])
+    # The gate compares validation RMSE with the active mf-rating's, never with the ranking mf.
+    session.execute(update(ModelVersion).where(ModelVersion.version == first["version"]).values(metric_value=0.0))
     session.commit()
     second = run_job(settings, session, params={**FAST, "objective": "rating"})["mf-rating"]
     assert not second["promoted"] and second["previous_version"] == first["version"]
+    assert "valid_rmse" in second["reason"] and "worse than active" in second["reason"]
     assert [r.version for r in list_versions(session=session, name="mf")] == [ranking["version"]]
     client.app.state.version_poller.check()
     assert served(client, "mf")["active_version"] == ranking["version"]
