@@ -7,6 +7,7 @@ still queue one job.
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from sqlalchemy import func, select
@@ -18,12 +19,22 @@ from app.jobs import queue
 from app.jobs.versions import active_versions
 from app.recsys.models import model_names
 from app.recsys.pipeline import resolve_models
+from app.recsys.store import RATING_SUFFIX, model_of
+
+log = logging.getLogger(__name__)
 
 
 def scheduled_models(session: Session) -> list[str]:
     """The models being served (those with an active version), else the default set."""
     active = [name for name in active_versions(session=session) if name in model_names()]
     return resolve_models(active or "default")
+
+
+def scheduled_rating_models(session: Session) -> list[str]:
+    """The models served on ratings (an active ``<model>-rating`` version): retrained with objective rating."""
+    served = [model_of(name) for name in active_versions(session=session) if name.endswith(RATING_SUFFIX)]
+    names = [name for name in served if name in model_names()]
+    return resolve_models(names, objective="rating") if names else []
 
 
 def new_events(session: Session) -> int:
@@ -58,11 +69,18 @@ def due(session: Session, settings: Settings) -> str | None:
 
 
 def maybe_enqueue(session: Session, settings: Settings) -> queue.Enqueued | None:
-    """Queue a scheduled job when one is due and none for the same models is open."""
+    """Queue a scheduled job when one is due and none for the same models is open; returns it. Models
+    served on ratings get a second job with objective rating, so their versions are retrained too."""
     reason = due(session, settings)
     session.rollback()
     if reason is None:
         return None
-    models = scheduled_models(session)
+    models, rating = scheduled_models(session), scheduled_rating_models(session)
     session.rollback()
-    return queue.enqueue(session=session, models=models, params={}, promote="auto", trigger="schedule")
+    queued = queue.enqueue(session=session, models=models, params={}, promote="auto", trigger="schedule")
+    if rating:
+        also = queue.enqueue(session=session, models=rating, params={"objective": "rating"}, promote="auto",
+                             trigger="schedule")  # fmt: skip
+        if also.created:
+            log.info("scheduled rating retrain queued", extra={"job_id": also.job.id, "models": also.job.models})
+    return queued

@@ -9,7 +9,7 @@ from sqlalchemy import update
 from app.db.repository import add_interactions
 from app.db.tables import TrainingJob
 from app.jobs import queue, schedule
-from tests.jobs.support import run_job, seed_database
+from tests.jobs.support import FAST, run_job, seed_database
 from tests.recsys.synthetic import taste_frame
 
 
@@ -54,3 +54,20 @@ def test_interval_counts_from_the_last_training(make_settings, settings, session
     session.commit()
     due = schedule.maybe_enqueue(session, cfg)
     assert due is not None and due.created and due.job.models == ["popularity"]  # what is served
+
+
+def test_models_served_on_ratings_are_retrained_on_ratings(make_settings, settings, session) -> None:
+    seed_database(session)
+    cfg = make_settings(retrain_interval=3600)
+    run_job(settings, session, models=("popularity",))
+    run_job(settings, session, models=("mf",), params={**FAST, "objective": "rating"})  # serves mf-rating
+    assert schedule.scheduled_rating_models(session) == ["mf"]
+    hours_ago = queue.now() - timedelta(hours=2)
+    session.execute(update(TrainingJob).values(created_at=hours_ago, finished_at=hours_ago))
+    session.commit()
+    ranking = schedule.maybe_enqueue(session, cfg)
+    assert ranking is not None and ranking.created and ranking.job.models == ["popularity"] and not ranking.job.params
+    jobs = session.query(TrainingJob).filter(TrainingJob.status == "queued").order_by(TrainingJob.id).all()
+    assert [(j.models, j.params, j.trigger) for j in jobs] == [
+        (["popularity"], {}, "schedule"), (["mf"], {"objective": "rating"}, "schedule")
+    ]
