@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.recsys.models import get_model_class, model_names
+from app.recsys.store import trained_objective
 from app.serving import scoring
 from app.serving.cache import ScoreCache
 from app.serving.history import Catalogue, CatalogueCache, HistoryReader, UserHistory
@@ -62,11 +63,16 @@ def _weigh(sc: Scores | None) -> int:
 
 
 def _best(models: ModelSet, names: Sequence[str]) -> LoadedModel | None:
-    """The loaded model among ``names`` with the best validation NDCG (ties: order of ``names``)."""
+    """The loaded model among ``names`` with the best validation NDCG (ties: order of ``names``); a model
+    trained for ranking before one trained on ratings (``content`` before ``content-rating``)."""
     loaded = [models[n] for n in names if n in models]
     if not loaded:
         return None
-    return max(loaded, key=lambda m: float(m.metrics.get("valid_ndcg@10") or 0.0))
+
+    def rank(m: LoadedModel) -> tuple[bool, float]:
+        return trained_objective(m.model) != "rating", float(m.metrics.get("valid_ndcg@10") or 0.0)
+
+    return max(loaded, key=rank)
 
 
 class RecommendationService:

@@ -1,5 +1,7 @@
 """Serving logic on a real database (SQLite and PostgreSQL): fallback chain, filters, exclude-seen."""
 
+import copy
+
 import pytest
 import torch
 
@@ -7,7 +9,7 @@ from app.db.repository import ItemUpsert, upsert_items
 from app.db.session import make_sessionmaker
 from app.recsys.store import ModelStore
 from app.serving.history import CatalogueCache
-from app.serving.registry import ModelRegistry, ModelSet
+from app.serving.registry import LoadedModel, ModelRegistry, ModelSet
 from app.serving.results import NotFound, NotReady, UnknownModel
 from app.serving.service import Filters, RecommendationService
 from tests.recsys.synthetic import CATEGORIES
@@ -65,6 +67,24 @@ def test_without_sequence_model_falls_back_to_content(svc, session):
     add_event(session, "newcomer", "i3")
     out = svc.recommend("newcomer", model="mf", filters=Filters(n=4))
     assert (out.model, out.strategy) == ("content", "content")
+
+
+def test_content_fallback_prefers_the_ranking_version_over_the_rating_one(svc, session):
+    """With content and content-rating both served, a fallback ranks with content, even when the rating
+    version reports a higher validation NDCG."""
+    content = svc.registry.models["content"]
+    rated = copy.copy(content.model)
+    rated.extra = {**content.model.extra, "objective": "rating"}
+    rated.metrics = {**content.model.metrics, "valid_ndcg@10": 1.0}
+    models = {"mf": svc.registry.models["mf"], "content": content,
+              "content-rating": LoadedModel("content-rating", "v1", rated, content.trained_at)}  # fmt: skip
+    svc.registry.swap(ModelSet(models, svc.registry.models.generation + 1))
+    add_event(session, "newcomer", "i3")
+    out = svc.recommend("newcomer", model="mf", filters=Filters(n=4))
+    assert (out.model, out.strategy) == ("content", "content")
+    del models["content"]
+    svc.registry.swap(ModelSet(models, svc.registry.models.generation + 1))
+    assert svc.recommend("newcomer", model="mf", filters=Filters(n=4)).model == "content-rating"  # the only one
 
 
 def test_user_without_events_gets_popular_within_filters(svc):
