@@ -4,13 +4,15 @@ same worker count, loaded by `wrk` from a separate process at 1, 8 and 32 connec
 Prerequisite (Debian/Ubuntu): apt-get update && apt-get install -y wrk
 
     python bench/serve.py [--workers 2] [--duration 5] [--rounds 3] [--connections 1,8,32] [--workdir var/bench-serve]
-                          [--warmup 2] [--cache-size N]
+                          [--warmup 2] [--cache-size N] [--ingest-rate EVENTS_PER_S]
 
 The first run imports ML-100K into SQLite under --workdir and trains the `default` models into its
 model store (a few minutes); later runs reuse both (--retrain to start over). Reports requests/s,
 p50 and p99 per endpoint and concurrency, and each endpoint's ratio to the floor. --cache-size sets
 the service's per-user score cache (DEEPREC_RECOMMENDATION_CACHE_SIZE; 0: off, every request computed);
-the share of the service's cache look-ups that hit during each run is reported with it.
+the share of the service's cache look-ups that hit during each run is reported with it. --ingest-rate
+writes that many events a second through the service while it is measured (on a copy of the database),
+as a live service would, so the caches see their entries go stale.
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import re
 import shutil
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -183,26 +188,69 @@ def run_wrk(port: int, endpoint: str, connections: int, duration: int, workdir: 
     }
 
 
+class Ingest(threading.Thread):
+    """Writes while the service is measured: ``rate`` times a second, one event (a random ML-100K user
+    viewing a random item, timestamped now) through POST /v1/interactions."""
+
+    def __init__(self, port: int, rate: float) -> None:
+        super().__init__(name="ingest", daemon=True)
+        self.url, self.rate = f"http://127.0.0.1:{port}/v1/interactions", rate
+        self.sent = self.failed = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        rng, due = random.Random(0), time.perf_counter()
+        while not self.done.is_set():
+            event = {"user_id": str(rng.randint(1, 943)), "item_id": str(rng.randint(1, 1682)), "type": "view"}
+            body = json.dumps({"interactions": [event]}).encode()
+            request = urllib.request.Request(self.url, body, {"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=10) as r:
+                    self.sent += r.status == 201 or r.status == 200
+            except OSError:
+                self.failed += 1
+            due += 1.0 / self.rate
+            self.done.wait(max(0.0, due - time.perf_counter()))
+
+
+def private_database(env: dict[str, str], workdir: Path) -> dict[str, str]:
+    """A fresh copy of the benchmark database for a run that writes, so the imported data stays as it was."""
+    src = workdir / "deeprec.db"
+    dst = workdir / "deeprec-writes.db"
+    for p in (dst, dst.with_name(dst.name + "-wal"), dst.with_name(dst.name + "-shm")):
+        p.unlink(missing_ok=True)
+    a, b = sqlite3.connect(src), sqlite3.connect(dst)
+    try:
+        a.backup(b)
+    finally:
+        a.close(), b.close()
+    return {**env, "DEEPREC_DATABASE_URL": f"sqlite:///{dst}"}
+
+
 _CACHE = re.compile(r'^deeprec_recommendation_cache_total\{result="(hit|miss)"\} ([\d.e+]+)$', re.M)
+_STARTED = re.compile(r"^process_start_time_seconds ([\d.e+]+)$", re.M)
 
 
-def cache_counts(port: int, workers: int, tries: int = 40) -> tuple[float, float]:
-    """(hits, misses) of the service's score caches, summed over its worker processes, read while idle.
+def cache_counts(port: int, workers: int, tries: int = 60) -> tuple[float, float] | None:
+    """(hits, misses) of the service's score caches, summed over its worker processes, read while idle;
+    None when not every worker answered a scrape.
 
     Each worker keeps its own counters and each scrape reaches one of them; idle, a worker's counters
-    stand still, so the distinct (hits, misses) pairs seen over a few scrapes are the workers'.
+    stand still, so workers are told apart by their start time and counts (equal in both: not told apart).
     """
-    seen: set[tuple[float, float]] = set()
+    seen: dict[tuple[str, float, float], tuple[float, float]] = {}
     for _ in range(tries):
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-                counts = dict(_CACHE.findall(r.read().decode()))
+                text = r.read().decode()
         except OSError:
             continue
-        seen.add((float(counts.get("hit", 0)), float(counts.get("miss", 0))))
+        counts, started = dict(_CACHE.findall(text)), _STARTED.search(text)
+        pair = (float(counts.get("hit", 0)), float(counts.get("miss", 0)))
+        seen[(started.group(1) if started else "?", *pair)] = pair
         if len(seen) >= workers:
-            break
-    return sum(h for h, _ in seen), sum(m for _, m in seen)
+            return sum(h for h, _ in seen.values()), sum(m for _, m in seen.values())
+    return None
 
 
 def median_row(runs: list[dict]) -> dict:
@@ -264,7 +312,11 @@ def main() -> None:
         help="training override, e.g. epochs=10 (serving cost does not depend on it)",
     )
     p.add_argument("--port", type=int, default=8700)
-    p.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per endpoint (8 clients) before measuring")
+    p.add_argument("--warmup", type=int, default=2,
+                   help="seconds of warm-up per endpoint before measuring (runs of 2 s, 32 clients)")  # fmt: skip
+    p.add_argument("--ingest-rate", type=float, default=0.0,
+                   help="events per second written through POST /v1/interactions while the service is measured "
+                   "(on a copy of the database); 0: none")  # fmt: skip
     p.add_argument("--cache-size", type=int, default=None,
                    help="the service's DEEPREC_RECOMMENDATION_CACHE_SIZE (0: off); default: its own")  # fmt: skip
     args = p.parse_args()
@@ -277,34 +329,44 @@ def main() -> None:
     env = {**prepare(args.workdir, args.models, args.retrain, params), "DEEPREC_DEVICE": args.device}
     if args.cache_size is not None:
         env["DEEPREC_RECOMMENDATION_CACHE_SIZE"] = str(args.cache_size)
+    if args.ingest_rate > 0:
+        env = private_database(env, args.workdir)
     service = start("app.main:create_app", args.port, args.workers, env, factory=True)
     floor = start("bench.floor_app:app", args.port + 1, args.workers, {}, factory=False)
     rows: list[dict] = []
     loaded: dict[str, str] = {}
+    writer: Ingest | None = None
     try:
         wait_ready(f"http://127.0.0.1:{args.port}/readyz", service)
         wait_ready(f"http://127.0.0.1:{args.port + 1}/v1/users/1/recommendations", floor)
         with urllib.request.urlopen(f"http://127.0.0.1:{args.port}/v1/models", timeout=10) as r:
             loaded = {m["name"]: m["device"] for m in json.load(r)["models"] if m["loaded"]}
         endpoints = args.endpoints.split(",")
+        if args.ingest_rate > 0:
+            writer = Ingest(args.port, args.ingest_rate)
+            writer.start()
 
         def pid_of(endpoint: str) -> int:
             return floor.pid if endpoint.startswith("floor") else service.pid
 
         def measure(endpoint: str, connections: int, duration: int) -> dict:
             cached = endpoint.startswith("recommendations") or endpoint in ("predict", "next-items")  # score cache
-            before = cache_counts(args.port, args.workers) if cached else (0.0, 0.0)
+            before = cache_counts(args.port, args.workers) if cached else None
             row = run_wrk(port_of(endpoint, args.port), endpoint, connections, duration, args.workdir,
                           pid_of(endpoint))  # fmt: skip
             if cached:
                 time.sleep(0.2)  # requests cut off at the end of the run finish first
                 after = cache_counts(args.port, args.workers)
-                row["cache_hits"] = after[0] - before[0]
-                row["cache_lookups"] = after[0] + after[1] - before[0] - before[1]
+                if before is not None and after is not None:  # else this run's share is not counted
+                    row["cache_hits"] = after[0] - before[0]
+                    row["cache_lookups"] = after[0] + after[1] - before[0] - before[1]
             return row
 
+        # Warm-up in short runs: each wrk run opens new connections, and which uvicorn worker accepts them is
+        # up to the kernel; many runs reach every worker, so every worker's caches are warm.
         for endpoint in endpoints:
-            measure(endpoint, 8, args.warmup)  # warm up
+            for _ in range(max(1, args.warmup // 2)):
+                measure(endpoint, 32, min(2, args.warmup))
         # Concurrency outermost and several short rounds of every endpoint in turn: each endpoint is measured
         # next to its floor, and the median over rounds damps other load on a shared machine.
         for c in (int(x) for x in args.connections.split(",")):
@@ -316,14 +378,21 @@ def main() -> None:
             rows += [median_row(r) for r in runs.values()]
         rows.sort(key=lambda r: (endpoints.index(r["endpoint"]), r["connections"]))
     finally:
+        if writer is not None:
+            writer.done.set()
+            writer.join(15)
         stop(service)
         stop(floor)
+    writes = {"sent": writer.sent, "failed": writer.failed} if writer is not None else None
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / f"serve-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(
-        json.dumps({"args": vars(args), "rows": rows}, default=str, indent=1)
+        json.dumps({"args": vars(args), "rows": rows, "ingest": writes}, default=str, indent=1)
     )
     load = os.getloadavg()
+    if writes:
+        print(f"writes while measured: {writes['sent']} events at {args.ingest_rate:g}/s through POST "
+              f"/v1/interactions ({writes['failed']} failed)")  # fmt: skip
     print(f"models served: {', '.join(f'{n} ({d})' for n, d in loaded.items())}")
     cache = "service default" if args.cache_size is None else args.cache_size
     print(
