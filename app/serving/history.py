@@ -1,8 +1,8 @@
 """What serving reads from the database: a user's events at request time and a cached catalogue.
 
 A user's history is one indexed query (interaction by user_id, occurred_at), so events ingested a
-moment ago count at once for exclude-seen and next-items in every API process, with no cache to
-keep in sync. The catalogue (active flags, categories, popularity) changes slowly and is reloaded
+moment ago count at once for exclude-seen and next-items in every API process. On SQLite the result
+is reused until any connection commits (``HistoryReader``), which needs no invalidation either. The catalogue (active flags, categories, popularity) changes slowly and is reloaded
 every ``ttl_s`` seconds by whichever request first finds it stale, without blocking the others.
 """
 
