@@ -2,8 +2,9 @@
 
 A user's history is one indexed query (interaction by user_id, occurred_at), so events ingested a
 moment ago count at once for exclude-seen and next-items in every API process. On SQLite the result
-is reused until any connection commits (``HistoryReader``), which needs no invalidation either. The catalogue (active flags, categories, popularity) changes slowly and is reloaded
-every ``ttl_s`` seconds by whichever request first finds it stale, without blocking the others.
+is reused until any connection commits (``HistoryReader``), which needs no invalidation either.
+The catalogue (active flags, categories, popularity) changes slowly and is reloaded every ``ttl_s``
+seconds by whichever request first finds it stale, without blocking the others.
 """
 
 from __future__ import annotations
