@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import torch
 
 from app.recsys.models import get_model_class, model_names
-from app.recsys.models.base import META_FILE, Recommender
+from app.recsys.models.base import META_FILE, Recommender, trained_on_ratings
 
 MANIFEST_FILE = "manifest.json"
 ACTIVE_FILE = "ACTIVE"
@@ -72,7 +72,7 @@ def served_name(model_name: str, objective: str | None = None) -> str:
 
 def trained_objective(model: Recommender) -> str:
     """'rating' for a model trained on ratings (its predictions are on the data set's scale), else 'implicit'."""
-    return "rating" if model.supports_rating and model.extra.get("objective") == "rating" else "implicit"
+    return "rating" if trained_on_ratings(model) else "implicit"
 
 
 def served_name_of(model: Recommender) -> str:

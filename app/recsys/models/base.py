@@ -186,6 +186,11 @@ class Recommender:
         """Hook for models that keep more than one network (the hybrid loads its members here)."""
 
 
+def trained_on_ratings(model: Recommender) -> bool:
+    """The model predicts ratings on the data set's scale (trained with objective 'rating')."""
+    return model.supports_rating and model.extra.get("objective") == "rating"
+
+
 def tuned_train_config(cls: type[Recommender], objective: str = "implicit") -> TrainConfig:
     """The model class's tuned ``default_train_config`` for ``objective`` (models tuned for one objective
     take no argument); ``TrainConfig()`` for a class without one."""

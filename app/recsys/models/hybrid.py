@@ -24,7 +24,15 @@ import torch.nn.functional as F
 
 from app.recsys.data import InteractionData
 from app.recsys.models import stacking
-from app.recsys.models.base import EpochCallback, EpochInfo, FitReport, Recommender, TrainConfig, tuned_train_config
+from app.recsys.models.base import (
+    EpochCallback,
+    EpochInfo,
+    FitReport,
+    Recommender,
+    TrainConfig,
+    trained_on_ratings,
+    tuned_train_config,
+)
 from app.recsys.models.fusion import FusionNet, fuse, fused_ndcg, normalise_scores
 from app.recsys.models.stacking import RatingStackNet
 from app.recsys.training import rating_errors, train_loop
@@ -39,11 +47,6 @@ def _registered_defaults(names: tuple[str, ...] = DEFAULT_MEMBERS) -> tuple[str,
 
     registered = set(model_names())
     return tuple(n for n in names if n in registered)
-
-
-def trained_on_ratings(model: Recommender) -> bool:
-    """The model predicts ratings on the data set's scale (trained with objective 'rating')."""
-    return model.supports_rating and model.extra.get("objective") == "rating"
 
 
 @dataclass(frozen=True)
