@@ -18,12 +18,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.tables import ModelVersion
+from app.recsys.metrics import VALIDATION_RMSE_KEYS, validation_rmse
 from app.recsys.store import RATING_SUFFIX
 
 GATE_METRIC = "valid_ndcg@10"  # the validation metric the promotion gate compares (higher is better)
-# For versions served under <model>-rating: validation RMSE (lower is better); a stack fitted on the
-# validation ratings reports its cross-validated RMSE, the comparable figure, first.
-RATING_GATE_METRICS = ("valid_rmse_cv", "valid_rmse")
 ACTIVATE_TRIES = 3
 
 
@@ -33,13 +31,12 @@ class UnknownVersion(LookupError):
 
 def gate_metric(name: str, metrics: Mapping[str, Any]) -> tuple[str, float | None]:
     """The validation metric the promotion gate compares for versions of ``name``, and its value in
-    ``metrics``: NDCG@10 for ranking models, RMSE for the ``-rating`` names (rating versions)."""
-    keys = RATING_GATE_METRICS if name.endswith(RATING_SUFFIX) else (GATE_METRIC,)
-    for key in keys:
-        value = metrics.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return key, float(value)
-    return keys[-1], None
+    ``metrics``: NDCG@10 for ranking models, the comparable validation RMSE (lower is better) for the
+    ``-rating`` names (rating versions)."""
+    if name.endswith(RATING_SUFFIX):
+        return validation_rmse(metrics) or (VALIDATION_RMSE_KEYS[-1], None)
+    value = metrics.get(GATE_METRIC)
+    return GATE_METRIC, float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def lower_is_better(metric: str) -> bool:

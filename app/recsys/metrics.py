@@ -12,6 +12,9 @@ min(#relevant, K). Users without any relevant item are excluded from every avera
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 
 RANKING_METRICS = ("hr", "precision", "recall", "f1", "ndcg", "mrr", "map")
@@ -149,3 +152,17 @@ def rmse(pred: torch.Tensor, target: torch.Tensor) -> float:
 
 def mae(pred: torch.Tensor, target: torch.Tensor) -> float:
     return float(torch.mean(torch.abs(pred.double() - target.double())))
+
+
+# A rating model's validation RMSE as comparable across models: a stack fitted on the validation
+# ratings reports its cross-validated RMSE there (``valid_rmse_cv``), the others their held-out one.
+VALIDATION_RMSE_KEYS = ("valid_rmse_cv", "valid_rmse")
+
+
+def validation_rmse(metrics: Mapping[str, Any]) -> tuple[str, float] | None:
+    """(key, value) of the comparable validation RMSE in a model's ``metrics``, or None without one."""
+    for key in VALIDATION_RMSE_KEYS:
+        value = metrics.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return key, float(value)
+    return None

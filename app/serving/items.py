@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from app.recsys.metrics import validation_rmse
 from app.serving import scoring
 from app.serving.metrics import STRATEGY, inference_timer
 from app.serving.registry import LoadedModel, ModelSet
@@ -21,13 +22,9 @@ SIMILAR_PREFERENCE = ("sasrec", "mf", "gru4rec", "neumf", "gmf", "mlp", "content
 
 
 def _raters(models: ModelSet, user_id: str) -> list[LoadedModel]:
-    """Loaded rating models that know the user, lowest validation RMSE first.
-
-    A stack fitted on the validation ratings reports its cross-validated RMSE there (``valid_rmse_cv``),
-    the figure comparable with the other models' held-out ``valid_rmse``.
-    """
+    """Loaded rating models that know the user, lowest comparable validation RMSE first."""
     out = [m for m in models.values() if scoring.can_rate(m) and m.user_of(user_id) >= 0]
-    return sorted(out, key=lambda m: float(m.metrics.get("valid_rmse_cv") or m.metrics.get("valid_rmse") or np.inf))
+    return sorted(out, key=lambda m: (validation_rmse(m.metrics) or ("", np.inf))[1])
 
 
 def predict(svc: RecommendationService, user_id: str, item_ids: list[str], model: str | None = None) -> dict:
