@@ -198,15 +198,16 @@ def reusable(
     import numpy as np
 
     from app.recsys.pipeline import configs_for
-    from app.recsys.store import StoreError, trained_objective
+    from app.recsys.store import StoreError, served_name, trained_objective
 
     out = {}
     for name in sorted(names):
+        objective = configs_for(name, params)[1].objective
         try:
-            model = store.load(run_served_name(name, params), device=device)
+            model = store.load(served_name(name, objective), device=device)
         except StoreError:
             continue
-        if model.supports_rating and trained_objective(model) != configs_for(name, params)[1].objective:
+        if model.supports_rating and trained_objective(model) != objective:
             continue
         if np.array_equal(model.item_ids, data.item_ids) and np.array_equal(model.user_ids, data.user_ids):
             out[name] = model

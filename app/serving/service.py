@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.recsys.models import get_model_class, model_names
-from app.recsys.store import trained_objective
+from app.recsys.store import served_name, served_names, trained_objective
 from app.serving import scoring
 from app.serving.cache import ScoreCache
 from app.serving.history import Catalogue, CatalogueCache, HistoryReader, UserHistory
@@ -106,15 +106,12 @@ class RecommendationService:
     @staticmethod
     def check_model(name: str | None, *, sequential: bool = False) -> None:
         """Registered names and the served ``-rating`` names of rating-capable ones (``hybrid-rating``)."""
-        from app.recsys.store import served_names
-
         if name is None:
             return
-        valid = served_names()
-        if sequential:  # no sequence model has a rating version
-            valid = [m for m in model_names() if get_model_class(m).sequential]
-        if name not in valid:
-            raise UnknownModel(name, valid, "not a sequence model" if name in served_names() else "unknown model")
+        served = served_names()
+        valid = [m for m in model_names() if get_model_class(m).sequential] if sequential else served
+        if name not in valid:  # no sequence model has a rating version
+            raise UnknownModel(name, valid, "not a sequence model" if name in served else "unknown model")
 
     def history(self, user_id: str, cat: Catalogue | None = None) -> UserHistory:
         """The user's items now, oldest first (one indexed query), as external ids of ``cat``."""
@@ -123,8 +120,6 @@ class RecommendationService:
 
     def default_model(self, models: ModelSet) -> str:
         """The implicit hybrid, else the first loaded of PREFERENCE, else of their rating versions."""
-        from app.recsys.store import served_name
-
         order = (*PREFERENCE, *(served_name(m, "rating") for m in PREFERENCE))
         return DEFAULT_MODEL if DEFAULT_MODEL in models else next((m for m in order if m in models), DEFAULT_MODEL)
 
