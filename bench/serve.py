@@ -206,7 +206,7 @@ class Ingest(threading.Thread):
             request = urllib.request.Request(self.url, body, {"Content-Type": "application/json"})
             try:
                 with urllib.request.urlopen(request, timeout=10) as r:
-                    self.sent += r.status == 201 or r.status == 200
+                    self.sent += r.status in (200, 201)
             except OSError:
                 self.failed += 1
             due += 1.0 / self.rate
