@@ -1,10 +1,12 @@
 """The GPU path in one script: load every trained model on the device, serve one request of each kind
-through the app, and time top-N for a batch of users per model.
+through the app, time top-N for batches of users per model, and check the device's scores against the
+same versions on the CPU.
 
-    python bench/gpu_check.py [--device cuda] [--batch 256] [--workdir var/bench-serve]
+    python bench/gpu_check.py [--device cuda] [--batch 1,256] [--reps 20] [--workdir var/bench-serve]
 
 Uses the database and model store that bench/serve.py prepares under --workdir (ML-100K, `default`
-models; built here when missing). Runs on the CPU too (--device cpu), which is how it is tested.
+models; built here when missing). The app runs with its recommendation and history caches off, so
+every timed request computes its answer. Runs on the CPU too (--device cpu), which is how it is tested.
 """
 
 from __future__ import annotations
@@ -37,39 +39,70 @@ def sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_top_n(registry, batch: int, n: int = 10, reps: int = 20) -> list[dict]:
-    """Median ms of one [B, I] scoring pass + top-N per model, B users at once (no database)."""
+def recent_items(model, n_items: int, batch: int, per_user: int = 20):
+    """The first ``batch`` users with ``per_user`` random recent items each, as the models read history."""
     import numpy as np
-    import torch
 
     from app.recsys.data import InteractionData
 
+    users = np.arange(min(batch, len(model.user_ids)))
+    history = InteractionData(
+        user_ids=model.user_ids, item_ids=model.item_ids, users=np.repeat(users, per_user),
+        items=np.random.default_rng(0).integers(0, n_items, per_user * len(users)),
+        ratings=np.full(per_user * len(users), np.nan, np.float32), ts=np.tile(np.arange(per_user), len(users)),
+        item_features=np.zeros((n_items, 0), np.float32), feature_schema=model.feature_schema,
+    )  # fmt: skip
+    return history, users
+
+
+def time_top_n(registry, batches: list[int], n: int = 10, reps: int = 20) -> list[dict]:
+    """Median ms of one [B, I] scoring pass + top-N per model, B users at once (no database)."""
+    import torch
+
     rows = []
     for name, lm in registry.models.items():
-        model = lm.model
-        users = np.arange(min(batch, len(model.user_ids)))
-        history = InteractionData(
-            user_ids=model.user_ids, item_ids=model.item_ids, users=np.repeat(users, 20),
-            items=np.random.default_rng(0).integers(0, lm.n_items, 20 * len(users)),
-            ratings=np.full(20 * len(users), np.nan, np.float32), ts=np.tile(np.arange(20), len(users)),
-            item_features=np.zeros((lm.n_items, 0), np.float32), feature_schema=model.feature_schema,
-        )  # 20 random recent items per user  # fmt: skip
-        times = []
-        with torch.inference_mode():
-            for _ in range(reps + 3):
-                t0 = time.perf_counter()
-                scores = model.score_history(history, users)  # [B, I]
-                torch.topk(scores, n, dim=1)
-                sync(lm.device)
-                times.append((time.perf_counter() - t0) * 1000)
-        rows.append({"model": name, "device": str(lm.device), "users": len(users), "ms": statistics.median(times[3:])})
+        for batch in batches:
+            history, users = recent_items(lm.model, lm.n_items, batch)
+            times = []
+            with torch.inference_mode():
+                for _ in range(reps + 3):
+                    t0 = time.perf_counter()
+                    scores = lm.model.score_history(history, users)  # [B, I]
+                    torch.topk(scores, n, dim=1)
+                    sync(lm.device)
+                    times.append((time.perf_counter() - t0) * 1000)
+            rows.append({"model": name, "device": str(lm.device), "users": len(users),
+                         "ms": statistics.median(times[3:])})  # fmt: skip
+    return rows
+
+
+def compare_with_cpu(registry, store, batch: int = 64, n: int = 10) -> list[dict]:
+    """Each loaded version scored on its device and again loaded on the CPU: largest score difference
+    and the share of top-N items both agree on (float rounding differs between the two)."""
+    import torch
+
+    rows = []
+    with torch.inference_mode():
+        for name, lm in registry.models.items():
+            cpu = store.load(name, lm.version, device="cpu")
+            history, users = recent_items(lm.model, lm.n_items, batch)
+            on_device = lm.model.score_history(history, users).float().cpu()
+            on_cpu = cpu.score_history(history, users).float()
+            finite = torch.isfinite(on_cpu) & torch.isfinite(on_device)
+            same_mask = bool(torch.equal(torch.isfinite(on_cpu), torch.isfinite(on_device)))
+            diff = (on_device - on_cpu).abs()[finite].max().item() if finite.any() else 0.0
+            top_d = torch.topk(on_device, n, dim=1).indices
+            top_c = torch.topk(on_cpu, n, dim=1).indices
+            agree = (top_d.unsqueeze(2) == top_c.unsqueeze(1)).any(2).float().mean().item()
+            rows.append({"model": name, "max_abs_diff": diff, "top_agree": agree, "same_mask": same_mask})
     return rows
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda")
-    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--batch", default="1,256", help="comma list of batch sizes for the top-N timing")
+    p.add_argument("--reps", type=int, default=20, help="timed repeats of each request (after one untimed)")
     p.add_argument("--workdir", type=Path, default=ROOT / "var" / "bench-serve")
     args = p.parse_args()
     import serve  # bench/serve.py: the same ML-100K database and model store
@@ -77,10 +110,11 @@ def main() -> None:
 
     from app.config import Settings
     from app.main import create_app
+    from app.recsys.store import ModelStore
 
     env = serve.prepare(args.workdir.resolve(), "default", retrain=False)
     os.environ.update(env)
-    settings = Settings(_env_file=None, device=args.device)
+    settings = Settings(_env_file=None, device=args.device, recommendation_cache_size=0)
     with TestClient(create_app(settings)) as client:
         deadline = time.monotonic() + 300
         while client.get("/readyz").status_code != 200:
@@ -92,17 +126,34 @@ def main() -> None:
         wrong = [n for n, m in registry.models.items() if m.device.type != registry.device.type]
         if wrong:
             sys.exit(f"models not on {registry.device}: {wrong}")
-        print("\n| request | status | strategy | model | ms |\n|---|---|---|---|---|")
+        failed = []
+        print(f"\n| request | status | strategy | model | first ms | median ms of {args.reps} |\n"
+              "|---|---|---|---|---|---|")  # fmt: skip
         for method, url, body in REQUESTS:
-            t0 = time.perf_counter()
-            r = client.request(method, url, json=body)
-            ms = (time.perf_counter() - t0) * 1000
+            times = []
+            for _ in range(args.reps + 1):
+                t0 = time.perf_counter()
+                r = client.request(method, url, json=body)
+                times.append((time.perf_counter() - t0) * 1000)
+                if r.status_code != 200:
+                    failed.append(f"{method} {url}: {r.status_code} {r.text[:200]}")
+                    break
             data = r.json()
             made = f"{data.get('strategy', '')} | {data.get('model', '')}"
-            print(f"| {method} {url} | {r.status_code} | {made} | {ms:.1f} |")
+            rest = f"{statistics.median(times[1:]):.2f}" if len(times) > 1 else "-"
+            print(f"| {method} {url} | {r.status_code} | {made} | {times[0]:.1f} | {rest} |")
+        batches = [int(b) for b in args.batch.split(",")]
         print("\n| model | device | users in batch | scoring + top-10 ms (median) |\n|---|---|---|---|")
-        for row in time_top_n(registry, args.batch):
+        for row in time_top_n(registry, batches, reps=args.reps):
             print(f"| {row['model']} | {row['device']} | {row['users']} | {row['ms']:.2f} |")
+        print(f"\n| model | max abs score diff, {registry.device} vs cpu | top-10 overlap | same items masked |\n"
+              "|---|---|---|---|")  # fmt: skip
+        for row in compare_with_cpu(registry, ModelStore(settings.models_dir)):
+            print(f"| {row['model']} | {row['max_abs_diff']:.2e} | {row['top_agree']:.3f} | {row['same_mask']} |")
+            if not row["same_mask"] or row["top_agree"] < 0.9:
+                failed.append(f"{row['model']}: scores on {registry.device} disagree with the CPU's")
+        if failed:
+            sys.exit("FAILED:\n" + "\n".join(failed))
 
 
 if __name__ == "__main__":
