@@ -38,6 +38,12 @@ class Settings(BaseSettings):
         "(about 5 bytes per catalogue item each), and on SQLite as many users' histories, reused until any "
         "connection commits; 0 turns both caches off",
     )
+    score_batch_size: int = Field(
+        default=32,
+        ge=1,
+        description="Most concurrent requests scored together in one forward pass per model (requests that "
+        "arrive while a pass runs share the next one; none waits for company); 1 scores each alone",
+    )
     recommendation_cache_mb: int = Field(
         default=256,
         ge=0,

@@ -4,7 +4,7 @@ same worker count, loaded by `wrk` from a separate process at 1, 8 and 32 connec
 Prerequisite (Debian/Ubuntu): apt-get update && apt-get install -y wrk
 
     python bench/serve.py [--workers 2] [--duration 5] [--rounds 3] [--connections 1,8,32] [--workdir var/bench-serve]
-                          [--warmup 2] [--cache-size N] [--ingest-rate EVENTS_PER_S]
+                          [--warmup 2] [--cache-size N] [--batch-size N] [--ingest-rate EVENTS_PER_S]
 
 The first run imports ML-100K into SQLite under --workdir and trains the `default` models into its
 model store (a few minutes); later runs reuse both (--retrain to start over). Reports requests/s,
@@ -12,7 +12,9 @@ p50 and p99 per endpoint and concurrency, and each endpoint's ratio to the floor
 the service's per-user score cache (DEEPREC_RECOMMENDATION_CACHE_SIZE; 0: off, every request computed);
 the share of the service's cache look-ups that hit during each run is reported with it. --ingest-rate
 writes that many events a second through the service while it is measured (on a copy of the database),
-as a live service would, so the caches see their entries go stale.
+as a live service would, so the caches see their entries go stale. --batch-size sets how many concurrent
+requests the service scores in one forward pass (DEEPREC_SCORE_BATCH_SIZE; 1: each alone); the mean
+number of requests per pass during each run is reported with it.
 """
 
 from __future__ import annotations
@@ -228,17 +230,18 @@ def private_database(env: dict[str, str], workdir: Path) -> dict[str, str]:
 
 
 _CACHE = re.compile(r'^deeprec_recommendation_cache_total\{result="(hit|miss)"\} ([\d.e+]+)$', re.M)
+_BATCH = re.compile(r'^deeprec_score_batch_size_(sum|count)\{model="[^"]*"\} ([\d.e+]+)$', re.M)
 _STARTED = re.compile(r"^process_start_time_seconds ([\d.e+]+)$", re.M)
 
 
-def cache_counts(port: int, workers: int, tries: int = 60) -> tuple[float, float] | None:
-    """(hits, misses) of the service's score caches, summed over its worker processes, read while idle;
-    None when not every worker answered a scrape.
+def cache_counts(port: int, workers: int, tries: int = 60) -> tuple[float, float, float, float] | None:
+    """(hits, misses) of the service's score caches and (requests, passes) of its micro-batches, summed over
+    its worker processes, read while idle; None when not every worker answered a scrape.
 
     Each worker keeps its own counters and each scrape reaches one of them; idle, a worker's counters
     stand still, so workers are told apart by their start time and counts (equal in both: not told apart).
     """
-    seen: dict[tuple[str, float, float], tuple[float, float]] = {}
+    seen: dict[tuple, tuple[float, float, float, float]] = {}
     for _ in range(tries):
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
@@ -246,10 +249,13 @@ def cache_counts(port: int, workers: int, tries: int = 60) -> tuple[float, float
         except OSError:
             continue
         counts, started = dict(_CACHE.findall(text)), _STARTED.search(text)
-        pair = (float(counts.get("hit", 0)), float(counts.get("miss", 0)))
-        seen[(started.group(1) if started else "?", *pair)] = pair
+        batch = {"sum": 0.0, "count": 0.0}
+        for kind, value in _BATCH.findall(text):  # summed over models
+            batch[kind] += float(value)
+        four = (float(counts.get("hit", 0)), float(counts.get("miss", 0)), batch["sum"], batch["count"])
+        seen[(started.group(1) if started else "?", *four)] = four
         if len(seen) >= workers:
-            return sum(h for h, _ in seen.values()), sum(m for _, m in seen.values())
+            return tuple(sum(v[k] for v in seen.values()) for k in range(4))  # type: ignore[return-value]
     return None
 
 
@@ -259,6 +265,8 @@ def median_row(runs: list[dict]) -> dict:
         out[key] = statistics.median(r[key] for r in runs)
     looked_up = sum(r.get("cache_lookups", 0) for r in runs)
     out["cache_hit_rate"] = sum(r.get("cache_hits", 0) for r in runs) / looked_up if looked_up else None
+    passes = sum(r.get("batches", 0) for r in runs)
+    out["mean_batch"] = sum(r.get("batched_requests", 0) for r in runs) / passes if passes else None
     out["non_2xx"] = sum(r["non_2xx"] for r in runs)
     out["rounds"] = len(runs)
     return out
@@ -280,15 +288,17 @@ def stop(proc: subprocess.Popen) -> None:
 def table(rows: list[dict]) -> str:
     floor = {r["connections"]: r for r in rows if r["endpoint"] == "floor"}
     lines = ["| endpoint | clients | req/s | p50 ms | p99 ms | req/s vs floor | p99 vs floor | server CPU ms/req "
-             "| floor CPU / CPU | cache hits | non-2xx |", "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "| floor CPU / CPU | cache hits | mean batch | non-2xx |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         f = floor.get(r["connections"])
         ratio = f"{r['rps'] / f['rps']:.2f}" if f else ""
         p99 = f"{r['p99_ms'] / f['p99_ms']:.2f}" if f else ""
         cpu = f"{f['cpu_ms'] / r['cpu_ms']:.2f}" if f and r["cpu_ms"] else ""
         hits = "" if r.get("cache_hit_rate") is None else f"{100 * r['cache_hit_rate']:.1f}%"
+        batch = "" if r.get("mean_batch") is None else f"{r['mean_batch']:.2f}"
         lines.append(f"| {r['endpoint']} | {r['connections']} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | "
-                     f"{r['p99_ms']:.2f} | {ratio} | {p99} | {r['cpu_ms']:.2f} | {cpu} | {hits} | "
+                     f"{r['p99_ms']:.2f} | {ratio} | {p99} | {r['cpu_ms']:.2f} | {cpu} | {hits} | {batch} | "
                      f"{r['non_2xx']} |")  # fmt: skip
     return "\n".join(lines)
 
@@ -319,6 +329,8 @@ def main() -> None:
                    "(on a copy of the database); 0: none")  # fmt: skip
     p.add_argument("--cache-size", type=int, default=None,
                    help="the service's DEEPREC_RECOMMENDATION_CACHE_SIZE (0: off); default: its own")  # fmt: skip
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="the service's DEEPREC_SCORE_BATCH_SIZE (1: each scored alone); default: its own")  # fmt: skip
     args = p.parse_args()
     if not ml100k_available():
         sys.exit(f"skipped: MovieLens 100K not found at {ml100k_dir()} (set DEEPREC_ML100K_DIR)")
@@ -329,6 +341,8 @@ def main() -> None:
     env = {**prepare(args.workdir, args.models, args.retrain, params), "DEEPREC_DEVICE": args.device}
     if args.cache_size is not None:
         env["DEEPREC_RECOMMENDATION_CACHE_SIZE"] = str(args.cache_size)
+    if args.batch_size is not None:
+        env["DEEPREC_SCORE_BATCH_SIZE"] = str(args.batch_size)
     if args.ingest_rate > 0:
         env = private_database(env, args.workdir)
     service = start("app.main:create_app", args.port, args.workers, env, factory=True)
@@ -360,6 +374,8 @@ def main() -> None:
                 if before is not None and after is not None:  # else this run's share is not counted
                     row["cache_hits"] = after[0] - before[0]
                     row["cache_lookups"] = after[0] + after[1] - before[0] - before[1]
+                    row["batched_requests"] = after[2] - before[2]
+                    row["batches"] = after[3] - before[3]
             return row
 
         # Warm-up in short runs: each wrk run opens new connections, and which uvicorn worker accepts them is
@@ -395,9 +411,11 @@ def main() -> None:
               f"/v1/interactions ({writes['failed']} failed)")  # fmt: skip
     print(f"models served: {', '.join(f'{n} ({d})' for n, d in loaded.items())}")
     cache = "service default" if args.cache_size is None else args.cache_size
+    batch_size = "service default" if args.batch_size is None else args.batch_size
     print(
         f"{args.workers} uvicorn workers per app, wrk -t1, median of {args.rounds} runs of {args.duration}s "
         f"after {args.warmup}s of warm-up, models: {args.models}, score cache size: {cache}, "
+        f"score batch size: {batch_size}, "
         f"load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}\n"
     )
     print(table(rows))

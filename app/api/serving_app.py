@@ -55,6 +55,7 @@ def build_serving(app: FastAPI, settings: Settings, sessions: sessionmaker[Sessi
         CatalogueCache(sessions),
         settings.recommendation_cache_size,
         cache_bytes=settings.recommendation_cache_mb * 2**20,
+        batch_size=settings.score_batch_size,
     )
     return registry
 

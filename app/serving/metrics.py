@@ -26,6 +26,8 @@ STRATEGY = Counter("deeprec_recommendation_strategy", "Recommendation lists by s
 CACHE_REQUESTS = Counter("deeprec_recommendation_cache", "Look-ups in this process's per-user score cache",
                          ["result"])  # fmt: skip
 CACHE_ENTRIES = Gauge("deeprec_recommendation_cache_entries", "Entries in this process's per-user score cache")
+SCORE_BATCH = Histogram("deeprec_score_batch_size", "Concurrent requests scored in one forward pass, by model",
+                        ["model"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))  # fmt: skip
 HISTORY_CACHE = Counter("deeprec_history_cache", "Look-ups in this process's cache of users' histories (SQLite: "
                         "reused while no connection has committed since)", ["result"])  # fmt: skip
 

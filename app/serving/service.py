@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -19,11 +20,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.recsys.models import get_model_class, model_names
 from app.recsys.store import served_name, served_names, trained_objective
 from app.serving import scoring
+from app.serving.batching import MicroBatcher
 from app.serving.cache import ScoreCache
 from app.serving.history import Catalogue, CatalogueCache, HistoryReader, UserHistory
-from app.serving.metrics import STRATEGY, inference_timer
+from app.serving.metrics import SCORE_BATCH, STRATEGY, inference_timer
 from app.serving.registry import LoadedModel, ModelRegistry, ModelSet
 from app.serving.results import NotFound, NotReady, RecList, ScoredItem, UnknownModel
+from app.serving.scoring import Explained
 
 DEFAULT_MODEL = "hybrid"
 RERANK_ABOVE_N = 100  # longer lists ranked from reused scores are not kept
@@ -86,6 +89,7 @@ class RecommendationService:
         catalogue: CatalogueCache,
         cache_size: int = 0,
         cache_bytes: int | None = None,
+        batch_size: int = 1,
     ) -> None:
         self.registry = registry
         self.sessions = sessions
@@ -93,6 +97,7 @@ class RecommendationService:
         self.catalogue = catalogue
         self._read_history = HistoryReader(self.engine, cache_size, cache_bytes)
         self.cache: ScoreCache[Scores | None] = ScoreCache(cache_size, max_bytes=cache_bytes, weigh=_weigh)
+        self.batch_size = max(1, int(batch_size))  # concurrent requests scored in one forward pass, at most
 
     def close(self) -> None:
         self._read_history.close()
@@ -141,7 +146,7 @@ class RecommendationService:
                 if not hist.empty:
                     cols = hist.cols(lm)
                     with inference_timer(name):
-                        s, known = scoring.score_sequence(lm, cols)
+                        s, known = self._score_sequence(lm, cols)
                     if known:
                         return Scores(lm, s, "sequential", cols)
                 detail = f"{name} knows none of the user's items"
@@ -150,8 +155,8 @@ class RecommendationService:
                 if user >= 0 and name != "popularity":
                     cols = hist.cols(lm)
                     with inference_timer(name):
-                        s = scoring.score_user(lm, user, cols)
-                    return Scores(lm, s, "personalized", cols)
+                        s, explained = self._score_user(lm, user, cols)
+                    return Scores(lm, s, "personalized", cols, explained=explained)
                 if name != "popularity":
                     detail = f"user unknown to {name}"
         if not hist.empty:
@@ -159,7 +164,7 @@ class RecommendationService:
             if seq is not None:
                 cols = hist.cols(seq)
                 with inference_timer(seq.name):
-                    s, known = scoring.score_sequence(seq, cols)
+                    s, known = self._score_sequence(seq, cols)
                 if known:
                     return Scores(seq, s, "sequential", cols, detail)
             content = _best(models, self.content_models(models))
@@ -167,9 +172,33 @@ class RecommendationService:
                 cols = hist.cols(content)
                 if (cols >= 0).any():
                     with inference_timer(content.name):
-                        s = scoring.score_user(content, content.user_of(user_id), cols)
-                    return Scores(content, s, "content", cols, detail)
+                        s, explained = self._score_user(content, content.user_of(user_id), cols)
+                    return Scores(content, s, "content", cols, detail, explained)
         return None
+
+    # -- one forward pass for the concurrent requests of a model ----------------------------------
+    def _batcher(self, lm: LoadedModel, kind: str, fn: Callable) -> MicroBatcher:
+        """The loaded version's batcher of ``kind`` (built once; it goes with the version when that is swapped)."""
+        key = f"batcher:{kind}:{self.batch_size}"
+        batcher = lm.cache.get(key)
+        if batcher is None:
+            batcher = MicroBatcher(partial(fn, lm), self.batch_size, SCORE_BATCH.labels(lm.name).observe)
+            batcher = lm.cache.setdefault(key, batcher)  # one wins when two threads build it at once
+        return batcher
+
+    def _score_user(self, lm: LoadedModel, user: int, cols: np.ndarray) -> tuple[torch.Tensor, Explained | None]:
+        """[I] scores for one user (with an ensemble's member behind each), batched with concurrent requests."""
+        request = scoring.user_request(lm, user, cols)
+        if self.batch_size == 1:
+            return scoring.score_users(lm, [request])[0]
+        return self._batcher(lm, "user", scoring.score_users)(request)
+
+    def _score_sequence(self, lm: LoadedModel, cols: np.ndarray) -> tuple[torch.Tensor, int]:
+        """[I] next-item scores after ``cols`` and how many the model knew, batched with concurrent requests."""
+        request = scoring.sequence_request(lm, cols)
+        if self.batch_size == 1:
+            return scoring.score_sequences(lm, [request])[0]
+        return self._batcher(lm, "sequence", scoring.score_sequences)(request)
 
     def user_scores(self, models: ModelSet, name: str, user_id: str, hist: UserHistory) -> Scores | None:
         """``score_user`` through the cache: reused only for the same loaded versions and the same history."""
@@ -180,7 +209,7 @@ class RecommendationService:
             sc = self.score_user(models, name, user_id, hist)
             if sc is not None:
                 sc.scores = sc.scores.clone()  # its own storage, not a view of a larger batch tensor
-                explain = self._explainer(sc)
+                explain = self._explainer(sc) if sc.explained is None else None
                 if explain is not None:  # an ensemble's reasons come from per-thread state: keep them now
                     sc.explained = explain(torch.arange(sc.lm.n_items))
             return sc
@@ -305,7 +334,7 @@ class RecommendationService:
     def _sequence_scores(self, lm: LoadedModel, items: np.ndarray) -> Scores | None:
         cols = lm.items_of(items)
         with inference_timer(lm.name):
-            s, known = scoring.score_sequence(lm, cols)
+            s, known = self._score_sequence(lm, cols)
         return Scores(lm, s.clone(), "sequential", cols) if known else None
 
     def _next(

@@ -74,3 +74,13 @@ def private_copy(trained: Path, tmp_path: Path) -> Path:
     target = tmp_path / "served-models"
     shutil.copytree(trained, target)
     return target
+
+
+def assert_same_ranking(a: list[tuple[str, float]], b: list[tuple[str, float]], tol: float = 1e-5) -> None:
+    """Equal (item, score) rankings to float rounding: scores within ``tol``, and the same item at every
+    position except where two neighbouring scores tie within ``tol`` (rounding may swap those)."""
+    sa, sb = [s for _, s in a], [s for _, s in b]
+    assert sa == pytest.approx(sb, abs=tol)
+    for k, ((x, _), (y, _)) in enumerate(zip(a, b, strict=True)):
+        if x != y:
+            assert any(abs(sa[k] - sa[j]) < tol for j in (k - 1, k + 1) if 0 <= j < len(sa)), (k, a, b)

@@ -453,6 +453,15 @@ class Hybrid(Recommender):
             self._local.last = contrib[0]
         return scores
 
+    @torch.no_grad()
+    def score_history_explained(
+        self, history: InteractionData, users: np.ndarray
+    ) -> tuple[torch.Tensor, np.ndarray, torch.Tensor]:
+        """``score_history`` with the member behind every score, for a batch of users at once: (B, I)
+        scores, the member names and (B, I) the index of the member that added most to each score."""
+        contrib, scores = self._scores(np.asarray(users, dtype=np.int64), history)  # [B, I, M], [B, I]
+        return scores, np.asarray(list(self.members), dtype=object), contrib.argmax(-1)
+
     def _scores(self, users: np.ndarray, history: InteractionData | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(B,) -> contributions (B, I, M) and scores (B, I): stacked ratings for a rating hybrid."""
         if self.rating_model:
