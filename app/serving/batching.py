@@ -1,107 +1,97 @@
-"""Micro-batching of concurrent scoring requests: one forward pass for the users whose requests arrive
-while another pass is running.
+"""Batching of scoring across requests: the requests handed over together share one forward pass per model.
 
 A request for one user costs a forward pass whose price is mostly per-operation overhead (kernel
 launches on a GPU, dispatch on a CPU): the hybrid scores one user in about 2.5-5 ms and 256 users in
-16-130 ms on a CPU, 3.4 ms and 4.7 ms on an H100 (BENCHMARKS.md). ``MicroBatcher`` lets the requests
-that queue up behind a running pass share the next one. It never waits for company: a request that
-finds no pass running starts one at once with whatever is queued, so one client alone sees no added
-latency, and under concurrency the batch grows with the load, up to ``max_batch``.
+16-130 ms on a CPU, 3.4 ms and 4.7 ms on an H100 (BENCHMARKS.md). So each request is written as a
+generator ("steps") that yields what it needs scored, ``(kind, model, request)``, and is sent the
+result; ``drive`` runs many such requests together. It advances every one to its next need, scores the
+needs of each (kind, model) in one call, sends each its own result, and repeats until all are done,
+so a request whose fallback chain needs a second model simply yields again.
 
-There is no extra thread: the first waiting request thread that finds the batcher idle computes the
-next batch for everyone in it (leader/follower), and the others wait on a condition.
+Which requests are handed over together is the caller's choice: the API hands over those that queued
+on its event loop while the previous batch was computed, so one request alone never waits for company.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, TypeVar
 
 T = TypeVar("T")
-R = TypeVar("R")
+
+# What a request asks for: (kind of scoring, the model, that kind's request for one user or sequence).
+Need = tuple[str, Any, Any]
+Steps = Generator[Need, Any, T]
+# kind -> fn(model, [request, ...]) -> [result, ...] in the same order
+Scorers = dict[str, Callable[[Any, Sequence[Any]], Sequence[Any]]]
 
 
-class _Slot(Generic[T, R]):
-    __slots__ = ("request", "result", "error", "done")
+def drive(
+    steps: Sequence[Steps[Any]],
+    scorers: Scorers,
+    max_batch: int,
+    observe: Callable[[Any, int], None] | None = None,
+) -> list[Any]:
+    """Each request's return value, or the exception it raised, in order.
 
-    def __init__(self, request: T) -> None:
-        self.request = request
-        self.result: R | None = None
-        self.error: BaseException | None = None
-        self.done = False
-
-
-class MicroBatcher(Generic[T, R]):
-    """``batcher(request)`` -> ``fn([request, ...])[i]`` for this request, computed together with the
-    requests queued at the time (at most ``max_batch``, oldest first).
-
-    ``fn`` maps a list of requests to a list of results of the same length and order. When it raises
-    for a batch of several, each request of that batch is retried alone, so one bad request fails only
-    itself. ``observe(n)``, when given, is told the size of every batch computed.
+    The needs of one (kind, model) are scored in calls of at most ``max_batch`` requests; ``observe(model,
+    n)``, when given, is told each call's size. When a call for several raises, each of its requests is
+    scored alone, so a request that breaks the pass fails only itself: its own error is thrown into its
+    generator, which may handle it as it would the error of a request scored alone.
     """
+    results: list[Any] = [None] * len(steps)
+    waiting: dict[tuple[str, int], tuple[Any, list[tuple[int, Any]]]] = {}
 
-    def __init__(
-        self,
-        fn: Callable[[Sequence[T]], Sequence[R]],
-        max_batch: int,
-        observe: Callable[[int], None] | None = None,
-    ) -> None:
-        self.fn = fn
-        self.max_batch = max(1, int(max_batch))
-        self.observe = observe
-        self._pending: list[_Slot[T, R]] = []
-        self._busy = False
-        self._cond = threading.Condition()
-        self.batches = 0  # passes computed, and the requests they answered
-        self.requests = 0
-
-    def __call__(self, request: T) -> R:
-        slot: _Slot[T, R] = _Slot(request)
-        with self._cond:
-            self._pending.append(slot)
-        while True:
-            with self._cond:
-                while not slot.done and self._busy:
-                    self._cond.wait()
-                if slot.done:
-                    break
-                self._busy = True  # this thread leads the next pass
-                batch = self._pending[: self.max_batch]
-                del self._pending[: len(batch)]
-            try:
-                self._run(batch)
-            finally:
-                with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()
-        if slot.error is not None:
-            raise slot.error
-        return slot.result  # type: ignore[return-value]
-
-    def _run(self, batch: list[_Slot[T, R]]) -> None:
+    def advance(i: int, send: Any = None, error: BaseException | None = None) -> None:
         try:
-            self._compute(batch)
-        except BaseException as e:  # noqa: BLE001 - delivered to the requests that asked
-            if len(batch) == 1:
-                batch[0].error = e
-            else:  # retry each alone, so a request that breaks the pass fails only itself
-                for slot in batch:
-                    try:
-                        self._compute([slot])
-                    except BaseException as e1:  # noqa: BLE001
-                        slot.error = e1
-        finally:
-            for slot in batch:
-                slot.done = True
+            kind, model, request = steps[i].throw(error) if error is not None else steps[i].send(send)
+        except StopIteration as done:
+            results[i] = done.value
+            return
+        except Exception as e:  # the request's own failure (bad input, not ready...): its result
+            results[i] = e
+            return
+        waiting.setdefault((kind, id(model)), (model, []))[1].append((i, request))
 
-    def _compute(self, batch: list[_Slot[T, R]]) -> None:
-        results = self.fn([s.request for s in batch])
-        if len(results) != len(batch):
-            raise RuntimeError(f"batch function returned {len(results)} results for {len(batch)} requests")
-        for slot, result in zip(batch, results, strict=True):
-            slot.result = result
-        self.batches += 1
-        self.requests += len(batch)
-        if self.observe is not None:
-            self.observe(len(batch))
+    for i in range(len(steps)):
+        advance(i)
+    while waiting:
+        groups = list(waiting.items())
+        waiting.clear()
+        for (kind, _), (model, asked) in groups:
+            score = scorers[kind]
+            for start in range(0, len(asked), max(1, max_batch)):
+                chunk = asked[start : start + max(1, max_batch)]
+                try:
+                    out = score(model, [request for _, request in chunk])
+                    if len(out) != len(chunk):
+                        raise RuntimeError(f"{kind} scorer returned {len(out)} results for {len(chunk)} requests")
+                except Exception as e:
+                    if len(chunk) == 1:
+                        advance(chunk[0][0], error=e)
+                        continue
+                    out = None
+                if observe is not None and out is not None:
+                    observe(model, len(chunk))
+                if out is not None:
+                    for (i, _), result in zip(chunk, out, strict=True):
+                        advance(i, result)
+                    continue
+                for i, request in chunk:  # the joint call failed: each alone
+                    try:
+                        result = score(model, [request])[0]
+                    except Exception as e:
+                        advance(i, error=e)
+                        continue
+                    if observe is not None:
+                        observe(model, 1)
+                    advance(i, result)
+    return results
+
+
+def run_alone(steps: Steps[T], scorers: Scorers) -> T:
+    """One request's steps on their own (a batch of one): its return value, or its exception raised."""
+    result = drive([steps], scorers, 1)[0]
+    if isinstance(result, BaseException):
+        raise result
+    return result

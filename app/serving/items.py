@@ -12,6 +12,7 @@ import torch
 
 from app.recsys.metrics import validation_rmse
 from app.serving import scoring
+from app.serving.batching import Steps
 from app.serving.metrics import STRATEGY, inference_timer
 from app.serving.registry import LoadedModel, ModelSet
 from app.serving.results import NotFound, Prediction, RecList, ScoredItem, UnknownModel
@@ -28,6 +29,13 @@ def _raters(models: ModelSet, user_id: str) -> list[LoadedModel]:
 
 
 def predict(svc: RecommendationService, user_id: str, item_ids: list[str], model: str | None = None) -> dict:
+    return svc.run(predict_steps(svc, user_id, item_ids, model))
+
+
+def predict_steps(
+    svc: RecommendationService, user_id: str, item_ids: list[str], model: str | None = None
+) -> Steps[dict]:
+    """``predict`` as steps (``batching``): its forward pass is shared with the requests handed over with it."""
     svc.check_model(model)
     models = svc.snapshot()
     cat = svc.catalogue.get()
@@ -42,7 +50,7 @@ def predict(svc: RecommendationService, user_id: str, item_ids: list[str], model
     if not hist.exists and not any(m.user_of(user_id) >= 0 for m in models.values()):
         raise NotFound({"message": f"unknown user {user_id!r}", "unknown_user_ids": [user_id]})
     name = model or svc.default_model(models)
-    sc = svc.user_scores(models, name, user_id, hist)
+    sc = yield from svc.user_scores(models, name, user_id, hist)
     if sc is None:
         STRATEGY.labels("popular").inc()
         scores = cat.popularity[rows]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -20,18 +20,35 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.recsys.models import get_model_class, model_names
 from app.recsys.store import served_name, served_names, trained_objective
 from app.serving import scoring
-from app.serving.batching import MicroBatcher
+from app.serving.batching import Scorers, Steps, drive
 from app.serving.cache import ScoreCache
 from app.serving.history import Catalogue, CatalogueCache, HistoryReader, UserHistory
 from app.serving.metrics import SCORE_BATCH, STRATEGY, inference_timer
 from app.serving.registry import LoadedModel, ModelRegistry, ModelSet
 from app.serving.results import NotFound, NotReady, RecList, ScoredItem, UnknownModel
-from app.serving.scoring import Explained
+
+T = TypeVar("T")
 
 DEFAULT_MODEL = "hybrid"
 RERANK_ABOVE_N = 100  # longer lists ranked from reused scores are not kept
 # When the default is not trained yet, the first of these that is loaded serves instead.
 PREFERENCE = ("hybrid", "sasrec", "neumf", "mf", "gru4rec", "ease", "content", "gmf", "mlp")
+
+
+def _timed(fn: Callable[[LoadedModel, Sequence[Any]], list[Any]]) -> Callable[[LoadedModel, Sequence[Any]], list[Any]]:
+    def run(lm: LoadedModel, requests: Sequence[Any]) -> list[Any]:
+        with inference_timer(lm.name):
+            return fn(lm, requests)
+
+    return run
+
+
+# What the steps of a request may ask to have scored (``batching.drive``), each timed per pass.
+SCORERS: Scorers = {"user": _timed(scoring.score_users), "sequence": _timed(scoring.score_sequences)}
+
+
+def _observe_batch(lm: LoadedModel, n: int) -> None:
+    SCORE_BATCH.labels(lm.name).observe(n)
 
 
 @dataclass(frozen=True)
@@ -135,8 +152,10 @@ class RecommendationService:
         return [n for n in models if models[n].model.uses_features and scoring.history_aware(models[n].model)]
 
     # -- scoring with fallbacks -----------------------------------------------------------------
-    def score_user(self, models: ModelSet, name: str, user_id: str, hist: UserHistory) -> Scores | None:
-        """The requested model if it can serve this user, else the fallback chain; None means popular."""
+    def score_user(self, models: ModelSet, name: str, user_id: str, hist: UserHistory) -> Steps[Scores | None]:
+        """The requested model if it can serve this user, else the fallback chain; None means popular.
+
+        Steps (``batching``): each forward pass is yielded, so requests handed over together share it."""
         if name == "popularity":  # asked for by name: the popular list, never a fallback model's
             return None
         lm = models.get(name)
@@ -145,8 +164,7 @@ class RecommendationService:
             if lm.model.sequential:
                 if not hist.empty:
                     cols = hist.cols(lm)
-                    with inference_timer(name):
-                        s, known = self._score_sequence(lm, cols)
+                    s, known = yield "sequence", lm, scoring.sequence_request(lm, cols)
                     if known:
                         return Scores(lm, s, "sequential", cols)
                 detail = f"{name} knows none of the user's items"
@@ -154,8 +172,7 @@ class RecommendationService:
                 user = lm.user_of(user_id)
                 if user >= 0 and name != "popularity":
                     cols = hist.cols(lm)
-                    with inference_timer(name):
-                        s, explained = self._score_user(lm, user, cols)
+                    s, explained = yield "user", lm, scoring.user_request(lm, user, cols)
                     return Scores(lm, s, "personalized", cols, explained=explained)
                 if name != "popularity":
                     detail = f"user unknown to {name}"
@@ -163,58 +180,46 @@ class RecommendationService:
             seq = lm if lm is not None and lm.model.sequential else _best(models, self.sequential_models(models))
             if seq is not None:
                 cols = hist.cols(seq)
-                with inference_timer(seq.name):
-                    s, known = self._score_sequence(seq, cols)
+                s, known = yield "sequence", seq, scoring.sequence_request(seq, cols)
                 if known:
                     return Scores(seq, s, "sequential", cols, detail)
             content = _best(models, self.content_models(models))
             if content is not None:
                 cols = hist.cols(content)
                 if (cols >= 0).any():
-                    with inference_timer(content.name):
-                        s, explained = self._score_user(content, content.user_of(user_id), cols)
+                    s, explained = yield "user", content, scoring.user_request(content, content.user_of(user_id), cols)
                     return Scores(content, s, "content", cols, detail, explained)
         return None
 
-    # -- one forward pass for the concurrent requests of a model ----------------------------------
-    def _batcher(self, lm: LoadedModel, kind: str, fn: Callable) -> MicroBatcher:
-        """The loaded version's batcher of ``kind`` (built once; it goes with the version when that is swapped)."""
-        key = f"batcher:{kind}:{self.batch_size}"
-        batcher = lm.cache.get(key)
-        if batcher is None:
-            batcher = MicroBatcher(partial(fn, lm), self.batch_size, SCORE_BATCH.labels(lm.name).observe)
-            batcher = lm.cache.setdefault(key, batcher)  # one wins when two threads build it at once
-        return batcher
+    # -- running steps: alone, or many requests together ---------------------------------------
+    def run(self, steps: Steps[T]) -> T:
+        """One request's steps on their own: its result, or its error raised."""
+        result = self.run_many([steps])[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
-    def _score_user(self, lm: LoadedModel, user: int, cols: np.ndarray) -> tuple[torch.Tensor, Explained | None]:
-        """[I] scores for one user (with an ensemble's member behind each), batched with concurrent requests."""
-        request = scoring.user_request(lm, user, cols)
-        if self.batch_size == 1:
-            return scoring.score_users(lm, [request])[0]
-        return self._batcher(lm, "user", scoring.score_users)(request)
+    def run_many(self, steps: Sequence[Steps[Any]]) -> list[Any]:
+        """Requests handed over together: each one's result or error, in order. Their forward passes are
+        shared, at most ``batch_size`` requests per pass (see ``batching.drive``)."""
+        return drive(steps, SCORERS, self.batch_size, _observe_batch)
 
-    def _score_sequence(self, lm: LoadedModel, cols: np.ndarray) -> tuple[torch.Tensor, int]:
-        """[I] next-item scores after ``cols`` and how many the model knew, batched with concurrent requests."""
-        request = scoring.sequence_request(lm, cols)
-        if self.batch_size == 1:
-            return scoring.score_sequences(lm, [request])[0]
-        return self._batcher(lm, "sequence", scoring.score_sequences)(request)
-
-    def user_scores(self, models: ModelSet, name: str, user_id: str, hist: UserHistory) -> Scores | None:
+    def user_scores(self, models: ModelSet, name: str, user_id: str, hist: UserHistory) -> Steps[Scores | None]:
         """``score_user`` through the cache: reused only for the same loaded versions and the same history."""
         if not self.cache.enabled:
-            return self.score_user(models, name, user_id, hist)
-
-        def compute() -> Scores | None:
-            sc = self.score_user(models, name, user_id, hist)
-            if sc is not None:
-                sc.scores = sc.scores.clone()  # its own storage, not a view of a larger batch tensor
-                explain = self._explainer(sc) if sc.explained is None else None
-                if explain is not None:  # an ensemble's reasons come from per-thread state: keep them now
-                    sc.explained = explain(torch.arange(sc.lm.n_items))
-            return sc
-
-        return self.cache.through((name, user_id), (models.token, hist.fingerprint()), compute)
+            return (yield from self.score_user(models, name, user_id, hist))
+        key, fingerprint = (name, user_id), (models.token, hist.fingerprint())
+        hit, cached = self.cache.get(key, fingerprint)
+        if hit:
+            return cached
+        sc = yield from self.score_user(models, name, user_id, hist)
+        if sc is not None:
+            sc.scores = sc.scores.clone()  # its own storage, not a view of a larger batch tensor
+            explain = self._explainer(sc) if sc.explained is None else None
+            if explain is not None:  # an ensemble's reasons come from per-thread state: keep them now
+                sc.explained = explain(torch.arange(sc.lm.n_items))
+        self.cache.put(key, fingerprint, sc)
+        return sc
 
     def ranked(self, sc: Scores, cat: Catalogue, f: Filters) -> list[ScoredItem]:
         """``rank`` with exclude-seen from ``f``; for scores from the cache, the same user asking again with the
@@ -300,12 +305,17 @@ class RecommendationService:
 
     # -- endpoints ------------------------------------------------------------------------------
     def recommend(self, user_id: str, *, model: str | None = None, filters: Filters = Filters()) -> RecList:
+        return self.run(self.recommend_steps(user_id, model=model, filters=filters))
+
+    def recommend_steps(
+        self, user_id: str, *, model: str | None = None, filters: Filters = Filters()
+    ) -> Steps[RecList]:
         self.check_model(model)
         models = self.snapshot()
         name = model or self.default_model(models)
         cat = self.catalogue.get()
         hist = self.history(user_id, cat)
-        sc = self.user_scores(models, name, user_id, hist)
+        sc = yield from self.user_scores(models, name, user_id, hist)
         if sc is None:
             out = self.popular(cat, models, filters, hist.item_ids if filters.exclude_seen else np.empty(0, object))
             if name in models and name != "popularity":
@@ -315,26 +325,31 @@ class RecommendationService:
         return RecList(sc.lm.name, sc.lm.version, sc.strategy, self.ranked(sc, cat, filters), sc.detail)
 
     def next_items(self, user_id: str, *, model: str | None, filters: Filters) -> RecList:
+        return self.run(self.next_items_steps(user_id, model=model, filters=filters))
+
+    def next_items_steps(self, user_id: str, *, model: str | None, filters: Filters) -> Steps[RecList]:
         self.check_model(model, sequential=True)
         models = self.snapshot()
         hist = self.history(user_id)
         if not hist.exists:
             raise NotFound({"message": f"unknown user {user_id!r}", "unknown_user_ids": [user_id]})
-        return self._next(models, model, hist.item_ids, filters, (user_id, hist))
+        return (yield from self._next(models, model, hist.item_ids, filters, (user_id, hist)))
 
     def session_next(self, item_ids: list[str], *, model: str | None, filters: Filters) -> RecList:
+        return self.run(self.session_next_steps(item_ids, model=model, filters=filters))
+
+    def session_next_steps(self, item_ids: list[str], *, model: str | None, filters: Filters) -> Steps[RecList]:
         self.check_model(model, sequential=True)
         models = self.snapshot()
-        out = self._next(models, model, np.asarray(item_ids, dtype=object), filters)
+        out = yield from self._next(models, model, np.asarray(item_ids, dtype=object), filters)
         cat = self.catalogue.get()
         unknown = [i for i, r in zip(item_ids, cat.rows_of(item_ids), strict=True) if r < 0]
         out.extra["unknown_item_ids"] = unknown
         return out
 
-    def _sequence_scores(self, lm: LoadedModel, items: np.ndarray) -> Scores | None:
+    def _sequence_scores(self, lm: LoadedModel, items: np.ndarray) -> Steps[Scores | None]:
         cols = lm.items_of(items)
-        with inference_timer(lm.name):
-            s, known = self._score_sequence(lm, cols)
+        s, known = yield "sequence", lm, scoring.sequence_request(lm, cols)
         return Scores(lm, s.clone(), "sequential", cols) if known else None
 
     def _next(
@@ -344,7 +359,7 @@ class RecommendationService:
         items: np.ndarray,
         f: Filters,
         user: tuple[str, UserHistory] | None = None,
-    ) -> RecList:
+    ) -> Steps[RecList]:
         """Next items after ``items``; with ``user`` (a user's id and history) the scores go through the cache."""
         lm = models.get(model) if model else _best(models, self.sequential_models(models))
         cat = self.catalogue.get()
@@ -355,9 +370,12 @@ class RecommendationService:
             return out
         if user is not None and self.cache.enabled:
             key, fingerprint = (f"next-items:{lm.name}", user[0]), (models.token, user[1].fingerprint())
-            sc = self.cache.through(key, fingerprint, lambda: self._sequence_scores(lm, items))
+            hit, sc = self.cache.get(key, fingerprint)
+            if not hit:
+                sc = yield from self._sequence_scores(lm, items)
+                self.cache.put(key, fingerprint, sc)
         else:
-            sc = self._sequence_scores(lm, items)
+            sc = yield from self._sequence_scores(lm, items)
         if sc is None:
             out = self.popular(cat, models, f, seen_ids)
             out.detail = f"{lm.name} knows none of these items"

@@ -85,7 +85,7 @@ def test_serving_work_in_one_process_is_bounded_by_the_setting(
     wait_ready(client)
     svc = client.app.state.recommender
     lock, now, most = threading.Lock(), [0], [0]
-    original = svc.recommend
+    original = svc.run_many  # the API hands requests to the service through it
 
     def tracked(*args, **kwargs):
         with lock:
@@ -98,7 +98,7 @@ def test_serving_work_in_one_process_is_bounded_by_the_setting(
             with lock:
                 now[0] -= 1
 
-    svc.recommend = tracked
+    svc.run_many = tracked
     statuses: list[int] = []
     threads = [
         threading.Thread(target=lambda u=u: statuses.append(client.get(f"/v1/users/u{u}/recommendations").status_code))

@@ -1,17 +1,20 @@
-"""Micro-batching: concurrent requests share one forward pass and each gets its own answer, the same
-(to float rounding) as when scored alone; a request that breaks a pass fails only itself."""
+"""Batching across requests: requests handed over together share one forward pass per model and each
+gets its own answer, the same (to float rounding) as when scored alone; a request that breaks a pass
+fails only itself; the API hands over the requests that queued while the serving thread was busy."""
 
-import threading
-import time
+import asyncio
 
+import anyio
 import numpy as np
 import pytest
 import torch
+from prometheus_client import REGISTRY
 
+from app.api.batcher import RequestBatcher
 from app.db.session import make_sessionmaker
 from app.recsys.store import ModelStore
-from app.serving import scoring
-from app.serving.batching import MicroBatcher
+from app.serving import items, scoring
+from app.serving.batching import drive, run_alone
 from app.serving.history import CatalogueCache
 from app.serving.registry import ModelRegistry
 from app.serving.service import Filters, RecommendationService
@@ -19,73 +22,93 @@ from tests.serving.support import N_USERS, assert_same_ranking, seed_database
 from tests.serving.test_cache import add_hybrid
 
 
-def run_threads(fn, args) -> list:
-    """fn(arg) in one thread per arg, all released at once; their results in arg order (errors re-raised)."""
-    out: list = [None] * len(args)
-    start = threading.Barrier(len(args))
-
-    def work(i, arg):
-        start.wait()
-        try:
-            out[i] = fn(arg)
-        except BaseException as e:  # noqa: BLE001
-            out[i] = e
-
-    threads = [threading.Thread(target=work, args=(i, a)) for i, a in enumerate(args)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    return out
+def squares(model, requests):
+    """A toy scorer: model * x for each request; 'bad' breaks any pass it is in."""
+    if "bad" in requests:
+        raise ValueError("bad request")
+    return [model * x for x in requests]
 
 
-def wait_for(predicate, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
+def asks(*needs):
+    """Steps that ask for each (kind, model, request) in turn and return what they were sent."""
+    got = []
+    for need in needs:
+        got.append((yield need))
+    return got
 
 
-class Gate:
-    """A batch function that holds its first pass until ``queued`` requests wait behind it."""
-
-    def __init__(self, fn, queued: int) -> None:
-        self.fn, self.queued, self.sizes, self.batcher = fn, queued, [], None
-
-    def __call__(self, requests):
-        if not self.sizes:
-            wait_for(lambda: len(self.batcher._pending) >= self.queued)
-        self.sizes.append(len(requests))
-        return self.fn(requests)
+def test_requests_handed_over_together_share_a_pass_per_model_and_kind():
+    passes = []
+    steps = [asks(("sq", 10, 1), ("sq", 100, 2)), asks(("sq", 10, 3)), asks(("sq", 100, 4), ("sq", 10, 5))]
+    out = drive(steps, {"sq": squares}, max_batch=8, observe=lambda model, n: passes.append((model, n)))
+    assert out == [[10, 200], [30], [400, 50]]
+    # round 1: model 10 for requests 1 and 3, model 100 for 4; round 2: model 100 for 2, model 10 for 5
+    assert sorted(passes) == sorted([(10, 2), (100, 1), (100, 1), (10, 1)])
 
 
-def test_alone_each_request_is_its_own_pass():
-    seen = []
-    batcher = MicroBatcher(lambda xs: [x * 10 for x in xs], max_batch=8, observe=seen.append)
-    assert [batcher(i) for i in range(3)] == [0, 10, 20]
-    assert seen == [1, 1, 1] and batcher.batches == 3 and batcher.requests == 3
-
-
-def test_requests_queued_behind_a_pass_share_the_next_one_up_to_the_cap():
-    gate = Gate(lambda xs: [x * x for x in xs], queued=6)
-    gate.batcher = batcher = MicroBatcher(gate, max_batch=4)
-    out = run_threads(batcher, list(range(7)))
-    assert out == [x * x for x in range(7)]  # every caller gets the answer to its own request
-    assert gate.sizes == [1, 4, 2]  # the first alone, then the 6 waiting ones in passes of at most 4
+def test_passes_hold_at_most_max_batch_requests():
+    passes = []
+    out = drive([asks(("sq", 2, x)) for x in range(7)], {"sq": squares}, 3, lambda m, n: passes.append(n))
+    assert out == [[2 * x] for x in range(7)] and passes == [3, 3, 1]
 
 
 def test_a_request_that_breaks_the_pass_fails_only_itself():
-    def square(xs):
-        if "bad" in xs:
-            raise ValueError("bad request")
-        return [x * x for x in xs]
-
-    gate = Gate(square, queued=4)
-    gate.batcher = batcher = MicroBatcher(gate, max_batch=8)
-    out = run_threads(batcher, [1, 2, "bad", 3, 4])
-    assert [o for o in out if not isinstance(o, Exception)] == [1, 4, 9, 16]
+    passes = []
+    steps = [asks(("sq", 1, x)) for x in (1, 2, "bad", 4)]
+    out = drive(steps, {"sq": squares}, 8, lambda m, n: passes.append(n))
+    assert out[:2] == [[1], [2]] and out[3] == [4]
     assert isinstance(out[2], ValueError) and str(out[2]) == "bad request"
-    assert gate.sizes[0] == 1 and 4 in gate.sizes  # the joint pass, then each of its requests alone
+    assert passes == [1, 1, 1]  # the joint pass failed; each request was then scored alone
+    with pytest.raises(ValueError, match="bad request"):
+        run_alone(asks(("sq", 1, "bad")), {"sq": squares})
+
+
+def test_a_request_may_handle_the_error_of_its_pass():
+    def careful():
+        try:
+            return (yield "sq", 1, "bad")
+        except ValueError:
+            return "fell back"
+
+    assert drive([careful(), asks(("sq", 1, 3))], {"sq": squares}, 8) == ["fell back", [3]]
+
+
+def test_errors_before_any_pass_are_that_requests_result():
+    def refuses():
+        raise LookupError("unknown model")
+        yield  # a generator
+
+    out = drive([refuses(), asks(("sq", 1, 2))], {"sq": squares}, 8)
+    assert isinstance(out[0], LookupError) and out[1] == [2]
+
+
+def test_the_api_hands_the_requests_queued_meanwhile_to_one_thread_hop():
+    """Requests that arrive while a lane is busy wait on the event loop and go together; a client that
+    went away is not computed; each caller gets its own result or error."""
+    hops = []
+
+    def run_many(steps):
+        hops.append(len(steps))
+        return drive(steps, {"sq": squares}, 8)
+
+    async def main():
+        batcher = RequestBatcher(run_many, anyio.CapacityLimiter(1), max_batch=4)
+        calls = [asyncio.create_task(batcher.submit(lambda x=x: asks(("sq", 3, x)))) for x in (1, 2, "bad", 4, 5, 6)]
+        await asyncio.sleep(0)  # all six queued; the drain has not run yet
+        calls[4].cancel()  # that client went away
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    out = asyncio.run(main())
+    assert out[0] == [3] and out[1] == [6] and out[3] == [12] and out[5] == [18]
+    assert isinstance(out[2], ValueError) and isinstance(out[4], asyncio.CancelledError)
+    assert hops == [4, 1]  # at most 4 a hop; the cancelled one was never computed
+
+    async def alone():
+        batcher = RequestBatcher(run_many, anyio.CapacityLimiter(1), max_batch=4)
+        return [await batcher.submit(lambda x=x: asks(("sq", 1, x))) for x in (7, 8)]
+
+    hops.clear()
+    assert asyncio.run(alone()) == [[7], [8]] and hops == [1, 1]  # one at a time: no waiting for company
 
 
 def test_distinct_rows_splits_repeated_rows_into_later_passes():
@@ -162,27 +185,49 @@ def same_list(a, b) -> None:
     assert all(by_id.get(i.item_id, i.reason) == i.reason for i in a.items)
 
 
-@pytest.mark.parametrize("kind", ["recommend", "next_items"])
-def test_concurrent_requests_are_batched_and_each_gets_its_own_list(loaded, kind, monkeypatch):
+def batch_sizes(model: str) -> tuple[float, float]:
+    """(passes, requests) of ``model`` in the batch-size metric so far."""
+    labels = {"model": model}
+    count = REGISTRY.get_sample_value("deeprec_score_batch_size_count", labels) or 0.0
+    return count, REGISTRY.get_sample_value("deeprec_score_batch_size_sum", labels) or 0.0
+
+
+@pytest.mark.parametrize("kind", ["recommend", "next_items", "predict"])
+def test_requests_run_together_share_a_pass_and_each_gets_its_own_answer(loaded, kind):
     registry, sessions = loaded
     batched = RecommendationService(registry, sessions, CatalogueCache(sessions, ttl_s=0.0), batch_size=32)
-    alone = RecommendationService(registry, sessions, CatalogueCache(sessions, ttl_s=0.0), batch_size=1)
     users = [f"u{u}" for u in range(0, N_USERS, 3)]
-    model, fn_kind = ("hybrid", "user") if kind == "recommend" else ("gru4rec", "sequence")
-    lm = registry.models[model]
-    fn = scoring.score_users if fn_kind == "user" else scoring.score_sequences
-    gate = Gate(lambda requests: fn(lm, requests), queued=len(users) - 1)
-    gate.batcher = batched._batcher(lm, fn_kind, lambda _lm, requests: gate(requests))
+    model = "gru4rec" if kind == "next_items" else "hybrid"
 
-    def ask(service, user):
+    def steps(user):
         if kind == "recommend":
-            return service.recommend(user, filters=Filters(n=8))
-        return service.next_items(user, model="gru4rec", filters=Filters(n=8))
+            return batched.recommend_steps(user, filters=Filters(n=8))
+        if kind == "next_items":
+            return batched.next_items_steps(user, model="gru4rec", filters=Filters(n=8))
+        return items.predict_steps(batched, user, ["i1", "i2", "i5"])
 
-    together = run_threads(lambda u: ask(batched, u), users)
-    assert gate.sizes == [1, len(users) - 1]  # the first request alone, the rest in one pass
+    before = batch_sizes(model)
+    together = batched.run_many([steps(u) for u in users])
+    after = batch_sizes(model)
+    assert (after[0] - before[0], after[1] - before[1]) == (1, len(users))  # one pass for all of them
     for user, out in zip(users, together, strict=True):
         assert not isinstance(out, BaseException), out
-        same_list(out, ask(alone, user))
-    if kind == "recommend":
-        assert {i.reason for out in together for i in out.items} <= {"mf", "gru4rec", "content", "popularity"}
+        alone = batched.run(steps(user))  # the same request on its own
+        if kind == "predict":
+            assert {k: v for k, v in out.items() if k != "predictions"} == {
+                k: v for k, v in alone.items() if k != "predictions"
+            }
+            scores = [p.score for p in alone["predictions"]]
+            assert [p.score for p in out["predictions"]] == pytest.approx(scores, abs=1e-5)
+            continue
+        same_list(out, alone)
+        if kind == "recommend":
+            assert {i.reason for i in out.items} <= {"mf", "gru4rec", "content", "popularity"}
+
+
+def test_a_bad_request_among_others_gets_its_own_error(loaded):
+    registry, sessions = loaded
+    svc = RecommendationService(registry, sessions, CatalogueCache(sessions, ttl_s=0.0), batch_size=32)
+    out = svc.run_many([svc.recommend_steps("u1"), svc.recommend_steps("u2", model="nope"), svc.recommend_steps("u3")])
+    assert out[0].items and out[2].items
+    assert type(out[1]).__name__ == "UnknownModel"

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel
 from pydantic_core import to_json
 
+from app.api.batcher import RequestBatcher
 from app.api.recommend_schemas import (
     MAX_N,
     PredictRead,
@@ -29,6 +30,7 @@ from app.api.recommend_schemas import (
     SimilarRead,
 )
 from app.serving import items as item_service
+from app.serving.batching import Steps
 from app.serving.results import RecList
 from app.serving.service import Filters, RecommendationService
 
@@ -56,12 +58,26 @@ async def _run(request: Request, fn: Callable[..., T], *args: Any, **kwargs: Any
     threads than cores only hand the GIL back and forth (measured: with 1 worker and 32 clients, the
     cached recommendation path fell from ~0.48 to ~1.9 ms of CPU per request with the default 40 threads).
     """
+    return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs), limiter=_lanes(request)[0])
+
+
+async def _run_steps(request: Request, make: Callable[[], Steps[T]]) -> T:
+    """The steps ``make()`` builds, run by the serving thread together with the requests queued meanwhile
+    (``RequestBatcher``), under the same limit as ``_run``."""
+    return await _lanes(request)[1].submit(make)
+
+
+def _lanes(request: Request) -> tuple[anyio.CapacityLimiter, RequestBatcher]:
+    """This event loop's limiter of serving threads and its batcher (one of each per loop)."""
     state = request.app.state
     loop = asyncio.get_running_loop()
     held = getattr(state, "serving_limiter", None)
-    if held is None or held[0] is not loop:  # one limiter per event loop
-        held = state.serving_limiter = (loop, anyio.CapacityLimiter(state.settings.serving_concurrency))
-    return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs), limiter=held[1])
+    if held is None or held[0] is not loop:
+        limiter = anyio.CapacityLimiter(state.settings.serving_concurrency)
+        run_many = lambda steps: state.recommender.run_many(steps)  # noqa: E731 - the service of the moment
+        batcher = RequestBatcher(run_many, limiter, state.settings.score_batch_size)
+        held = state.serving_limiter = (loop, limiter, batcher)
+    return held[1], held[2]
 
 
 N = Annotated[int, Query(gt=0, le=MAX_N, description="How many items", examples=[10])]
@@ -114,14 +130,16 @@ async def recommend(
 ) -> Response:
     """Top-N items for a user; users the model never saw fall back (sequence model, content, popular)."""
     filters = Filters(n=n, categories=_csv(categories), exclude=_csv(exclude), exclude_seen=exclude_seen)
-    out = await _run(request, _svc(request).recommend, user_id, model=model, filters=filters)
+    svc = _svc(request)
+    out = await _run_steps(request, lambda: svc.recommend_steps(user_id, model=model, filters=filters))
     return _rec(out, RecommendationsRead, user_id=user_id)
 
 
 @router.post("/predict", response_model=PredictRead, responses={**ERRORS, **NOT_FOUND}, summary="Predict")
 async def predict(request: Request, body: PredictRequest) -> Response:
     """Relevance scores and, from a rating model, ratings on the data set's scale for given items."""
-    out = await _run(request, item_service.predict, _svc(request), body.user_id, body.item_ids, body.model)
+    svc = _svc(request)
+    out = await _run_steps(request, lambda: item_service.predict_steps(svc, body.user_id, body.item_ids, body.model))
     out["predictions"] = [
         {"item_id": str(p.item_id), "score": float(p.score), "rating": p.rating, "model": str(p.model)}
         for p in out["predictions"]
@@ -144,7 +162,8 @@ async def next_items(
 ) -> Response:
     """What comes next after the user's current sequence, read from the database now."""
     filters = Filters(n=n, exclude_seen=exclude_seen)
-    out = await _run(request, _svc(request).next_items, user_id, model=model, filters=filters)
+    svc = _svc(request)
+    out = await _run_steps(request, lambda: svc.next_items_steps(user_id, model=model, filters=filters))
     return _rec(out, RecommendationsRead, user_id=user_id)
 
 
@@ -154,7 +173,8 @@ async def next_items(
 async def session_next_items(request: Request, body: SessionRequest) -> Response:
     """Next items for an anonymous session's sequence of items; no user needed."""
     filters = Filters(n=body.n, exclude_seen=body.exclude_seen)
-    out = await _run(request, _svc(request).session_next, body.item_ids, model=body.model, filters=filters)
+    svc = _svc(request)
+    out = await _run_steps(request, lambda: svc.session_next_steps(body.item_ids, model=body.model, filters=filters))
     return _rec(out, SessionRecommendationsRead, user_id=None)
 
 
