@@ -38,11 +38,17 @@ class Settings(BaseSettings):
         "(about 5 bytes per catalogue item each), and on SQLite as many users' histories, reused until any "
         "connection commits; 0 turns both caches off",
     )
+    gc_freeze: bool = Field(
+        default=True,
+        description="After the models load or a new version is swapped in, collect garbage once and leave the "
+        "surviving objects out of later collections (gc.freeze): without it a full collection of them stalls "
+        "the process (~180 ms) every few thousand requests",
+    )
     score_batch_size: int = Field(
         default=32,
         ge=1,
-        description="Most concurrent requests scored together in one forward pass per model (requests that "
-        "arrive while a pass runs share the next one; none waits for company); 1 scores each alone",
+        description="Most requests an API process hands to a serving thread at once (those that queued while it "
+        "was busy; none waits for company) and scores in one forward pass per model; 1: each alone",
     )
     recommendation_cache_mb: int = Field(
         default=256,

@@ -12,9 +12,10 @@ p50 and p99 per endpoint and concurrency, and each endpoint's ratio to the floor
 the service's per-user score cache (DEEPREC_RECOMMENDATION_CACHE_SIZE; 0: off, every request computed);
 the share of the service's cache look-ups that hit during each run is reported with it. --ingest-rate
 writes that many events a second through the service while it is measured (on a copy of the database),
-as a live service would, so the caches see their entries go stale. --batch-size sets how many concurrent
-requests the service scores in one forward pass (DEEPREC_SCORE_BATCH_SIZE; 1: each alone); the mean
-number of requests per pass during each run is reported with it.
+as a live service would, so the caches see their entries go stale. --batch-size sets how many queued
+requests the service hands to its serving thread at once and scores in one forward pass per model
+(DEEPREC_SCORE_BATCH_SIZE; 1: each alone); the mean requests per hop and users per forward pass of
+each run are reported with it.
 """
 
 from __future__ import annotations
@@ -231,17 +232,19 @@ def private_database(env: dict[str, str], workdir: Path) -> dict[str, str]:
 
 _CACHE = re.compile(r'^deeprec_recommendation_cache_total\{result="(hit|miss)"\} ([\d.e+]+)$', re.M)
 _BATCH = re.compile(r'^deeprec_score_batch_size_(sum|count)\{model="[^"]*"\} ([\d.e+]+)$', re.M)
+_HOP = re.compile(r"^deeprec_serving_batch_size_(sum|count) ([\d.e+]+)$", re.M)
 _STARTED = re.compile(r"^process_start_time_seconds ([\d.e+]+)$", re.M)
 
 
-def cache_counts(port: int, workers: int, tries: int = 60) -> tuple[float, float, float, float] | None:
-    """(hits, misses) of the service's score caches and (requests, passes) of its micro-batches, summed over
-    its worker processes, read while idle; None when not every worker answered a scrape.
+def cache_counts(port: int, workers: int, tries: int = 60) -> tuple[float, ...] | None:
+    """(hits, misses) of the service's score caches, (requests, passes) of its shared forward passes and
+    (requests, hops) handed to its serving threads, summed over its worker processes, read while idle; None
+    when not every worker answered a scrape.
 
     Each worker keeps its own counters and each scrape reaches one of them; idle, a worker's counters
     stand still, so workers are told apart by their start time and counts (equal in both: not told apart).
     """
-    seen: dict[tuple, tuple[float, float, float, float]] = {}
+    seen: dict[tuple, tuple[float, ...]] = {}
     for _ in range(tries):
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
@@ -252,10 +255,12 @@ def cache_counts(port: int, workers: int, tries: int = 60) -> tuple[float, float
         batch = {"sum": 0.0, "count": 0.0}
         for kind, value in _BATCH.findall(text):  # summed over models
             batch[kind] += float(value)
-        four = (float(counts.get("hit", 0)), float(counts.get("miss", 0)), batch["sum"], batch["count"])
-        seen[(started.group(1) if started else "?", *four)] = four
+        hop = {kind: float(value) for kind, value in _HOP.findall(text)}
+        six = (float(counts.get("hit", 0)), float(counts.get("miss", 0)), batch["sum"], batch["count"],
+               hop.get("sum", 0.0), hop.get("count", 0.0))  # fmt: skip
+        seen[(started.group(1) if started else "?", *six)] = six
         if len(seen) >= workers:
-            return tuple(sum(v[k] for v in seen.values()) for k in range(4))  # type: ignore[return-value]
+            return tuple(sum(v[k] for v in seen.values()) for k in range(6))
     return None
 
 
@@ -267,6 +272,8 @@ def median_row(runs: list[dict]) -> dict:
     out["cache_hit_rate"] = sum(r.get("cache_hits", 0) for r in runs) / looked_up if looked_up else None
     passes = sum(r.get("batches", 0) for r in runs)
     out["mean_batch"] = sum(r.get("batched_requests", 0) for r in runs) / passes if passes else None
+    hops = sum(r.get("hops", 0) for r in runs)
+    out["mean_hop"] = sum(r.get("hopped_requests", 0) for r in runs) / hops if hops else None
     out["non_2xx"] = sum(r["non_2xx"] for r in runs)
     out["rounds"] = len(runs)
     return out
@@ -288,8 +295,8 @@ def stop(proc: subprocess.Popen) -> None:
 def table(rows: list[dict]) -> str:
     floor = {r["connections"]: r for r in rows if r["endpoint"] == "floor"}
     lines = ["| endpoint | clients | req/s | p50 ms | p99 ms | req/s vs floor | p99 vs floor | server CPU ms/req "
-             "| floor CPU / CPU | cache hits | mean batch | non-2xx |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "| floor CPU / CPU | cache hits | requests per hop | users per pass | non-2xx |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         f = floor.get(r["connections"])
         ratio = f"{r['rps'] / f['rps']:.2f}" if f else ""
@@ -297,8 +304,9 @@ def table(rows: list[dict]) -> str:
         cpu = f"{f['cpu_ms'] / r['cpu_ms']:.2f}" if f and r["cpu_ms"] else ""
         hits = "" if r.get("cache_hit_rate") is None else f"{100 * r['cache_hit_rate']:.1f}%"
         batch = "" if r.get("mean_batch") is None else f"{r['mean_batch']:.2f}"
+        hop = "" if r.get("mean_hop") is None else f"{r['mean_hop']:.2f}"
         lines.append(f"| {r['endpoint']} | {r['connections']} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | "
-                     f"{r['p99_ms']:.2f} | {ratio} | {p99} | {r['cpu_ms']:.2f} | {cpu} | {hits} | {batch} | "
+                     f"{r['p99_ms']:.2f} | {ratio} | {p99} | {r['cpu_ms']:.2f} | {cpu} | {hits} | {hop} | {batch} | "
                      f"{r['non_2xx']} |")  # fmt: skip
     return "\n".join(lines)
 
@@ -376,6 +384,8 @@ def main() -> None:
                     row["cache_lookups"] = after[0] + after[1] - before[0] - before[1]
                     row["batched_requests"] = after[2] - before[2]
                     row["batches"] = after[3] - before[3]
+                    row["hopped_requests"] = after[4] - before[4]
+                    row["hops"] = after[5] - before[5]
             return row
 
         # Warm-up in short runs: each wrk run opens new connections, and which uvicorn worker accepts them is

@@ -53,6 +53,7 @@ def _hermetic(database_url: str, tmp_path: Path, **overrides: Any) -> Settings:
         "migrate_on_start": True,
         "retrain_interval": None,
         "retrain_min_new_events": None,
+        "gc_freeze": False,  # process-wide: tests that check it turn it on and thaw afterwards
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import anyio
 
 from app.serving.batching import Steps
+from app.serving.metrics import SERVING_HOP
 
 T = TypeVar("T")
 
@@ -55,6 +56,7 @@ class RequestBatcher:
                 pending = [(make, future) for make, future in batch if not future.done()]  # done: client gone
                 if not pending:
                     continue
+                SERVING_HOP.observe(len(pending))
                 try:
                     results = await anyio.to_thread.run_sync(self._run, [m for m, _ in pending], limiter=self.limiter)
                 except BaseException as e:  # the drain itself was cancelled (shutdown) or broke

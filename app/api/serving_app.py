@@ -47,7 +47,8 @@ def build_serving(app: FastAPI, settings: Settings, sessions: sessionmaker[Sessi
     """Registry and service on app.state; raises at once when DEEPREC_DEVICE=cuda has no GPU."""
     torch.set_num_threads(max(1, settings.torch_threads))  # small per-request ops: thread hand-off costs more
     device = select_device(settings.device)
-    registry = ModelRegistry(open_store(settings, sessions), device)  # model_version says what is active
+    store = open_store(settings, sessions)  # model_version says what is active
+    registry = ModelRegistry(store, device, freeze_heap=settings.gc_freeze)
     app.state.registry = registry
     app.state.recommender = RecommendationService(
         registry,

@@ -26,8 +26,11 @@ STRATEGY = Counter("deeprec_recommendation_strategy", "Recommendation lists by s
 CACHE_REQUESTS = Counter("deeprec_recommendation_cache", "Look-ups in this process's per-user score cache",
                          ["result"])  # fmt: skip
 CACHE_ENTRIES = Gauge("deeprec_recommendation_cache_entries", "Entries in this process's per-user score cache")
-SCORE_BATCH = Histogram("deeprec_score_batch_size", "Concurrent requests scored in one forward pass, by model",
-                        ["model"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))  # fmt: skip
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+SCORE_BATCH = Histogram("deeprec_score_batch_size", "Requests scored in one forward pass, by model", ["model"],
+                        buckets=BATCH_BUCKETS)  # fmt: skip
+SERVING_HOP = Histogram("deeprec_serving_batch_size", "Requests handed to a serving thread in one hop (those "
+                        "queued on the event loop while it was busy)", buckets=BATCH_BUCKETS)  # fmt: skip
 HISTORY_CACHE = Counter("deeprec_history_cache", "Look-ups in this process's cache of users' histories (SQLite: "
                         "reused while no connection has committed since)", ["result"])  # fmt: skip
 

@@ -1,6 +1,7 @@
 """Serving over HTTP with the per-user score cache on and off: the same bytes either way, the bytes the
 declared response models would write, and new events count at once."""
 
+import gc
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -8,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from app.api.recommend_schemas import PredictRead, RecommendationsRead, SessionRecommendationsRead, SimilarRead
+from app.config import Settings
 from tests.api.test_recommend import wait_ready
 from tests.serving import support
 from tests.serving.support import seed_database
@@ -139,3 +141,18 @@ def test_concurrent_requests_scored_together_answer_each_their_own(trained_store
     metrics = batched.get("/metrics").text
     assert 'deeprec_score_batch_size_count{model="content"}' in metrics
     assert 'deeprec_score_batch_size_count{model="gru4rec"}' in metrics
+
+
+def test_the_service_settles_its_heap_once_models_are_loaded(trained_store, tmp_path, session, make_client):
+    """By default (DEEPREC_GC_FREEZE) the objects alive once the models are loaded are frozen out of later
+    garbage collections; the service still answers."""
+    assert Settings(_env_file=None).gc_freeze is True
+    seed_database(session)
+    gc.unfreeze()
+    try:
+        client = make_client(models_dir=support.private_copy(trained_store, tmp_path), gc_freeze=True)
+        wait_ready(client)
+        assert client.app.state.registry.freeze_heap and gc.get_freeze_count() > 0
+        assert client.get("/v1/users/u1/recommendations").status_code == 200
+    finally:
+        gc.unfreeze()

@@ -98,7 +98,11 @@ def test_the_api_hands_the_requests_queued_meanwhile_to_one_thread_hop():
         calls[4].cancel()  # that client went away
         return await asyncio.gather(*calls, return_exceptions=True)
 
+    hop_count = REGISTRY.get_sample_value("deeprec_serving_batch_size_count") or 0.0
+    hop_sum = REGISTRY.get_sample_value("deeprec_serving_batch_size_sum") or 0.0
     out = asyncio.run(main())
+    assert REGISTRY.get_sample_value("deeprec_serving_batch_size_count") - hop_count == 2
+    assert REGISTRY.get_sample_value("deeprec_serving_batch_size_sum") - hop_sum == 5
     assert out[0] == [3] and out[1] == [6] and out[3] == [12] and out[5] == [18]
     assert isinstance(out[2], ValueError) and isinstance(out[4], asyncio.CancelledError)
     assert hops == [4, 1]  # at most 4 a hop; the cancelled one was never computed

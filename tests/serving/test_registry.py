@@ -1,6 +1,8 @@
 """Model registry: loads active versions, picks the device, swaps atomically, refuses corrupt versions."""
 
+import gc
 import threading
+import weakref
 
 import pytest
 import torch
@@ -115,3 +117,35 @@ def test_prepare_for_serving_caches_without_changing_scores(models_dir):
     net.train()  # training again drops the cache
     assert net.encode_catalogue()[0] is not net.encode_catalogue()[0]
     net.eval()
+
+
+@pytest.fixture
+def thawed():
+    """Leave the collector as the test found it: nothing frozen."""
+    gc.unfreeze()
+    yield
+    gc.unfreeze()
+
+
+def test_freeze_heap_settles_after_loading_and_frees_swapped_out_versions(models_dir, thawed):
+    """With freeze_heap the objects alive after a load are out of the collector's sight, and a version
+    swapped out since is still freed, even when it sits in a reference cycle."""
+    store = ModelStore(models_dir)
+    registry = ModelRegistry(store, torch.device("cpu"), freeze_heap=True)
+    registry.refresh()
+    assert gc.get_freeze_count() > 0 and gc.get_count()[2] == 0
+    old = weakref.ref(registry.models["mf"].model)
+    registry.models["mf"].model.extra["self"] = registry.models["mf"]  # a cycle: refcounts alone never free it
+    store.activate("mf", store.save(store.load("mf", store.active_version("mf"))))
+    frozen = gc.get_freeze_count()
+    registry.refresh()
+    assert old() is None  # thawed, collected, and only then the survivors frozen again
+    assert gc.get_freeze_count() > 0 and gc.get_freeze_count() != frozen
+    gc.unfreeze()
+    registry.refresh()  # nothing changed: no collection, nothing frozen
+    assert gc.get_freeze_count() == 0
+
+
+def test_registry_leaves_the_collector_alone_by_default(models_dir, thawed):
+    ModelRegistry(ModelStore(models_dir), torch.device("cpu")).refresh()
+    assert gc.get_freeze_count() == 0
