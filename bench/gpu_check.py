@@ -76,6 +76,27 @@ def time_top_n(registry, batches: list[int], n: int = 10, reps: int = 20) -> lis
     return rows
 
 
+def time_handed_over(svc, sizes: list[int], reps: int) -> list[dict]:
+    """Median ms of ``svc.run_many`` over B recommendation requests for B different users (the caches are
+    off: each reads its history from the database, then the users of a model share one forward pass)."""
+    from app.serving.service import Filters
+
+    rows = []
+    for size in sizes:
+        users = [str(u) for u in range(1, size + 1)]
+        times = []
+        for _ in range(reps + 1):
+            t0 = time.perf_counter()
+            out = svc.run_many([svc.recommend_steps(u, filters=Filters(n=10)) for u in users])
+            times.append((time.perf_counter() - t0) * 1000)
+            failed = [r for r in out if isinstance(r, BaseException)]
+            if failed:
+                raise failed[0]
+        ms = statistics.median(times[1:])
+        rows.append({"requests": size, "ms": ms, "per_request_ms": ms / size})
+    return rows
+
+
 def compare_with_cpu(registry, store, batch: int = 64, n: int = 10) -> list[dict]:
     """Each loaded version scored on its device and again loaded on the CPU: largest score difference
     and the share of top-N items both agree on (float rounding differs between the two)."""
@@ -114,7 +135,8 @@ def main() -> None:
 
     env = serve.prepare(args.workdir.resolve(), "default", retrain=False)
     os.environ.update(env)
-    settings = Settings(_env_file=None, device=args.device, recommendation_cache_size=0)
+    batches = [int(b) for b in args.batch.split(",")]
+    settings = Settings(_env_file=None, device=args.device, recommendation_cache_size=0, score_batch_size=max(batches))
     with TestClient(create_app(settings)) as client:
         deadline = time.monotonic() + 300
         while client.get("/readyz").status_code != 200:
@@ -142,10 +164,12 @@ def main() -> None:
             made = f"{data.get('strategy', '')} | {data.get('model', '')}"
             rest = f"{statistics.median(times[1:]):.2f}" if len(times) > 1 else "-"
             print(f"| {method} {url} | {r.status_code} | {made} | {times[0]:.1f} | {rest} |")
-        batches = [int(b) for b in args.batch.split(",")]
         print("\n| model | device | users in batch | scoring + top-10 ms (median) |\n|---|---|---|---|")
         for row in time_top_n(registry, batches, reps=args.reps):
             print(f"| {row['model']} | {row['device']} | {row['users']} | {row['ms']:.2f} |")
+        print("\n| recommendation requests handed over together | ms (median) | ms per request |\n|---|---|---|")
+        for row in time_handed_over(client.app.state.recommender, batches, args.reps):
+            print(f"| {row['requests']} | {row['ms']:.2f} | {row['per_request_ms']:.3f} |")
         print(f"\n| model | max abs score diff, {registry.device} vs cpu | top-10 overlap | same items masked |\n"
               "|---|---|---|---|")  # fmt: skip
         for row in compare_with_cpu(registry, ModelStore(settings.models_dir)):

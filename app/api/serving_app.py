@@ -18,7 +18,7 @@ from app.api.routes import models as models_routes
 from app.api.routes import recommend as recommend_routes
 from app.config import Settings
 from app.jobs.publish import open_store
-from app.serving.history import CatalogueCache
+from app.serving.history import CatalogueCache, DataVersion
 from app.serving.metrics import set_loaded
 from app.serving.registry import ModelRegistry, select_device
 from app.serving.results import ServingError
@@ -53,7 +53,7 @@ def build_serving(app: FastAPI, settings: Settings, sessions: sessionmaker[Sessi
     app.state.recommender = RecommendationService(
         registry,
         sessions,
-        CatalogueCache(sessions),
+        CatalogueCache(sessions, watch=DataVersion(sessions.kw["bind"])),  # SQLite: rebuilt only after commits
         settings.recommendation_cache_size,
         cache_bytes=settings.recommendation_cache_mb * 2**20,
         batch_size=settings.score_batch_size,

@@ -1,4 +1,5 @@
-"""Model-generic scoring for one request: every call is one vectorised forward pass over the catalogue.
+"""Model-generic scoring: every call is one vectorised forward pass over the catalogue, for the users (or
+sequences) of one request or of many requests at once (``score_users``, ``score_sequences``).
 
 Works for any registered model through the shared interface (``score_history``, ``score_sequences``,
 ``predict_ratings``) and its class attributes, so new models need no serving code.
@@ -133,11 +134,6 @@ def score_sequences(lm: LoadedModel, seqs: Sequence[np.ndarray]) -> list[tuple[t
     padded[np.arange(width) >= width - lengths[:, None]] = np.concatenate(seqs) if seqs else []  # row-major
     scores = lm.model.score_sequences(torch.as_tensor(padded, device=lm.device))
     return [(scores[b].float(), int(n)) for b, n in enumerate(lengths)]
-
-
-def score_sequence(lm: LoadedModel, cols: np.ndarray) -> tuple[torch.Tensor, int]:
-    """[I] next-item scores after time-ordered model columns (-1: unknown), and how many were known."""
-    return score_sequences(lm, [sequence_request(lm, cols)])[0]
 
 
 def can_rate(lm: LoadedModel) -> bool:

@@ -114,10 +114,11 @@ class RecommendationService:
         self.catalogue = catalogue
         self._read_history = HistoryReader(self.engine, cache_size, cache_bytes)
         self.cache: ScoreCache[Scores | None] = ScoreCache(cache_size, max_bytes=cache_bytes, weigh=_weigh)
-        self.batch_size = max(1, int(batch_size))  # concurrent requests scored in one forward pass, at most
+        self.batch_size = max(1, int(batch_size))  # most requests in one shared forward pass (``run_many``)
 
     def close(self) -> None:
         self._read_history.close()
+        self.catalogue.close()
 
     # -- shared ---------------------------------------------------------------------------------
     def snapshot(self) -> ModelSet:

@@ -17,7 +17,7 @@ from app.recsys.models.hybrid import Hybrid
 from app.recsys.splits import leave_one_out
 from app.recsys.store import ModelStore
 from app.serving.cache import ScoreCache
-from app.serving.history import CatalogueCache
+from app.serving.history import CatalogueCache, DataVersion
 from app.serving.registry import ModelRegistry
 from app.serving.service import Filters, RecommendationService
 from tests.serving.support import N_ITEMS, N_USERS, add_event, catalogue, events, seed_database
@@ -264,3 +264,33 @@ def test_history_cache_sees_a_commit_from_another_process(stack, settings):
     subprocess.run([sys.executable, "-c", code, settings.database_url, str(item)], check=True, cwd=root, timeout=120)
     after = cached.history("u6")
     assert list(after.item_ids) == [*before.item_ids, item]
+
+
+def test_catalogue_is_rebuilt_after_its_ttl_only_when_something_was_committed(engine, session):
+    """With the data version watched (SQLite), an expired catalogue is kept while nothing was committed
+    (no query, same generation, so ranked lists stay reusable) and rebuilt after any commit; without that
+    signal (PostgreSQL) it is rebuilt on every expiry."""
+    seed_database(session)
+    sessions = make_sessionmaker(engine)
+    watch = DataVersion(engine)
+    assert watch.usable == (engine.dialect.name == "sqlite")  # the test database is a file
+    cache = CatalogueCache(sessions, ttl_s=0.0, watch=watch)
+    loads = []
+    original = cache.load
+    cache.load = lambda: loads.append(1) or original()
+    try:
+        first = cache.get()
+        again = cache.get()
+        if watch.usable:
+            assert again is first and again.generation == first.generation and len(loads) == 1
+            assert cache.get(max_age_s=0.0) is first  # an id not found: nothing new to find either
+        else:
+            assert again.generation == first.generation + 1 and len(loads) == 2
+        upsert_items(session=session, items=[ItemUpsert("fresh", "Fresh", ["Drama"], {})])
+        session.commit()
+        fresh = cache.get()
+        assert fresh.generation > again.generation and "fresh" in fresh.pos
+        cache.invalidate()
+        assert cache.get().generation == fresh.generation + 1  # a forced reload, committed or not
+    finally:
+        cache.close()
