@@ -35,18 +35,36 @@ class RequestBatcher:
         self.limiter = limiter
         self.max_batch = max(1, int(max_batch))
         self._queue: list[tuple[Callable[[], Steps[Any]], asyncio.Future[Any]]] = []
-        self._lanes = 0  # drain tasks running, at most the limiter's tokens
+        self._lanes = 0  # requests alone and drain tasks running, at most the limiter's tokens
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def submit(self, make: Callable[[], Steps[T]]) -> T:
+        if not self._queue and self._lanes < self.limiter.total_tokens:
+            return await self._alone(make)
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.append((make, future))
-        if self._lanes < self.limiter.total_tokens:
+        self._start_drain()
+        return await future
+
+    async def _alone(self, make: Callable[[], Steps[T]]) -> T:
+        """A lane is free and nobody waits: this request goes at once, from its own coroutine."""
+        self._lanes += 1
+        try:
+            SERVING_HOP.observe(1)
+            result = (await anyio.to_thread.run_sync(self._run, [make], limiter=self.limiter))[0]
+        finally:
+            self._lanes -= 1
+            self._start_drain()  # for the requests that queued meanwhile
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def _start_drain(self) -> None:
+        if self._queue and self._lanes < self.limiter.total_tokens:
             self._lanes += 1
             task = asyncio.create_task(self._drain())
             self._tasks.add(task)  # a reference until it is done
             task.add_done_callback(self._tasks.discard)
-        return await future
 
     async def _drain(self) -> None:
         try:
