@@ -127,7 +127,8 @@ def sequence_request(lm: LoadedModel, cols: np.ndarray) -> np.ndarray:
 @torch.inference_mode()
 def score_sequences(lm: LoadedModel, seqs: Sequence[np.ndarray]) -> list[tuple[torch.Tensor, int]]:
     """[I] next-item scores after each sequence (from ``sequence_request``), all in one forward pass over
-    a left-padded [B, L] batch, and how many of its items the model knew."""
+    a left-padded [B, L] batch, and how many items it read (0: the model knew none of them, and the
+    scores are not to be used)."""
     lengths = np.fromiter((s.size for s in seqs), dtype=np.int64, count=len(seqs))
     width = max(int(lengths.max()) if lengths.size else 0, 1)
     padded = np.zeros((len(seqs), width), dtype=np.int64)
