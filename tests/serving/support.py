@@ -15,7 +15,10 @@ from sqlalchemy.orm import Session
 
 from app.db.repository import ItemUpsert, add_interactions, upsert_items
 from app.recsys.data import InteractionData
+from app.recsys.models.base import TrainConfig
+from app.recsys.models.hybrid import Hybrid
 from app.recsys.pipeline import train_models
+from app.recsys.splits import leave_one_out
 from app.recsys.store import ModelStore
 from tests.recsys.synthetic import items_frame, taste_frame
 
@@ -84,3 +87,14 @@ def assert_same_ranking(a: list[tuple[str, float]], b: list[tuple[str, float]], 
     for k, ((x, _), (y, _)) in enumerate(zip(a, b, strict=True)):
         if x != y:
             assert any(abs(sa[k] - sa[j]) < tol for j in (k - 1, k + 1) if 0 <= j < len(sa)), (k, a, b)
+
+
+def add_hybrid(store: ModelStore) -> str:
+    """A hybrid over the stored members (weights fitted in a few epochs), saved and activated."""
+    members = {n: store.load(n, store.active_version(n)) for n in ("mf", "gru4rec", "content", "popularity")}
+    split = leave_one_out(InteractionData.from_frames(events(), catalogue().iloc[:N_ITEMS]))
+    hybrid = Hybrid.from_members(members)
+    hybrid.fit(split.train, split.valid, TrainConfig(epochs=3, batch_size=64, seed=0))
+    version = store.save(hybrid)
+    store.activate("hybrid", version)
+    return version

@@ -11,15 +11,11 @@ import torch
 from prometheus_client import REGISTRY
 
 from app.api.batcher import RequestBatcher
-from app.db.session import make_sessionmaker
-from app.recsys.store import ModelStore
 from app.serving import items, scoring
 from app.serving.batching import drive, run_alone
 from app.serving.history import CatalogueCache
-from app.serving.registry import ModelRegistry
 from app.serving.service import Filters, RecommendationService
-from tests.serving.support import N_USERS, assert_same_ranking, seed_database
-from tests.serving.test_cache import add_hybrid
+from tests.serving.support import N_USERS, assert_same_ranking
 
 
 def squares(model, requests):
@@ -122,19 +118,6 @@ def test_distinct_rows_splits_repeated_rows_into_later_passes():
     parts = scoring.distinct_rows(rows)
     assert [p.tolist() for p in parts] == [[0, 1, 3], [2, 5], [4]]
     assert [p.tolist() for p in scoring.distinct_rows(np.array([5, 4]))] == [[0, 1]]
-
-
-@pytest.fixture
-def loaded(models_dir, engine, session):
-    """The registry's loaded models (the stored ones and a hybrid over them), one torch thread."""
-    seed_database(session)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    add_hybrid(ModelStore(models_dir))
-    registry = ModelRegistry(ModelStore(models_dir), torch.device("cpu"))
-    registry.refresh()
-    yield registry, make_sessionmaker(engine)
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("name", ["hybrid", "mf", "content"])

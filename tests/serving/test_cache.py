@@ -11,16 +11,11 @@ import torch
 
 from app.db.repository import ItemUpsert, upsert_items
 from app.db.session import make_sessionmaker
-from app.recsys.data import InteractionData
-from app.recsys.models.base import TrainConfig
-from app.recsys.models.hybrid import Hybrid
-from app.recsys.splits import leave_one_out
 from app.recsys.store import ModelStore
 from app.serving.cache import ScoreCache
 from app.serving.history import CatalogueCache, DataVersion
-from app.serving.registry import ModelRegistry
 from app.serving.service import Filters, RecommendationService
-from tests.serving.support import N_ITEMS, N_USERS, add_event, catalogue, events, seed_database
+from tests.serving.support import N_ITEMS, N_USERS, add_event, events, seed_database
 
 USERS = [f"u{u}" for u in range(0, N_USERS, 3)]
 FILTERS = [
@@ -33,31 +28,13 @@ FILTERS = [
 ]
 
 
-def add_hybrid(store: ModelStore) -> str:
-    """A hybrid over the stored members (weights fitted in a few epochs), saved and activated."""
-    members = {n: store.load(n, store.active_version(n)) for n in ("mf", "gru4rec", "content", "popularity")}
-    split = leave_one_out(InteractionData.from_frames(events(), catalogue().iloc[:N_ITEMS]))
-    hybrid = Hybrid.from_members(members)
-    hybrid.fit(split.train, split.valid, TrainConfig(epochs=3, batch_size=64, seed=0))
-    version = store.save(hybrid)
-    store.activate("hybrid", version)
-    return version
-
-
 @pytest.fixture
-def stack(models_dir, engine, session):
+def stack(loaded):
     """(cached service, uncached service) on one registry and one database."""
-    seed_database(session)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    add_hybrid(ModelStore(models_dir))
-    registry = ModelRegistry(ModelStore(models_dir), torch.device("cpu"))
-    registry.refresh()
-    sessions = make_sessionmaker(engine)
+    registry, sessions = loaded
     cached = RecommendationService(registry, sessions, CatalogueCache(sessions, ttl_s=0.0), cache_size=1000)
     plain = RecommendationService(registry, sessions, CatalogueCache(sessions, ttl_s=0.0), cache_size=0)
-    yield cached, plain
-    torch.set_num_threads(threads)
+    return cached, plain
 
 
 def as_tuple(out):
