@@ -138,12 +138,15 @@ class HistoryReader:
     Any commit (an event of any user, a job's progress) makes every user's next request query again.
     """
 
-    def __init__(self, engine: Engine, cache_size: int = 0, cache_bytes: int | None = None) -> None:
+    def __init__(
+        self, engine: Engine, cache_size: int = 0, cache_bytes: int | None = None, version: DataVersion | None = None
+    ) -> None:
+        """``version``: the engine's commit signal to share (the catalogue's); by default one of its own."""
         self.engine = engine
         items, exists = _ITEMS.compile(dialect=engine.dialect), _EXISTS.compile(dialect=engine.dialect)
         self.items_sql, self.exists_sql = str(items), str(exists)
         self.positional = bool(items.positional)  # qmark (sqlite3) vs pyformat (psycopg)
-        self.version = DataVersion(engine)
+        self.version = version if version is not None else DataVersion(engine)
         self.cache: ScoreCache[tuple[bool, np.ndarray]] = ScoreCache(
             cache_size if self.version.usable else 0, max_bytes=cache_bytes, weigh=lambda v: 64 + v[1].nbytes,
             lookups=HISTORY_CACHE, entries=None,
