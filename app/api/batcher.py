@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import anyio
 
-from app.serving.batching import Steps
+from app.serving.batching import Steps, unwrap
 from app.serving.metrics import SERVING_HOP
 
 T = TypeVar("T")
@@ -55,9 +55,7 @@ class RequestBatcher:
         finally:
             self._lanes -= 1
             self._start_drain()  # for the requests that queued meanwhile
-        if isinstance(result, BaseException):
-            raise result
-        return result
+        return unwrap(result)
 
     def _start_drain(self) -> None:
         if self._queue and self._lanes < self.limiter.total_tokens:

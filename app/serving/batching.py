@@ -53,45 +53,49 @@ def drive(
             return
         waiting.setdefault((kind, id(model)), (model, []))[1].append((i, request))
 
+    def attempt(kind: str, model: Any, chunk: list[tuple[int, Any]]) -> Exception | None:
+        """One call for ``chunk``; on success each request is sent its result, else the error is returned."""
+        try:
+            out = scorers[kind](model, [request for _, request in chunk])
+            if len(out) != len(chunk):
+                raise RuntimeError(f"{kind} scorer returned {len(out)} results for {len(chunk)} requests")
+        except Exception as e:
+            return e
+        if observe is not None:
+            observe(model, len(chunk))
+        for (i, _), result in zip(chunk, out, strict=True):
+            advance(i, result)
+        return None
+
     for i in range(len(steps)):
         advance(i)
+    size = max(1, max_batch)
     while waiting:
         groups = list(waiting.items())
         waiting.clear()
         for (kind, _), (model, asked) in groups:
-            score = scorers[kind]
-            for start in range(0, len(asked), max(1, max_batch)):
-                chunk = asked[start : start + max(1, max_batch)]
-                try:
-                    out = score(model, [request for _, request in chunk])
-                    if len(out) != len(chunk):
-                        raise RuntimeError(f"{kind} scorer returned {len(out)} results for {len(chunk)} requests")
-                except Exception as e:
-                    if len(chunk) == 1:
-                        advance(chunk[0][0], error=e)
-                        continue
-                    out = None
-                if observe is not None and out is not None:
-                    observe(model, len(chunk))
-                if out is not None:
-                    for (i, _), result in zip(chunk, out, strict=True):
-                        advance(i, result)
+            for start in range(0, len(asked), size):
+                chunk = asked[start : start + size]
+                error = attempt(kind, model, chunk)
+                if error is None:
                     continue
-                for i, request in chunk:  # the joint call failed: each alone
-                    try:
-                        result = score(model, [request])[0]
-                    except Exception as e:
-                        advance(i, error=e)
-                        continue
-                    if observe is not None:
-                        observe(model, 1)
-                    advance(i, result)
+                if len(chunk) == 1:
+                    advance(chunk[0][0], error=error)
+                    continue
+                for one in chunk:  # the joint call failed: each alone
+                    error = attempt(kind, model, [one])
+                    if error is not None:
+                        advance(one[0], error=error)
     return results
 
 
-def run_alone(steps: Steps[T], scorers: Scorers) -> T:
-    """One request's steps on their own (a batch of one): its return value, or its exception raised."""
-    result = drive([steps], scorers, 1)[0]
+def unwrap(result: T | BaseException) -> T:
+    """A request's result from ``drive``: the value, or its error raised."""
     if isinstance(result, BaseException):
         raise result
     return result
+
+
+def run_alone(steps: Steps[T], scorers: Scorers, observe: Callable[[Any, int], None] | None = None) -> T:
+    """One request's steps on their own (a batch of one): its return value, or its exception raised."""
+    return unwrap(drive([steps], scorers, 1, observe)[0])

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.recsys.models import get_model_class, model_names
 from app.recsys.store import served_name, served_names, trained_objective
 from app.serving import scoring
-from app.serving.batching import Scorers, Steps, drive
+from app.serving.batching import Scorers, Steps, drive, run_alone
 from app.serving.cache import ScoreCache
 from app.serving.history import Catalogue, CatalogueCache, HistoryReader, UserHistory
 from app.serving.metrics import SCORE_BATCH, STRATEGY, inference_timer
@@ -68,7 +68,7 @@ class Scores:
     strategy: str
     hist_cols: np.ndarray  # the user's known items, model columns, oldest first
     detail: str | None = None
-    # the model's reason for each item, kept with scores that are reused: (distinct reasons, [I] index into them)
+    # an ensemble's reason for each item, from its forward pass: (distinct reasons, [I] index into them)
     explained: tuple[np.ndarray, np.ndarray] | None = None
     # reused scores: the last list ranked from them, with what it depends on besides them (catalogue, filters)
     last_ranked: tuple[tuple[int, Filters], list[ScoredItem]] | None = None
@@ -112,7 +112,8 @@ class RecommendationService:
         self.sessions = sessions
         self.engine: Engine = sessions.kw["bind"]
         self.catalogue = catalogue
-        self._read_history = HistoryReader(self.engine, cache_size, cache_bytes)
+        # one commit signal (SQLite's data_version) for the histories and the catalogue, when it has one
+        self._read_history = HistoryReader(self.engine, cache_size, cache_bytes, version=catalogue.watch)
         self.cache: ScoreCache[Scores | None] = ScoreCache(cache_size, max_bytes=cache_bytes, weigh=_weigh)
         self.batch_size = max(1, int(batch_size))  # most requests in one shared forward pass (``run_many``)
 
@@ -195,10 +196,7 @@ class RecommendationService:
     # -- running steps: alone, or many requests together ---------------------------------------
     def run(self, steps: Steps[T]) -> T:
         """One request's steps on their own: its result, or its error raised."""
-        result = self.run_many([steps])[0]
-        if isinstance(result, BaseException):
-            raise result
-        return result
+        return run_alone(steps, SCORERS, _observe_batch)
 
     def run_many(self, steps: Sequence[Steps[Any]]) -> list[Any]:
         """Requests handed over together: each one's result or error, in order. Their forward passes are
@@ -209,18 +207,23 @@ class RecommendationService:
         """``score_user`` through the cache: reused only for the same loaded versions and the same history."""
         if not self.cache.enabled:
             return (yield from self.score_user(models, name, user_id, hist))
-        key, fingerprint = (name, user_id), (models.token, hist.fingerprint())
-        hit, cached = self.cache.get(key, fingerprint)
-        if hit:
-            return cached
-        sc = yield from self.score_user(models, name, user_id, hist)
-        if sc is not None:
-            sc.scores = sc.scores.clone()  # its own storage, not a view of a larger batch tensor
-            explain = self._explainer(sc) if sc.explained is None else None
-            if explain is not None:  # an ensemble's reasons come from per-thread state: keep them now
-                sc.explained = explain(torch.arange(sc.lm.n_items))
-        self.cache.put(key, fingerprint, sc)
-        return sc
+
+        def kept() -> Steps[Scores | None]:
+            sc = yield from self.score_user(models, name, user_id, hist)
+            if sc is not None:
+                sc.scores = sc.scores.clone()  # its own storage, not a view of a larger batch tensor
+            return sc
+
+        return (yield from self._through((name, user_id), (models.token, hist.fingerprint()), kept))
+
+    def _through(self, key: Any, fingerprint: Any, make: Callable[[], Steps[Scores | None]]) -> Steps[Scores | None]:
+        """``ScoreCache.through`` for steps: the entry of ``key`` with this ``fingerprint``, else the steps
+        ``make()`` builds, run (yielding their forward passes) and stored."""
+        hit, value = self.cache.get(key, fingerprint)
+        if not hit:
+            value = yield from make()
+            self.cache.put(key, fingerprint, value)
+        return value
 
     def ranked(self, sc: Scores, cat: Catalogue, f: Filters) -> list[ScoredItem]:
         """``rank`` with exclude-seen from ``f``; for scores from the cache, the same user asking again with the
@@ -264,27 +267,14 @@ class RecommendationService:
         lm, hist = sc.lm, sc.hist_cols[sc.hist_cols >= 0]
         if sc.strategy == "sequential" and hist.size:
             return [f"next after {lm.item_ids[hist[-1]]}"] * len(idx)
-        if sc.explained is not None:
+        if sc.explained is not None:  # an ensemble's member behind each score
             names, codes = sc.explained
             return names[codes[idx]].tolist()
         picked = torch.as_tensor(idx, dtype=torch.int64, device=lm.device)
-        explain = self._explainer(sc)
-        if explain is not None:
-            names, codes = explain(picked)
-            return names[codes].tolist()
         seeds = scoring.seed_items(lm, picked, hist)
         if seeds is None:
             return [lm.name] * len(idx)
         return [f"similar to {lm.item_ids[s]}" for s in seeds]
-
-    @staticmethod
-    def _explainer(sc: Scores) -> Callable[[torch.Tensor], tuple[np.ndarray, np.ndarray]] | None:
-        """Ensembles name the member behind each item (``explain_codes``: names, [K] index into them);
-        not used for sequential lists."""
-        if sc.strategy == "sequential" and (sc.hist_cols >= 0).any():
-            return None
-        explain = getattr(sc.lm.model, "explain_codes", None)
-        return explain if callable(explain) else None
 
     def popular(self, cat: Catalogue, models: ModelSet, f: Filters, seen_ids: np.ndarray) -> RecList:
         """Most interacted-with items within the filters, counted in the database now."""
@@ -371,10 +361,7 @@ class RecommendationService:
             return out
         if user is not None and self.cache.enabled:
             key, fingerprint = (f"next-items:{lm.name}", user[0]), (models.token, user[1].fingerprint())
-            hit, sc = self.cache.get(key, fingerprint)
-            if not hit:
-                sc = yield from self._sequence_scores(lm, items)
-                self.cache.put(key, fingerprint, sc)
+            sc = yield from self._through(key, fingerprint, lambda: self._sequence_scores(lm, items))
         else:
             sc = yield from self._sequence_scores(lm, items)
         if sc is None:
