@@ -50,6 +50,14 @@ class Settings(BaseSettings):
         description="Most requests an API process hands to a serving thread at once (those that queued while it "
         "was busy; none waits for company) and scores in one forward pass per model; 1: each alone",
     )
+    score_refresh_interval_s: float = Field(
+        default=0.2,
+        ge=0,
+        description="How often each API process looks for users with new events and recomputes the scores it "
+        "keeps for them in the background, in shared forward passes behind the requests queued, so that their "
+        "next request finds them current; also rebuilds the catalogue before it expires. 0: never (a user's "
+        "next request after an event computes them)",
+    )
     recommendation_cache_mb: int = Field(
         default=256,
         ge=0,

@@ -5,11 +5,16 @@ event loop. Rather than one thread hop per request, each free lane takes every r
 (at most DEEPREC_SCORE_BATCH_SIZE) in one hop, and the service runs them with shared forward passes
 (``app.serving.batching``). A request that finds a lane free starts at once, alone: nobody waits for
 company, and under load the batches grow by themselves.
+
+Background work (``submit_background``: the score refresher's) runs in the same lanes, never ahead of
+a request: a hop takes the queued requests first and fills the rest of its room with background work.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -35,6 +40,7 @@ class RequestBatcher:
         self.limiter = limiter
         self.max_batch = max(1, int(max_batch))
         self._queue: list[tuple[Callable[[], Steps[Any]], asyncio.Future[Any]]] = []
+        self._background: list[tuple[Callable[[], Steps[Any]], asyncio.Future[Any]]] = []
         self._lanes = 0  # requests alone and drain tasks running, at most the limiter's tokens
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -45,6 +51,14 @@ class RequestBatcher:
         self._queue.append((make, future))
         self._start_drain()
         return await future
+
+    async def submit_background(self, makes: Sequence[Callable[[], Steps[Any]]]) -> list[Any]:
+        """Each one's result or error, in order: run in the lanes in the room the queued requests leave."""
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Any]] = [loop.create_future() for _ in makes]
+        self._background.extend(zip(makes, futures, strict=True))
+        self._start_drain()
+        return list(await asyncio.gather(*futures, return_exceptions=True))
 
     async def _alone(self, make: Callable[[], Steps[T]]) -> T:
         """A lane is free and nobody waits: this request goes at once, from its own coroutine."""
@@ -58,7 +72,7 @@ class RequestBatcher:
         return unwrap(result)
 
     def _start_drain(self) -> None:
-        if self._queue and self._lanes < self.limiter.total_tokens:
+        if (self._queue or self._background) and self._lanes < self.limiter.total_tokens:
             self._lanes += 1
             task = asyncio.create_task(self._drain())
             self._tasks.add(task)  # a reference until it is done
@@ -66,13 +80,17 @@ class RequestBatcher:
 
     async def _drain(self) -> None:
         try:
-            while self._queue:
+            while self._queue or self._background:
                 batch = self._queue[: self.max_batch]
                 del self._queue[: len(batch)]
-                pending = [(make, future) for make, future in batch if not future.done()]  # done: client gone
+                extra = self._background[: self.max_batch - len(batch)]
+                del self._background[: len(extra)]
+                requests = sum(not future.done() for _, future in batch)  # done: the client went away
+                pending = [(make, future) for make, future in batch + extra if not future.done()]
                 if not pending:
                     continue
-                SERVING_HOP.observe(len(pending))
+                if requests:
+                    SERVING_HOP.observe(requests)
                 try:
                     results = await anyio.to_thread.run_sync(self._run, [m for m, _ in pending], limiter=self.limiter)
                 except BaseException as e:  # the drain itself was cancelled (shutdown) or broke
@@ -92,3 +110,36 @@ class RequestBatcher:
 
     def _run(self, makes: list[Callable[[], Steps[Any]]]) -> list[Any]:
         return self.run_many([make() for make in makes])
+
+
+def serving_lanes(state: Any) -> tuple[anyio.CapacityLimiter, RequestBatcher]:
+    """The running event loop's limiter of serving threads and its batcher, one of each per loop, kept on
+    ``state`` (the app's): DEEPREC_SERVING_CONCURRENCY lanes, DEEPREC_SCORE_BATCH_SIZE requests a hop."""
+    loop = asyncio.get_running_loop()
+    held = getattr(state, "serving_limiter", None)
+    if held is None or held[0] is not loop:
+        limiter = anyio.CapacityLimiter(state.settings.serving_concurrency)
+        run_many = lambda steps: state.recommender.run_many(steps)  # noqa: E731 - the service of the moment
+        batcher = RequestBatcher(run_many, limiter, state.settings.score_batch_size)
+        held = state.serving_limiter = (loop, limiter, batcher)
+    return held[1], held[2]
+
+
+def background_submitter(
+    batcher: RequestBatcher, loop: asyncio.AbstractEventLoop, stopping: threading.Event
+) -> Callable[[Sequence[Callable[[], Steps[Any]]]], list[Any]]:
+    """For a thread other than the loop's: ``submit(makes)`` runs them as ``batcher``'s background work and
+    waits for their results; once ``stopping`` is set it stops waiting (each result is then an error), so a
+    shutdown that joins the thread from the loop's own thread cannot wait on the loop."""
+
+    def submit(makes: Sequence[Callable[[], Steps[Any]]]) -> list[Any]:
+        future = asyncio.run_coroutine_threadsafe(batcher.submit_background(makes), loop)
+        while True:
+            try:
+                return future.result(timeout=0.1)
+            except concurrent.futures.TimeoutError:
+                if stopping.is_set() or loop.is_closed():
+                    future.cancel()
+                    return [RuntimeError("serving stopped")] * len(makes)
+
+    return submit

@@ -4,6 +4,7 @@ that loads every active model version in the background (requests get 503 until 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from contextlib import ExitStack
@@ -14,12 +15,14 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.api import observability
+from app.api.batcher import background_submitter, serving_lanes
 from app.api.routes import models as models_routes
 from app.api.routes import recommend as recommend_routes
 from app.config import Settings
 from app.jobs.publish import open_store
 from app.serving.history import CatalogueCache, DataVersion
 from app.serving.metrics import set_loaded
+from app.serving.refresh import ChangeFeed, ScoreRefresher
 from app.serving.registry import ModelRegistry, select_device
 from app.serving.results import ServingError
 from app.serving.service import RecommendationService
@@ -81,6 +84,24 @@ def start_serving(app: FastAPI, stack: ExitStack) -> None:
     stack.callback(loader.join, 60)
     stack.callback(app.state.recommender.close)
     app.state.ready_checks["models"] = check_models
+    start_refresh(app, stack)
+
+
+def start_refresh(app: FastAPI, stack: ExitStack) -> None:
+    """The background score refresher (``app.serving.refresh``), every DEEPREC_SCORE_REFRESH_INTERVAL_S
+    (0: none), handing its work to this event loop's serving lanes. Called in the lifespan, on that loop."""
+    interval = app.state.settings.score_refresh_interval_s
+    if interval <= 0:
+        return
+    svc: RecommendationService = app.state.recommender
+    _, batcher = serving_lanes(app.state)
+    feed = ChangeFeed(svc.engine, svc.catalogue.watch)
+    stopping = threading.Event()
+    refresher = ScoreRefresher(svc, feed, background_submitter(batcher, asyncio.get_running_loop(), stopping),
+                               interval, stopping=stopping)  # fmt: skip
+    app.state.score_refresher = refresher
+    refresher.start()
+    stack.callback(refresher.stop)
 
 
 def check_models(app: FastAPI) -> str:

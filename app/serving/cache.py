@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Generic, TypeVar, cast
 
 from prometheus_client import Counter, Gauge
@@ -31,6 +31,9 @@ class ScoreCache(Generic[V]):
     ``get(key, fingerprint)`` answers ``(True, value)`` only when the entry stored under ``key``
     was stored with an equal ``fingerprint``; otherwise ``(False, None)`` and the caller computes
     and ``put``s, which replaces the outdated entry of that key.
+
+    With ``group`` (key -> group, e.g. the user of a key), ``keys_of(groups)`` lists the keys held for
+    those groups, from an index kept with the entries.
     """
 
     def __init__(
@@ -41,6 +44,7 @@ class ScoreCache(Generic[V]):
         *,
         lookups: Counter = CACHE_REQUESTS,
         entries: Gauge | None = CACHE_ENTRIES,
+        group: Callable[[Hashable], Hashable] | None = None,
     ) -> None:
         """``lookups`` counts hits and misses (label ``result``); ``entries``, when given, tracks the size."""
         self._hit, self._miss, self._entries_gauge = lookups.labels("hit"), lookups.labels("miss"), entries
@@ -51,6 +55,8 @@ class ScoreCache(Generic[V]):
         self.hits = 0
         self.misses = 0
         self._entries: OrderedDict[Hashable, tuple[Hashable, V, int]] = OrderedDict()
+        self._group = group
+        self._groups: dict[Hashable, set[Hashable]] = {}  # group -> its keys held (with ``group``)
         self._lock = threading.Lock()
 
     @property
@@ -75,6 +81,18 @@ class ScoreCache(Generic[V]):
         (self._hit if hit else self._miss).inc()
         return (True, entry[1]) if hit and entry is not None else (False, None)
 
+    def fresh(self, key: Hashable, fingerprint: Hashable) -> bool:
+        """Whether ``key`` holds an entry stored with this ``fingerprint``; not counted as a look-up and the
+        entry keeps its place (for background refreshes, which are not requests)."""
+        with self._lock:
+            entry = self._entries.get(key)
+            return entry is not None and entry[0] == fingerprint
+
+    def keys_of(self, groups: Iterable[Hashable]) -> list[Hashable]:
+        """The keys held for any of ``groups`` (needs ``group``)."""
+        with self._lock:
+            return [k for g in groups for k in self._groups.get(g, ())]
+
     def through(self, key: Hashable, fingerprint: Hashable, compute: Callable[[], V]) -> V:
         """The value stored under ``key`` with this ``fingerprint``; else ``compute()``, stored and returned."""
         hit, value = self.get(key, fingerprint)
@@ -94,17 +112,33 @@ class ScoreCache(Generic[V]):
             old = self._entries.pop(key, None)
             if old is not None:
                 self.bytes -= old[2]
+            elif self._group is not None:
+                self._groups.setdefault(self._group(key), set()).add(key)
             self._entries[key] = (fingerprint, value, weight)
             self.bytes += weight
             while len(self._entries) > self.size or (self.max_bytes is not None and self.bytes > self.max_bytes):
-                self.bytes -= self._entries.popitem(last=False)[1][2]
+                gone, (_, _, gone_weight) = self._entries.popitem(last=False)
+                self.bytes -= gone_weight
+                if self._group is not None:
+                    self._forget(gone)
             n = len(self._entries)
         if self._entries_gauge is not None:
             self._entries_gauge.set(n)
 
+    def _forget(self, key: Hashable) -> None:
+        """Under the lock: ``key`` leaves its group's index."""
+        assert self._group is not None
+        g = self._group(key)
+        keys = self._groups.get(g)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._groups[g]
+
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._groups.clear()
             self.bytes = 0
         if self._entries_gauge is not None:
             self._entries_gauge.set(0)

@@ -4,7 +4,8 @@ A user's history is one indexed query (interaction by user_id, occurred_at), so 
 moment ago count at once for exclude-seen and next-items in every API process. On SQLite the result
 is reused until any connection commits (``HistoryReader``), which needs no invalidation either.
 The catalogue (active flags, categories, popularity) changes slowly and is reloaded every ``ttl_s``
-seconds by whichever request first finds it stale, without blocking the others.
+seconds, ahead of time by the background refresher (``app.serving.refresh``) or else by whichever
+request first finds it stale, without blocking the others.
 """
 
 from __future__ import annotations
@@ -325,6 +326,21 @@ class CatalogueCache:
             finally:
                 self._lock.release()
         return current
+
+    def renew(self, ahead_s: float = 0.0) -> bool:
+        """Off the request path (``ScoreRefresher``): what ``get`` does to an expired catalogue, done to one
+        that expires within ``ahead_s``, so requests find it current. False when it was not due or another
+        thread is rebuilding it."""
+        current = self._current
+        if current is None or time.monotonic() - current.built_at <= self.ttl_s - ahead_s:
+            return False
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            self._rebuild()
+        finally:
+            self._lock.release()
+        return True
 
     def close(self) -> None:
         if self.watch is not None:

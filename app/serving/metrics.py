@@ -31,6 +31,9 @@ SCORE_BATCH = Histogram("deeprec_score_batch_size", "Requests scored in one forw
                         buckets=BATCH_BUCKETS)  # fmt: skip
 SERVING_HOP = Histogram("deeprec_serving_batch_size", "Requests handed to a serving thread in one hop (those "
                         "queued on the event loop while it was busy)", buckets=BATCH_BUCKETS)  # fmt: skip
+REFRESHES = Counter("deeprec_score_refresh", "Cached score entries of users with new events, recomputed in the "
+                    "background before their next request (refreshed), found current already (current) or failed",
+                    ["result"])  # fmt: skip
 HISTORY_CACHE = Counter("deeprec_history_cache", "Look-ups in this process's cache of users' histories (SQLite: "
                         "reused while no connection has committed since)", ["result"])  # fmt: skip
 

@@ -31,6 +31,7 @@ T = TypeVar("T")
 
 DEFAULT_MODEL = "hybrid"
 RERANK_ABOVE_N = 100  # longer lists ranked from reused scores are not kept
+NEXT_ITEMS = "next-items:"  # cache keys (NEXT_ITEMS + sequence model, user) hold a user's next-item scores
 # When the default is not trained yet, the first of these that is loaded serves instead.
 PREFERENCE = ("hybrid", "sasrec", "neumf", "mf", "gru4rec", "ease", "content", "gmf", "mlp")
 
@@ -114,7 +115,10 @@ class RecommendationService:
         self.catalogue = catalogue
         # one commit signal (SQLite's data_version) for the histories and the catalogue, when it has one
         self._read_history = HistoryReader(self.engine, cache_size, cache_bytes, version=catalogue.watch)
-        self.cache: ScoreCache[Scores | None] = ScoreCache(cache_size, max_bytes=cache_bytes, weigh=_weigh)
+        # keys: (requested model, user) or (NEXT_ITEMS + sequence model, user); grouped by user for refreshes
+        self.cache: ScoreCache[Scores | None] = ScoreCache(
+            cache_size, max_bytes=cache_bytes, weigh=_weigh, group=lambda key: key[1]
+        )
         self.batch_size = max(1, int(batch_size))  # most requests in one shared forward pass (``run_many``)
 
     def close(self) -> None:
@@ -207,14 +211,35 @@ class RecommendationService:
         """``score_user`` through the cache: reused only for the same loaded versions and the same history."""
         if not self.cache.enabled:
             return (yield from self.score_user(models, name, user_id, hist))
-
-        def kept() -> Steps[Scores | None]:
-            sc = yield from self.score_user(models, name, user_id, hist)
-            if sc is not None:
-                sc.scores = sc.scores.clone()  # its own storage, not a view of a larger batch tensor
-            return sc
-
+        kept = lambda: self._kept_scores(models, name, user_id, hist)  # noqa: E731
         return (yield from self._through((name, user_id), (models.token, hist.fingerprint()), kept))
+
+    def _kept_scores(self, models: ModelSet, name: str, user_id: str, hist: UserHistory) -> Steps[Scores | None]:
+        """``score_user`` for the cache: the scores in their own storage, not a view of a larger batch tensor."""
+        sc = yield from self.score_user(models, name, user_id, hist)
+        if sc is not None:
+            sc.scores = sc.scores.clone()
+        return sc
+
+    def refresh_steps(self, key: tuple[str, str]) -> Steps[bool]:
+        """Recompute the cache entry ``key`` for its user's history now, as their next request would
+        (``ScoreRefresher``, in the serving lane); False when the entry already matches that history (a
+        request got there first) or there is nothing to compute (popular lists are not cached)."""
+        models = self.snapshot()
+        name, user_id = key
+        hist = self.history(user_id)
+        fingerprint = (models.token, hist.fingerprint())
+        if self.cache.fresh(key, fingerprint):
+            return False
+        if name.startswith(NEXT_ITEMS):
+            lm = models.get(name.removeprefix(NEXT_ITEMS))
+            if lm is None or hist.empty:
+                return False
+            sc = yield from self._sequence_scores(lm, hist.item_ids)
+        else:
+            sc = yield from self._kept_scores(models, name, user_id, hist)
+        self.cache.put(key, fingerprint, sc)
+        return True
 
     def _through(self, key: Any, fingerprint: Any, make: Callable[[], Steps[Scores | None]]) -> Steps[Scores | None]:
         """``ScoreCache.through`` for steps: the entry of ``key`` with this ``fingerprint``, else the steps
@@ -360,7 +385,7 @@ class RecommendationService:
             out.detail = "no events to continue from" if lm is not None else "no sequence model trained yet"
             return out
         if user is not None and self.cache.enabled:
-            key, fingerprint = (f"next-items:{lm.name}", user[0]), (models.token, user[1].fingerprint())
+            key, fingerprint = (NEXT_ITEMS + lm.name, user[0]), (models.token, user[1].fingerprint())
             sc = yield from self._through(key, fingerprint, lambda: self._sequence_scores(lm, items))
         else:
             sc = yield from self._sequence_scores(lm, items)

@@ -9,7 +9,6 @@ those FastAPI would write (pydantic's JSON serialiser, the model's fields in the
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
@@ -19,7 +18,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel
 from pydantic_core import to_json
 
-from app.api.batcher import RequestBatcher
+from app.api.batcher import RequestBatcher, serving_lanes
 from app.api.recommend_schemas import (
     MAX_N,
     PredictRead,
@@ -69,15 +68,7 @@ async def _run_steps(request: Request, make: Callable[[], Steps[T]]) -> T:
 
 def _lanes(request: Request) -> tuple[anyio.CapacityLimiter, RequestBatcher]:
     """This event loop's limiter of serving threads and its batcher (one of each per loop)."""
-    state = request.app.state
-    loop = asyncio.get_running_loop()
-    held = getattr(state, "serving_limiter", None)
-    if held is None or held[0] is not loop:
-        limiter = anyio.CapacityLimiter(state.settings.serving_concurrency)
-        run_many = lambda steps: state.recommender.run_many(steps)  # noqa: E731 - the service of the moment
-        batcher = RequestBatcher(run_many, limiter, state.settings.score_batch_size)
-        held = state.serving_limiter = (loop, limiter, batcher)
-    return held[1], held[2]
+    return serving_lanes(request.app.state)
 
 
 N = Annotated[int, Query(gt=0, le=MAX_N, description="How many items", examples=[10])]
