@@ -66,20 +66,35 @@ class ScoreCache(Generic[V]):
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: Hashable, fingerprint: Hashable) -> tuple[bool, V | None]:
+    def get(self, key: Hashable, fingerprint: Hashable, *, count: bool = True) -> tuple[bool, V | None]:
+        """With ``count`` False the look-up is not counted (``count_hit`` may count it once it is used)."""
         if not self.size:
             return False, None
         with self._lock:
             entry = self._entries.get(key)
-            if entry is not None and entry[0] == fingerprint:
+            hit = entry is not None and entry[0] == fingerprint
+            if hit:
                 self._entries.move_to_end(key)
-                self.hits += 1
-                hit = True
-            else:
-                self.misses += 1
-                hit = False
-        (self._hit if hit else self._miss).inc()
+            if count:
+                if hit:
+                    self.hits += 1
+                else:
+                    self.misses += 1
+        if count:
+            (self._hit if hit else self._miss).inc()
         return (True, entry[1]) if hit and entry is not None else (False, None)
+
+    def count_hit(self) -> None:
+        """Count a hit found by an uncounted ``get``."""
+        with self._lock:
+            self.hits += 1
+        self._hit.inc()
+
+    def stored(self, key: Hashable) -> V | None:
+        """The value stored under ``key``, whatever its fingerprint (not counted, not moved)."""
+        with self._lock:
+            entry = self._entries.get(key)
+        return entry[1] if entry is not None else None
 
     def fresh(self, key: Hashable, fingerprint: Hashable) -> bool:
         """Whether ``key`` holds an entry stored with this ``fingerprint``; not counted as a look-up and the

@@ -116,6 +116,23 @@ class DataVersion:
                 self._close()
                 return None
 
+    def peek(self, wait_s: float = 0.002) -> int | None:
+        """The version, for the event loop: one PRAGMA on the open connection (microseconds). None when there
+        is no open connection yet or another thread's read (as short) did not end within ``wait_s``."""
+        if not self.usable or self._conn is None or not self._lock.acquire(timeout=wait_s):
+            return None
+        try:
+            cur = self._conn.cursor()
+            try:
+                cur.execute("PRAGMA data_version")
+                return int(cur.fetchone()[0])
+            finally:
+                cur.close()
+        except Exception:  # the next read under the lock opens a fresh connection
+            return None
+        finally:
+            self._lock.release()
+
     def _close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
@@ -159,6 +176,17 @@ class HistoryReader:
             if version is not None:
                 return self.cache.through(user_id, version, lambda: self._shared(user_id))
         return self.query(user_id)
+
+    def peek(self, user_id: str) -> tuple[bool, np.ndarray] | None:
+        """The history kept for ``user_id`` when nothing was committed since it was read, else None: never a
+        query (``DataVersion.peek``). The look-up is not counted: ``cache.count_hit`` once it is used."""
+        if not self.cache.enabled:
+            return None
+        version = self.version.peek()
+        if version is None:
+            return None
+        hit, value = self.cache.get(user_id, version, count=False)
+        return value if hit else None
 
     def close(self) -> None:
         self.version.close()
@@ -221,6 +249,14 @@ class Catalogue:
         self.active = self.items["active"].to_numpy(dtype=bool) if len(self.items) else np.zeros(0, bool)
         exploded = self.items["categories"].explode().dropna() if len(self.items) else pd.Series(dtype=object)
         self._cat_rows = exploded.astype(str).groupby(exploded.astype(str)).groups  # category -> row labels
+        # What a ranked list depends on besides the scores: the items, their order, active flags and categories
+        # (not popularity, which every event changes), so lists ranked on an earlier build stay reusable.
+        layout = hashlib.blake2b(digest_size=16)
+        layout.update(self.db_ids.tobytes())
+        layout.update(self.active.tobytes())
+        layout.update(pd.util.hash_pandas_object(exploded.astype(str), index=True).to_numpy().tobytes())
+        layout.update(pd.util.hash_pandas_object(pd.Series(self.item_ids), index=False).to_numpy().tobytes())
+        self.layout = layout.digest()
 
     @property
     def size(self) -> int:
@@ -325,6 +361,13 @@ class CatalogueCache:
                 current = self._rebuild()
             finally:
                 self._lock.release()
+        return current
+
+    def peek(self) -> Catalogue | None:
+        """The current catalogue if it is not past its TTL, else None: never a rebuild (for the event loop)."""
+        current = self._current
+        if current is None or time.monotonic() - current.built_at > self.ttl_s:
+            return None
         return current
 
     def renew(self, ahead_s: float = 0.0) -> bool:

@@ -71,8 +71,9 @@ class Scores:
     detail: str | None = None
     # an ensemble's reason for each item, from its forward pass: (distinct reasons, [I] index into them)
     explained: tuple[np.ndarray, np.ndarray] | None = None
-    # reused scores: the last list ranked from them, with what it depends on besides them (catalogue, filters)
-    last_ranked: tuple[tuple[int, Filters], list[ScoredItem]] | None = None
+    # reused scores: the last list ranked from them, with what it depends on besides them (catalogue layout,
+    # filters)
+    last_ranked: tuple[tuple[bytes, Filters], list[ScoredItem]] | None = None
 
 
 def _weigh(sc: Scores | None) -> int:
@@ -227,10 +228,12 @@ class RecommendationService:
         request got there first) or there is nothing to compute (popular lists are not cached)."""
         models = self.snapshot()
         name, user_id = key
-        hist = self.history(user_id)
+        cat = self.catalogue.get()
+        hist = self.history(user_id, cat)
         fingerprint = (models.token, hist.fingerprint())
         if self.cache.fresh(key, fingerprint):
             return False
+        old = self.cache.stored(key)
         if name.startswith(NEXT_ITEMS):
             lm = models.get(name.removeprefix(NEXT_ITEMS))
             if lm is None or hist.empty:
@@ -238,6 +241,8 @@ class RecommendationService:
             sc = yield from self._sequence_scores(lm, hist.item_ids)
         else:
             sc = yield from self._kept_scores(models, name, user_id, hist)
+        if sc is not None and old is not None and old.last_ranked is not None:
+            self.ranked(sc, cat, old.last_ranked[0][1])  # the list the user asked for last, ready for them
         self.cache.put(key, fingerprint, sc)
         return True
 
@@ -252,11 +257,12 @@ class RecommendationService:
 
     def ranked(self, sc: Scores, cat: Catalogue, f: Filters) -> list[ScoredItem]:
         """``rank`` with exclude-seen from ``f``; for scores from the cache, the same user asking again with the
-        same filters and catalogue gets the list ranked last time (the same inputs, so the same list)."""
+        same filters and catalogue layout (items, active flags, categories) gets the list ranked last time (the
+        same inputs, so the same list)."""
         seen = sc.hist_cols if f.exclude_seen else None
         if not self.cache.enabled or f.n > RERANK_ABOVE_N:
             return self.rank(sc, cat, f, seen)
-        key = (cat.generation, f)
+        key = (cat.layout, f)
         last = sc.last_ranked
         if last is not None and last[0] == key:
             return last[1]
@@ -322,6 +328,34 @@ class RecommendationService:
     # -- endpoints ------------------------------------------------------------------------------
     def recommend(self, user_id: str, *, model: str | None = None, filters: Filters = Filters()) -> RecList:
         return self.run(self.recommend_steps(user_id, model=model, filters=filters))
+
+    def recommend_ready(
+        self, user_id: str, *, model: str | None = None, filters: Filters = Filters()
+    ) -> RecList | None:
+        """The answer when memory alone gives it, for the event loop: no query, no forward pass, no ranking.
+
+        That is: the catalogue current, the user's history kept since the last commit (SQLite's data version,
+        one PRAGMA), their scores cached for that history and these models, and the list ranked from them for
+        these filters on this catalogue layout kept with them: the list ``recommend_steps`` would return.
+        None otherwise (the request then goes to the serving lane, where those look-ups are counted); a bad
+        model name or models still loading raise as there."""
+        if not self.cache.enabled or filters.n > RERANK_ABOVE_N:
+            return None
+        self.check_model(model)
+        models = self.snapshot()
+        cat = self.catalogue.peek()
+        kept = self._read_history.peek(user_id) if cat is not None else None
+        if cat is None or kept is None:
+            return None
+        name = model or self.default_model(models)
+        hit, sc = self.cache.get((name, user_id), (models.token, cat.history(*kept).fingerprint()), count=False)
+        last = sc.last_ranked if hit and sc is not None else None
+        if sc is None or last is None or last[0] != (cat.layout, filters):
+            return None
+        self._read_history.cache.count_hit()
+        self.cache.count_hit()
+        STRATEGY.labels(sc.strategy).inc()
+        return RecList(sc.lm.name, sc.lm.version, sc.strategy, last[1], sc.detail)
 
     def recommend_steps(
         self, user_id: str, *, model: str | None = None, filters: Filters = Filters()

@@ -14,7 +14,8 @@ from app.db.session import make_sessionmaker
 from app.recsys.store import ModelStore
 from app.serving.cache import ScoreCache
 from app.serving.history import CatalogueCache, DataVersion
-from app.serving.service import Filters, RecommendationService
+from app.serving.results import NotReady, UnknownModel
+from app.serving.service import RERANK_ABOVE_N, Filters, RecommendationService
 from tests.serving.support import N_ITEMS, N_USERS, add_event, events, seed_database
 
 USERS = [f"u{u}" for u in range(0, N_USERS, 3)]
@@ -271,3 +272,48 @@ def test_catalogue_is_rebuilt_after_its_ttl_only_when_something_was_committed(en
         assert cache.get().generation == fresh.generation + 1  # a forced reload, committed or not
     finally:
         cache.close()
+
+
+def test_a_ready_answer_comes_from_memory_only_and_equals_the_computed_one(stack, session, db_url, monkeypatch):
+    """``recommend_ready`` (the event loop's path) answers only what memory holds: the history kept since the
+    last commit (SQLite), cached scores and the list ranked for the same filters; else None, and the request
+    goes to the serving lane. Its answer is the lane's."""
+    _, plain = stack
+    cached = RecommendationService(plain.registry, plain.sessions, CatalogueCache(plain.sessions), cache_size=100)
+    on_sqlite = db_url.startswith("sqlite")
+    f = Filters(n=4, categories=("Drama",))
+    assert cached.recommend_ready("u2", filters=f) is None  # nothing cached yet
+    computed = cached.recommend("u2", filters=f)
+    queries = counting_queries(cached, monkeypatch)
+    passes = []
+    monkeypatch.setattr(cached, "run", lambda steps: passes.append(1))  # the lane path must not be taken
+    hits = cached.cache.hits
+    ready = cached.recommend_ready("u2", filters=f)
+    if not on_sqlite:  # no commit signal: the history is queried, so never on the loop
+        assert ready is None
+        return
+    assert ready is not None and as_tuple(ready) == as_tuple(computed) == as_tuple(plain.recommend("u2", filters=f))
+    assert queries() == 0 and not passes and cached.cache.hits == hits + 1
+    assert cached.recommend_ready("u2", filters=Filters(n=5)) is None  # other filters: not ranked yet
+    assert cached.recommend_ready("u2", model="mf", filters=f) is None  # another model: not cached
+    assert cached.recommend_ready("u2", filters=Filters(n=RERANK_ABOVE_N + 1)) is None  # long lists are not kept
+    with pytest.raises(UnknownModel):
+        cached.recommend_ready("u2", model="nope", filters=f)
+    add_event(session, "u7", "i1")  # any commit: the history must be read again, in the lane
+    assert cached.recommend_ready("u2", filters=f) is None and queries() == 0
+    cached.registry.ready = False
+    with pytest.raises(NotReady):
+        cached.recommend_ready("u2", filters=f)
+
+
+def test_ranked_lists_outlive_a_catalogue_rebuild_that_changed_only_popularity(stack, session):
+    cached, _ = stack
+    before = cached.catalogue.get()
+    add_event(session, "u1", "i3")  # popularity moves; items, flags and categories do not
+    cached.catalogue.invalidate()
+    after = cached.catalogue.get()
+    assert after.generation > before.generation and after.layout == before.layout
+    upsert_items(session=session, items=[ItemUpsert("i3", categories=["Drama", "Horror"])])
+    session.commit()
+    cached.catalogue.invalidate()
+    assert cached.catalogue.get().layout != after.layout

@@ -122,7 +122,9 @@ async def recommend(
     """Top-N items for a user; users the model never saw fall back (sequence model, content, popular)."""
     filters = Filters(n=n, categories=_csv(categories), exclude=_csv(exclude), exclude_seen=exclude_seen)
     svc = _svc(request)
-    out = await _run_steps(request, lambda: svc.recommend_steps(user_id, model=model, filters=filters))
+    out = svc.recommend_ready(user_id, model=model, filters=filters)  # memory only: no hop for a ready answer
+    if out is None:
+        out = await _run_steps(request, lambda: svc.recommend_steps(user_id, model=model, filters=filters))
     return _rec(out, RecommendationsRead, user_id=user_id)
 
 
