@@ -1,4 +1,6 @@
-"""ORM tables: user, item, interaction, training_job, model_version. External ids are strings; internal ids integers."""
+"""ORM tables: user, item, interaction, history_rewrite, training_job, model_version.
+
+External ids are strings; internal ids integers."""
 
 from __future__ import annotations
 
@@ -55,6 +57,18 @@ class Interaction(Base):
     occurred_at: Mapped[datetime]
     # Client-chosen id; re-sent events with the same id are stored once. NULLs never collide.
     event_id: Mapped[str | None] = mapped_column(String(ID_LENGTH), unique=True)
+
+
+class HistoryRewrite(Base):
+    """One row (id 1) counting the writes that change users' histories other than a new event: an event
+    deleted or updated, a user created or deleted. On SQLite, triggers keep it (migration 0003), and an API
+    process that reuses users' histories between requests checks it after every commit
+    (``app.serving.history.HistoryReader``): new events it finds by id, anything else empties its reuse."""
+
+    __tablename__ = "history_rewrite"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    count: Mapped[int] = mapped_column(BigId, server_default="0")
 
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")

@@ -140,6 +140,18 @@ class ScoreCache(Generic[V]):
         if self._entries_gauge is not None:
             self._entries_gauge.set(n)
 
+    def discard(self, key: Hashable) -> None:
+        """Drop the entry of ``key``, if any."""
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self.bytes -= old[2]
+                if self._group is not None:
+                    self._forget(key)
+            n = len(self._entries)
+        if old is not None and self._entries_gauge is not None:
+            self._entries_gauge.set(n)
+
     def _forget(self, key: Hashable) -> None:
         """Under the lock: ``key`` leaves its group's index."""
         assert self._group is not None

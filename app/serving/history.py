@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,9 +21,10 @@ import numpy as np
 import pandas as pd
 import torch
 from sqlalchemy import Connection, Engine, bindparam, func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.tables import Interaction, Item, User
+from app.db.tables import HistoryRewrite, Interaction, Item, User
 from app.serving.cache import ScoreCache
 from app.serving.metrics import HISTORY_CACHE
 from app.serving.registry import LoadedModel
@@ -146,14 +148,36 @@ class DataVersion:
             self._close()
 
 
+# More new events than this at once (a bulk import): the users are not listed, every history is read again.
+MAX_CHANGED_ROWS = 10_000
+_USERS_SINCE = (
+    select(User.external_id)
+    .join(Interaction, Interaction.user_id == User.id)
+    .where(Interaction.id > bindparam("after"), Interaction.id <= bindparam("upto"))
+    .distinct()
+)
+
+
+def users_with_events(conn: Connection, after: int, upto: int) -> list[str]:
+    """External ids of the users with events whose id is in (after, upto]: a range scan of the primary key."""
+    return list(conn.execute(_USERS_SINCE, {"after": after, "upto": upto}).scalars())
+
+
+def last_interaction_id(conn: Connection) -> int:
+    return int(conn.execute(select(func.max(Interaction.id))).scalar() or 0)
+
+
 class HistoryReader:
     """``user_item_ids`` on the hot path: the same statement, compiled once for the engine's dialect and
     run on a pooled driver connection, without SQLAlchemy's per-execution and per-row work (~40% of it).
 
-    With ``cache_size`` > 0 on SQLite, a user's history read earlier is reused while the database's
-    ``data_version`` is unchanged, i.e. while no connection, in any process, has committed since: the
-    version is read before the query, so a write racing with it only costs a re-read next time.
-    Any commit (an event of any user, a job's progress) makes every user's next request query again.
+    With ``cache_size`` > 0 on SQLite, a user's history read earlier is reused until it changes. The
+    reader checks the database's ``data_version`` on every call (it moves whenever any connection, in any
+    process, commits); after a commit it syncs once: the interaction ids past the last one it saw name the
+    users with new events, whose kept histories go, and the ``history_rewrite`` count (kept by triggers:
+    an event deleted or updated, a user created or deleted) says whether anything else changed, in which
+    case every kept history goes, as they do for a bulk load. So a commit costs one sync per process
+    rather than a query per user, and an event counts at once for its user.
     """
 
     def __init__(
@@ -169,31 +193,101 @@ class HistoryReader:
             cache_size if self.version.usable else 0, max_bytes=cache_bytes, weigh=lambda v: 64 + v[1].nbytes,
             lookups=HISTORY_CACHE, entries=None,
         )  # fmt: skip
+        self.syncs = 0  # commits caught up with
+        self.resets = 0  # of them, those that dropped every kept history
+        self._lock = threading.Lock()  # the kept histories and the sync state
+        self._sync_lock = threading.Lock()  # one sync at a time (its queries run outside ``_lock``)
+        self._synced: int | None = None  # the data version the kept histories are current for
+        self._mark: int | None = None  # the largest interaction id seen at the last sync
+        self._rewrites: int | None = None  # the history_rewrite count seen at the last sync
+        self._epoch = 0  # syncs applied
+        self._changes: deque[tuple[int, frozenset[str] | None]] = deque(maxlen=64)  # (epoch, users; None: all)
 
     def __call__(self, user_id: str) -> tuple[bool, np.ndarray]:
-        if self.cache.enabled:
-            version = self.version()
-            if version is not None:
-                return self.cache.through(user_id, version, lambda: self._shared(user_id))
-        return self.query(user_id)
+        if not self.cache.enabled:
+            return self.query(user_id)
+        version = self.version()
+        if version is None:
+            return self.query(user_id)
+        self._sync_to(version)
+        with self._lock:
+            hit, value = self.cache.get(user_id, None)
+            epoch = self._epoch
+        if hit and value is not None:
+            return value
+        value = self._shared(user_id)
+        with self._lock:
+            if self._unchanged_since(epoch, user_id):  # no sync since the query began named this user
+                self.cache.put(user_id, None, value)
+        return value
 
     def peek(self, user_id: str) -> tuple[bool, np.ndarray] | None:
-        """The history kept for ``user_id`` when nothing was committed since it was read, else None: never a
-        query (``DataVersion.peek``). The look-up is not counted: ``cache.count_hit`` once it is used."""
+        """The history kept for ``user_id`` when nothing was committed since the last sync, else None: never
+        a query (``DataVersion.peek``). The look-up is not counted: ``cache.count_hit`` once it is used."""
         if not self.cache.enabled:
             return None
         version = self.version.peek()
-        if version is None:
+        if version is None or not self._lock.acquire(timeout=0.002):
             return None
-        hit, value = self.cache.get(user_id, version, count=False)
+        try:
+            if version != self._synced:
+                return None
+            hit, value = self.cache.get(user_id, None, count=False)
+        finally:
+            self._lock.release()
         return value if hit else None
+
+    def _unchanged_since(self, epoch: int, user_id: str) -> bool:
+        """Under ``_lock``: no sync after ``epoch`` changed ``user_id`` (unknown, when too many ran since)."""
+        if epoch == self._epoch:
+            return True
+        if not self._changes or self._changes[0][0] > epoch + 1:
+            return False
+        return not any(e > epoch and (users is None or user_id in users) for e, users in self._changes)
+
+    def _sync_to(self, version: int) -> None:
+        """Make the kept histories current for a database at ``version`` (read before calling)."""
+        if version == self._synced:
+            return
+        with self._sync_lock:
+            if version == self._synced:
+                return
+            changed, mark, rewrites = self._read_changes()
+            with self._lock:
+                self._epoch += 1
+                if changed is None:
+                    self.cache.clear()
+                    self.resets += 1
+                else:
+                    for user_id in changed:
+                        self.cache.discard(user_id)
+                self._changes.append((self._epoch, changed))
+                self._mark, self._rewrites, self._synced = mark, rewrites, version
+                self.syncs += 1
+
+    def _read_changes(self) -> tuple[frozenset[str] | None, int, int | None]:
+        """(users with new events since the last sync, or None: any history may have changed; the largest
+        interaction id; the rewrite count)."""
+        with self.engine.connect() as conn:
+            try:
+                rewrites = conn.execute(select(HistoryRewrite.count).where(HistoryRewrite.id == 1)).scalar()
+            except SQLAlchemyError:  # a database from before migration 0003: no rewrite count
+                conn.rollback()
+                rewrites = None
+            top = last_interaction_id(conn)
+            mark = self._mark
+            followed = mark is not None and mark <= top <= mark + MAX_CHANGED_ROWS  # not emptied, not a bulk load
+            if rewrites is None or rewrites != self._rewrites or not followed:
+                return None, top, rewrites
+            assert mark is not None
+            return frozenset(users_with_events(conn, mark, top)) if top > mark else frozenset(), top, rewrites
 
     def close(self) -> None:
         self.version.close()
 
     def _shared(self, user_id: str) -> tuple[bool, np.ndarray]:
         exists, ids = self.query(user_id)
-        ids.setflags(write=False)  # one array serves every request until the next commit
+        ids.setflags(write=False)  # one array serves every request until the user's history changes
         return exists, ids
 
     def query(self, user_id: str) -> tuple[bool, np.ndarray]:

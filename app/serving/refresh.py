@@ -23,11 +23,10 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine
 
-from app.db.tables import Interaction, User
 from app.serving.batching import Steps
-from app.serving.history import DataVersion
+from app.serving.history import MAX_CHANGED_ROWS, DataVersion, last_interaction_id, users_with_events
 from app.serving.metrics import REFRESHES
 
 log = logging.getLogger(__name__)
@@ -46,7 +45,7 @@ class ChangeFeed:
     primary key, and a range scan of the new ids when there are any.
     """
 
-    def __init__(self, engine: Engine, version: DataVersion | None = None, max_rows: int = 10_000) -> None:
+    def __init__(self, engine: Engine, version: DataVersion | None = None, max_rows: int = MAX_CHANGED_ROWS) -> None:
         self.engine = engine
         self.version = version
         self.max_rows = max_rows  # more new events than this in one poll: a bulk load, not followed
@@ -62,17 +61,11 @@ class ChangeFeed:
         if version is not None and version == self._seen and self.mark is not None:
             return []  # nothing committed since the last poll
         with self.engine.connect() as conn:
-            top = int(conn.execute(select(func.max(Interaction.id))).scalar() or 0)
+            top = last_interaction_id(conn)
             mark = self.mark
             users: list[str] = []
             if mark is not None and mark < top <= mark + self.max_rows:
-                new = (
-                    select(User.external_id)
-                    .join(Interaction, Interaction.user_id == User.id)
-                    .where(Interaction.id > mark, Interaction.id <= top)
-                    .distinct()
-                )
-                users = list(conn.execute(new).scalars())
+                users = users_with_events(conn, mark, top)
             elif mark is not None and top > mark:
                 self.skipped += top - mark
         self.mark, self._seen = top, version  # also when ids went back (the table was emptied)

@@ -208,24 +208,98 @@ def counting_queries(svc, monkeypatch):
     return lambda: len(calls)
 
 
-def test_history_reads_are_reused_only_until_a_commit(stack, session, db_url, monkeypatch):
-    """SQLite: a user's history is read again only after some connection committed (data_version moved);
-    PostgreSQL has no such signal and queries on every request. Either way every commit is seen at once."""
+def test_history_reads_are_reused_until_that_users_history_changes(stack, session, db_url, monkeypatch):
+    """SQLite: a user's history is read again only after a commit changed it (an event of theirs, found by
+    id); PostgreSQL has no commit signal and queries on every request. Either way every event counts at once."""
     cached, plain = stack
     queries = counting_queries(cached, monkeypatch)
     on_sqlite = db_url.startswith("sqlite")
     assert cached._read_history.cache.enabled == on_sqlite
     first = cached.history("u5")
     again = cached.history("u5")
+    other = cached.history("u6")
     assert again.fingerprint() == first.fingerprint()
-    assert queries() == (1 if on_sqlite else 2)
+    assert queries() == (2 if on_sqlite else 3)
     top = cached.recommend("u5", model="mf", filters=Filters(n=1)).items[0].item_id
     add_event(session, "u5", top)  # another connection commits
     after = cached.history("u5")
     assert after.item_ids[-1] == top and after.fingerprint() == plain.history("u5").fingerprint()
     assert top not in {i.item_id for i in cached.recommend("u5", model="mf", filters=Filters(n=3)).items}
-    if on_sqlite:  # one array serves every request until the next commit: nobody may change it
+    before = queries()
+    assert cached.history("u6").fingerprint() == other.fingerprint() == plain.history("u6").fingerprint()
+    assert queries() - before == (0 if on_sqlite else 1)  # u6's history did not change: kept
+    if on_sqlite:  # one array serves every request until the user's history changes: nobody may change it
         assert not cached._read_history("u5")[1].flags.writeable
+        assert cached._read_history.resets == 1  # the first sync only; the event was followed by id
+
+
+def test_other_rewrites_of_histories_drop_every_kept_one(stack, session, db_url, monkeypatch):
+    """A deleted user, a user created without events, an event deleted or rewritten by any client of the
+    database (the triggers of migration 0003 count them), and a bulk load: every kept history is read again."""
+    from sqlalchemy import text
+
+    import app.serving.history as history
+    from app.db.repository import delete_user, upsert_user
+
+    cached, plain = stack
+    reader = cached._read_history
+    kept = db_url.startswith("sqlite")  # PostgreSQL: histories are queried on every request, nothing is kept
+    assert reader.cache.enabled == kept
+
+    def resets():
+        return reader.resets if kept else None
+
+    def same(user):
+        assert cached.history(user).fingerprint() == plain.history(user).fingerprint(), user
+
+    for user in ("u1", "u2", "ghost"):
+        same(user)
+    assert not cached.history("ghost").exists
+    start = reader.resets
+    delete_user(session=session, user_id="u1")
+    session.commit()
+    assert not cached.history("u1").exists
+    assert resets() == (start + 1 if kept else None)
+    same("u2")
+    upsert_user(session=session, user_id="ghost")
+    session.commit()
+    assert cached.history("ghost").exists
+    assert resets() == (start + 2 if kept else None)
+    u2 = "(SELECT id FROM \"user\" WHERE external_id = 'u2')"
+    latest = f"(SELECT max(id) FROM interaction WHERE user_id = {u2})"
+    session.execute(text(f"UPDATE interaction SET item_id = (SELECT min(id) FROM item) WHERE id = {latest}"))
+    session.commit()
+    same("u2")
+    assert resets() == (start + 3 if kept else None)
+    monkeypatch.setattr(history, "MAX_CHANGED_ROWS", 2)
+    for item in ("i1", "i2", "i3"):
+        add_event(session, "u3", item)
+    add_event(session, "u2", "i4")  # in the same sync as the others: more than 2 new events at once
+    same("u2")
+    assert resets() == (start + 4 if kept else None)
+
+
+def test_a_history_read_that_raced_with_its_users_event_is_not_kept(stack, session, db_url, monkeypatch):
+    """A read that began before a sync naming its user (an event committed while it ran) is not kept
+    (PostgreSQL keeps none: the next read is a query anyway)."""
+    cached, plain = stack
+    reader = cached._read_history
+    cached.history("u4")
+    add_event(session, "u4", "i9")  # u4's kept history goes at the next sync
+    query = reader.query
+
+    def racing(user_id):
+        out = query(user_id)  # the history before the event below
+        add_event(session, "u4", "i8")
+        if reader.cache.enabled:
+            reader._sync_to(reader.version())  # another thread's request syncs meanwhile
+        return out
+
+    monkeypatch.setattr(reader, "query", racing)
+    stale = reader("u4")
+    monkeypatch.setattr(reader, "query", query)
+    assert stale[1].size + 1 == plain.history("u4").db_ids.size  # that read missed the second event
+    assert cached.history("u4").fingerprint() == plain.history("u4").fingerprint()  # and was not kept
 
 
 def test_history_cache_sees_a_commit_from_another_process(stack, settings):
