@@ -35,8 +35,8 @@ class Settings(BaseSettings):
         default=4096,
         ge=0,
         description="Users' score vectors kept per API process for reuse until their events or the models change "
-        "(about 5 bytes per catalogue item each), and on SQLite as many users' histories, reused until any "
-        "connection commits; 0 turns both caches off",
+        "(about 5 bytes per catalogue item each), and on SQLite as many users' histories, reused until a commit "
+        "changes them; 0 turns both caches off",
     )
     gc_freeze: bool = Field(
         default=True,

@@ -92,6 +92,7 @@ def load_movielens(settings) -> None:
 def prepare(workdir: Path, models: str, retrain: bool, params: dict | None = None) -> dict[str, str]:
     from app.commands.train import train
     from app.config import Settings
+    from app.db.migrations import upgrade
     from app.recsys.pipeline import resolve_models
     from app.recsys.store import ModelStore, StoreError
 
@@ -105,6 +106,8 @@ def prepare(workdir: Path, models: str, retrain: bool, params: dict | None = Non
     }
     settings = Settings(_env_file=None, **{k.removeprefix("DEEPREC_").lower(): v for k, v in env.items()})
     store = ModelStore(settings.models_dir)
+    if (workdir / "deeprec.db").is_file() and not retrain:
+        upgrade(settings)  # a database imported by older code: the service runs with DEEPREC_MIGRATE_ON_START=false
     if retrain or not (workdir / "deeprec.db").is_file():
         for p in (workdir / "deeprec.db", workdir / "deeprec.db-wal", workdir / "deeprec.db-shm"):
             p.unlink(missing_ok=True)
@@ -188,6 +191,7 @@ def run_wrk(port: int, endpoint: str, connections: int, duration: int, workdir: 
         "non_2xx": int(bad.group(1)) if bad else 0,
         "socket_errors": errors.group(1) if errors else "",
         "cpu_ms": 1000 * cpu / max(n, 1),
+        "requests": n,
     }
 
 
@@ -233,13 +237,14 @@ def private_database(env: dict[str, str], workdir: Path) -> dict[str, str]:
 _CACHE = re.compile(r'^deeprec_recommendation_cache_total\{result="(hit|miss)"\} ([\d.e+]+)$', re.M)
 _BATCH = re.compile(r'^deeprec_score_batch_size_(sum|count)\{model="[^"]*"\} ([\d.e+]+)$', re.M)
 _HOP = re.compile(r"^deeprec_serving_batch_size_(sum|count) ([\d.e+]+)$", re.M)
+_REFRESHED = re.compile(r'^deeprec_score_refresh_total\{result="refreshed"\} ([\d.e+]+)$', re.M)
 _STARTED = re.compile(r"^process_start_time_seconds ([\d.e+]+)$", re.M)
 
 
 def cache_counts(port: int, workers: int, tries: int = 60) -> tuple[float, ...] | None:
-    """(hits, misses) of the service's score caches, (requests, passes) of its shared forward passes and
-    (requests, hops) handed to its serving threads, summed over its worker processes, read while idle; None
-    when not every worker answered a scrape.
+    """(hits, misses) of the service's score caches, (requests, passes) of its shared forward passes,
+    (requests, hops) handed to its serving threads and entries refreshed in the background, summed over its
+    worker processes, read while idle; None when not every worker answered a scrape.
 
     Each worker keeps its own counters and each scrape reaches one of them; idle, a worker's counters
     stand still, so workers are told apart by their start time and counts (equal in both: not told apart).
@@ -256,11 +261,13 @@ def cache_counts(port: int, workers: int, tries: int = 60) -> tuple[float, ...] 
         for kind, value in _BATCH.findall(text):  # summed over models
             batch[kind] += float(value)
         hop = {kind: float(value) for kind, value in _HOP.findall(text)}
-        six = (float(counts.get("hit", 0)), float(counts.get("miss", 0)), batch["sum"], batch["count"],
-               hop.get("sum", 0.0), hop.get("count", 0.0))  # fmt: skip
-        seen[(started.group(1) if started else "?", *six)] = six
+        refreshed = _REFRESHED.search(text)
+        seven = (float(counts.get("hit", 0)), float(counts.get("miss", 0)), batch["sum"], batch["count"],
+                 hop.get("sum", 0.0), hop.get("count", 0.0),
+                 float(refreshed.group(1)) if refreshed else 0.0)  # fmt: skip
+        seen[(started.group(1) if started else "?", *seven)] = seven
         if len(seen) >= workers:
-            return tuple(sum(v[k] for v in seen.values()) for k in range(6))
+            return tuple(sum(v[k] for v in seen.values()) for k in range(7))
     return None
 
 
@@ -274,6 +281,10 @@ def median_row(runs: list[dict]) -> dict:
     out["mean_batch"] = sum(r.get("batched_requests", 0) for r in runs) / passes if passes else None
     hops = sum(r.get("hops", 0) for r in runs)
     out["mean_hop"] = sum(r.get("hopped_requests", 0) for r in runs) / hops if hops else None
+    counted = [r for r in runs if "hops" in r]  # runs whose counters were read
+    answered = sum(r["requests"] for r in counted)
+    out["on_loop"] = 1 - sum(r["hopped_requests"] for r in counted) / answered if answered else None
+    out["refreshed"] = sum(r.get("refreshed", 0) for r in counted) if counted else None
     out["non_2xx"] = sum(r["non_2xx"] for r in runs)
     out["rounds"] = len(runs)
     return out
@@ -295,8 +306,8 @@ def stop(proc: subprocess.Popen) -> None:
 def table(rows: list[dict]) -> str:
     floor = {r["connections"]: r for r in rows if r["endpoint"] == "floor"}
     lines = ["| endpoint | clients | req/s | p50 ms | p99 ms | req/s vs floor | p99 vs floor | server CPU ms/req "
-             "| floor CPU / CPU | cache hits | requests per hop | users per pass | non-2xx |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "| floor CPU / CPU | cache hits | on the loop | requests per hop | users per pass | refreshed | non-2xx |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         f = floor.get(r["connections"])
         ratio = f"{r['rps'] / f['rps']:.2f}" if f else ""
@@ -305,9 +316,11 @@ def table(rows: list[dict]) -> str:
         hits = "" if r.get("cache_hit_rate") is None else f"{100 * r['cache_hit_rate']:.1f}%"
         batch = "" if r.get("mean_batch") is None else f"{r['mean_batch']:.2f}"
         hop = "" if r.get("mean_hop") is None else f"{r['mean_hop']:.2f}"
+        loop = "" if r.get("on_loop") is None else f"{100 * r['on_loop']:.1f}%"
+        refreshed = "" if r.get("refreshed") is None else f"{r['refreshed']:,.0f}"
         lines.append(f"| {r['endpoint']} | {r['connections']} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | "
-                     f"{r['p99_ms']:.2f} | {ratio} | {p99} | {r['cpu_ms']:.2f} | {cpu} | {hits} | {hop} | {batch} | "
-                     f"{r['non_2xx']} |")  # fmt: skip
+                     f"{r['p99_ms']:.2f} | {ratio} | {p99} | {r['cpu_ms']:.2f} | {cpu} | {hits} | {loop} | {hop} | "
+                     f"{batch} | {refreshed} | {r['non_2xx']} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -386,6 +399,7 @@ def main() -> None:
                     row["batches"] = after[3] - before[3]
                     row["hopped_requests"] = after[4] - before[4]
                     row["hops"] = after[5] - before[5]
+                    row["refreshed"] = after[6] - before[6]
             return row
 
         # Warm-up in short runs: each wrk run opens new connections, and which uvicorn worker accepts them is

@@ -2,7 +2,7 @@
 
 A user's history is one indexed query (interaction by user_id, occurred_at), so events ingested a
 moment ago count at once for exclude-seen and next-items in every API process. On SQLite the result
-is reused until any connection commits (``HistoryReader``), which needs no invalidation either.
+is reused until a commit changes it (``HistoryReader``), which every process finds out for itself.
 The catalogue (active flags, categories, popularity) changes slowly and is reloaded every ``ttl_s``
 seconds, ahead of time by the background refresher (``app.serving.refresh``) or else by whichever
 request first finds it stale, without blocking the others.
