@@ -149,8 +149,10 @@ class RecommendationService:
 
     def default_model(self, models: ModelSet) -> str:
         """The implicit hybrid, else the first loaded of PREFERENCE, else of their rating versions."""
-        order = (*PREFERENCE, *(served_name(m, "rating") for m in PREFERENCE))
-        return DEFAULT_MODEL if DEFAULT_MODEL in models else next((m for m in order if m in models), DEFAULT_MODEL)
+        if DEFAULT_MODEL in models:
+            return DEFAULT_MODEL
+        order = (*PREFERENCE, *(served_name(m, "rating") for m in PREFERENCE))  # ~5 us a name: not on every request
+        return next((m for m in order if m in models), DEFAULT_MODEL)
 
     def sequential_models(self, models: ModelSet) -> list[str]:
         return [n for n in models if models[n].model.sequential]
@@ -332,30 +334,52 @@ class RecommendationService:
     def recommend_ready(
         self, user_id: str, *, model: str | None = None, filters: Filters = Filters()
     ) -> RecList | None:
-        """The answer when memory alone gives it, for the event loop: no query, no forward pass, no ranking.
-
-        That is: the catalogue current, the user's history kept since the last commit (SQLite's data version,
-        one PRAGMA), their scores cached for that history and these models, and the list ranked from them for
-        these filters on this catalogue layout kept with them: the list ``recommend_steps`` would return.
-        None otherwise (the request then goes to the serving lane, where those look-ups are counted); a bad
-        model name or models still loading raise as there."""
+        """``recommend_steps``'s list when memory alone gives it (``_ready``), for the event loop; else None.
+        A bad model name or models still loading raise as there."""
         if not self.cache.enabled or filters.n > RERANK_ABOVE_N:
             return None
         self.check_model(model)
         models = self.snapshot()
+        ready = self._ready(model or self.default_model(models), user_id, models, filters)
+        if ready is None:
+            return None
+        sc, items = ready
+        STRATEGY.labels(sc.strategy).inc()
+        return RecList(sc.lm.name, sc.lm.version, sc.strategy, items, sc.detail)
+
+    def next_items_ready(self, user_id: str, *, model: str | None, filters: Filters) -> RecList | None:
+        """``next_items_steps``'s list when memory alone gives it (``_ready``), for the event loop; else None."""
+        if not self.cache.enabled or filters.n > RERANK_ABOVE_N:
+            return None
+        self.check_model(model, sequential=True)
+        models = self.snapshot()
+        lm = models.get(model) if model else _best(models, self.sequential_models(models))
+        ready = None if lm is None else self._ready(NEXT_ITEMS + lm.name, user_id, models, filters)
+        if ready is None:
+            return None
+        sc, items = ready
+        STRATEGY.labels("sequential").inc()
+        return RecList(sc.lm.name, sc.lm.version, "sequential", items)
+
+    def _ready(
+        self, name: str, user_id: str, models: ModelSet, filters: Filters
+    ) -> tuple[Scores, list[ScoredItem]] | None:
+        """The cache entry ``(name, user_id)`` and the list ranked from it for ``filters``, when memory alone
+        gives both: no query, no forward pass, no ranking. That is: the catalogue current, the user's history
+        kept and nothing committed since (SQLite's data version, one PRAGMA), the entry stored for that history
+        and these models, and its last list ranked for these filters on this catalogue layout: the list the
+        serving lane would return. None otherwise, and nothing counted (the lane counts its own look-ups)."""
         cat = self.catalogue.peek()
         kept = self._read_history.peek(user_id) if cat is not None else None
         if cat is None or kept is None:
             return None
-        name = model or self.default_model(models)
         hit, sc = self.cache.get((name, user_id), (models.token, cat.history(*kept).fingerprint()), count=False)
         last = sc.last_ranked if hit and sc is not None else None
         if sc is None or last is None or last[0] != (cat.layout, filters):
             return None
         self._read_history.cache.count_hit()
         self.cache.count_hit()
-        STRATEGY.labels(sc.strategy).inc()
-        return RecList(sc.lm.name, sc.lm.version, sc.strategy, last[1], sc.detail)
+        return sc, last[1]
 
     def recommend_steps(
         self, user_id: str, *, model: str | None = None, filters: Filters = Filters()

@@ -349,15 +349,18 @@ def test_catalogue_is_rebuilt_after_its_ttl_only_when_something_was_committed(en
 
 
 def test_a_ready_answer_comes_from_memory_only_and_equals_the_computed_one(stack, session, db_url, monkeypatch):
-    """``recommend_ready`` (the event loop's path) answers only what memory holds: the history kept since the
-    last commit (SQLite), cached scores and the list ranked for the same filters; else None, and the request
-    goes to the serving lane. Its answer is the lane's."""
+    """``recommend_ready`` and ``next_items_ready`` (the event loop's path) answer only what memory holds: the
+    history kept and nothing committed since (SQLite), cached scores and the list ranked for the same
+    filters; else None, and the request goes to the serving lane. Their answer is the lane's."""
     _, plain = stack
     cached = RecommendationService(plain.registry, plain.sessions, CatalogueCache(plain.sessions), cache_size=100)
     on_sqlite = db_url.startswith("sqlite")
     f = Filters(n=4, categories=("Drama",))
+    g = Filters(n=3)
     assert cached.recommend_ready("u2", filters=f) is None  # nothing cached yet
+    assert cached.next_items_ready("u2", model=None, filters=g) is None
     computed = cached.recommend("u2", filters=f)
+    nxt = cached.next_items("u2", model=None, filters=g)
     queries = counting_queries(cached, monkeypatch)
     passes = []
     monkeypatch.setattr(cached, "run", lambda steps: passes.append(1))  # the lane path must not be taken
@@ -373,8 +376,18 @@ def test_a_ready_answer_comes_from_memory_only_and_equals_the_computed_one(stack
     assert cached.recommend_ready("u2", filters=Filters(n=RERANK_ABOVE_N + 1)) is None  # long lists are not kept
     with pytest.raises(UnknownModel):
         cached.recommend_ready("u2", model="nope", filters=f)
-    add_event(session, "u7", "i1")  # any commit: the history must be read again, in the lane
+    ready_next = cached.next_items_ready("u2", model=None, filters=g)
+    assert ready_next is not None and as_tuple(ready_next) == as_tuple(nxt)
+    assert as_tuple(ready_next) == as_tuple(plain.next_items("u2", model=None, filters=g))
+    with pytest.raises(UnknownModel):
+        cached.next_items_ready("u2", model="mf", filters=g)  # not a sequence model
+    add_event(session, "u7", "i1")  # any commit: the lane syncs first
     assert cached.recommend_ready("u2", filters=f) is None and queries() == 0
+    assert cached.next_items_ready("u2", model=None, filters=g) is None
+    monkeypatch.undo()  # the lane again: it syncs, and u2's history is kept (another user's event)
+    queries = counting_queries(cached, monkeypatch)
+    assert as_tuple(cached.recommend("u2", filters=f)) == as_tuple(computed)
+    assert queries() == 0 and as_tuple(cached.recommend_ready("u2", filters=f)) == as_tuple(computed)
     cached.registry.ready = False
     with pytest.raises(NotReady):
         cached.recommend_ready("u2", filters=f)

@@ -156,7 +156,9 @@ async def next_items(
     """What comes next after the user's current sequence, read from the database now."""
     filters = Filters(n=n, exclude_seen=exclude_seen)
     svc = _svc(request)
-    out = await _run_steps(request, lambda: svc.next_items_steps(user_id, model=model, filters=filters))
+    out = svc.next_items_ready(user_id, model=model, filters=filters)  # memory only: no hop for a ready answer
+    if out is None:
+        out = await _run_steps(request, lambda: svc.next_items_steps(user_id, model=model, filters=filters))
     return _rec(out, RecommendationsRead, user_id=user_id)
 
 
