@@ -246,10 +246,11 @@ def cache_counts(port: int, workers: int, tries: int = 60) -> tuple[float, ...] 
     (requests, hops) handed to its serving threads and entries refreshed in the background, summed over its
     worker processes, read while idle; None when not every worker answered a scrape.
 
-    Each worker keeps its own counters and each scrape reaches one of them; idle, a worker's counters
-    stand still, so workers are told apart by their start time and counts (equal in both: not told apart).
+    Each worker keeps its own counters and each scrape reaches one of them. Workers are told apart by their
+    start time, and the latest scrape of each counts (the background refresher moves some counters while
+    wrk is idle); two workers started within the same 10 ms tick are not told apart, and give None.
     """
-    seen: dict[tuple, tuple[float, ...]] = {}
+    seen: dict[str, tuple[float, ...]] = {}
     for _ in range(tries):
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
@@ -265,7 +266,7 @@ def cache_counts(port: int, workers: int, tries: int = 60) -> tuple[float, ...] 
         seven = (float(counts.get("hit", 0)), float(counts.get("miss", 0)), batch["sum"], batch["count"],
                  hop.get("sum", 0.0), hop.get("count", 0.0),
                  float(refreshed.group(1)) if refreshed else 0.0)  # fmt: skip
-        seen[(started.group(1) if started else "?", *seven)] = seven
+        seen[started.group(1) if started else "?"] = seven
         if len(seen) >= workers:
             return tuple(sum(v[k] for v in seen.values()) for k in range(7))
     return None
@@ -283,7 +284,8 @@ def median_row(runs: list[dict]) -> dict:
     out["mean_hop"] = sum(r.get("hopped_requests", 0) for r in runs) / hops if hops else None
     counted = [r for r in runs if "hops" in r]  # runs whose counters were read
     answered = sum(r["requests"] for r in counted)
-    out["on_loop"] = 1 - sum(r["hopped_requests"] for r in counted) / answered if answered else None
+    # requests cut off at the end of a run still reach a serving thread and count there, not in wrk's total
+    out["on_loop"] = max(0.0, 1 - sum(r["hopped_requests"] for r in counted) / answered) if answered else None
     out["refreshed"] = sum(r.get("refreshed", 0) for r in counted) if counted else None
     out["non_2xx"] = sum(r["non_2xx"] for r in runs)
     out["rounds"] = len(runs)

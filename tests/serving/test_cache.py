@@ -235,7 +235,8 @@ def test_history_reads_are_reused_until_that_users_history_changes(stack, sessio
 
 def test_other_rewrites_of_histories_drop_every_kept_one(stack, session, db_url, monkeypatch):
     """A deleted user, a user created without events, an event deleted or rewritten by any client of the
-    database (the triggers of migration 0003 count them), and a bulk load: every kept history is read again."""
+    database (the triggers of migration 0003 count them), and a bulk load: every kept history is read again;
+    a user's attributes changed: nothing is."""
     from sqlalchemy import text
 
     import app.serving.history as history
@@ -264,6 +265,10 @@ def test_other_rewrites_of_histories_drop_every_kept_one(stack, session, db_url,
     upsert_user(session=session, user_id="ghost")
     session.commit()
     assert cached.history("ghost").exists
+    assert resets() == (start + 2 if kept else None)
+    upsert_user(session=session, user_id="u2", attributes={"tier": "gold"})  # not part of a history
+    session.commit()
+    same("u2")
     assert resets() == (start + 2 if kept else None)
     u2 = "(SELECT id FROM \"user\" WHERE external_id = 'u2')"
     latest = f"(SELECT max(id) FROM interaction WHERE user_id = {u2})"

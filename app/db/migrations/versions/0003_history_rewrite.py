@@ -2,9 +2,10 @@
 
 An API process on SQLite reuses each user's history between requests and, after any commit, learns
 which users have new events from the interaction ids past the last one it saw. Every other change to a
-history (an event deleted or updated, a user created or deleted), made by DeepRec or by any other client
-of the database file, bumps this count through the triggers below, and the process then reads every
-history again. PostgreSQL gets the table only: its API processes query the history on every request.
+history (an event deleted, or its user, item, time or id changed; a user created, deleted or given
+another id), made by DeepRec or by any other client of the database file, bumps this count through
+the triggers below, and the process then reads every history again. A user's attributes, or an
+event's type or value, are not part of a history and leave the count alone. PostgreSQL gets the table only: its API processes query the history on every request.
 
 A later migration that recreates ``interaction`` or ``user`` in batch mode (SQLite) drops their triggers
 and must create them again (``create_triggers``).
@@ -28,12 +29,12 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 BUMP = "UPDATE history_rewrite SET count = count + 1 WHERE id = 1;"
-TRIGGERS = {  # name -> (event, table)
+TRIGGERS = {  # name -> (event, table); updates only of the columns a history is read by
     "history_rewrite_interaction_delete": ("DELETE", "interaction"),
-    "history_rewrite_interaction_update": ("UPDATE", "interaction"),
+    "history_rewrite_interaction_update": ("UPDATE OF id, user_id, item_id, occurred_at", "interaction"),
     "history_rewrite_user_insert": ("INSERT", "user"),
     "history_rewrite_user_delete": ("DELETE", "user"),
-    "history_rewrite_user_update": ("UPDATE", "user"),
+    "history_rewrite_user_update": ("UPDATE OF id, external_id", "user"),
 }
 
 
