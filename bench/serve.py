@@ -238,7 +238,7 @@ _CACHE = re.compile(r'^deeprec_recommendation_cache_total\{result="(hit|miss)"\}
 _BATCH = re.compile(r'^deeprec_score_batch_size_(sum|count)\{model="[^"]*"\} ([\d.e+]+)$', re.M)
 _HOP = re.compile(r"^deeprec_serving_batch_size_(sum|count) ([\d.e+]+)$", re.M)
 _REFRESHED = re.compile(r'^deeprec_score_refresh_total\{result="refreshed"\} ([\d.e+]+)$', re.M)
-_STARTED = re.compile(r"^process_start_time_seconds ([\d.e+]+)$", re.M)
+_PROCESS = re.compile(r'^deeprec_process\{pid="(\d+)"\} 1\.0$', re.M)
 
 
 def cache_counts(port: int, workers: int, tries: int = 60) -> tuple[float, ...] | None:
@@ -246,9 +246,9 @@ def cache_counts(port: int, workers: int, tries: int = 60) -> tuple[float, ...] 
     (requests, hops) handed to its serving threads and entries refreshed in the background, summed over its
     worker processes, read while idle; None when not every worker answered a scrape.
 
-    Each worker keeps its own counters and each scrape reaches one of them. Workers are told apart by their
-    start time, and the latest scrape of each counts (the background refresher moves some counters while
-    wrk is idle); two workers started within the same 10 ms tick are not told apart, and give None.
+    Each worker keeps its own counters and each scrape reaches one of them. Workers are told apart by the
+    process id they report (``deeprec_process``), and the latest scrape of each counts (the background
+    refresher moves some counters while wrk is idle).
     """
     seen: dict[str, tuple[float, ...]] = {}
     for _ in range(tries):
@@ -257,7 +257,7 @@ def cache_counts(port: int, workers: int, tries: int = 60) -> tuple[float, ...] 
                 text = r.read().decode()
         except OSError:
             continue
-        counts, started = dict(_CACHE.findall(text)), _STARTED.search(text)
+        counts, process = dict(_CACHE.findall(text)), _PROCESS.search(text)
         batch = {"sum": 0.0, "count": 0.0}
         for kind, value in _BATCH.findall(text):  # summed over models
             batch[kind] += float(value)
@@ -266,7 +266,7 @@ def cache_counts(port: int, workers: int, tries: int = 60) -> tuple[float, ...] 
         seven = (float(counts.get("hit", 0)), float(counts.get("miss", 0)), batch["sum"], batch["count"],
                  hop.get("sum", 0.0), hop.get("count", 0.0),
                  float(refreshed.group(1)) if refreshed else 0.0)  # fmt: skip
-        seen[started.group(1) if started else "?"] = seven
+        seen[process.group(1) if process else "?"] = seven
         if len(seen) >= workers:
             return tuple(sum(v[k] for v in seen.values()) for k in range(7))
     return None

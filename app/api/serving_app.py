@@ -21,7 +21,7 @@ from app.api.routes import recommend as recommend_routes
 from app.config import Settings
 from app.jobs.publish import open_store
 from app.serving.history import CatalogueCache, DataVersion
-from app.serving.metrics import set_loaded
+from app.serving.metrics import mark_process, set_loaded
 from app.serving.refresh import ChangeFeed, ScoreRefresher
 from app.serving.registry import ModelRegistry, select_device
 from app.serving.results import ServingError
@@ -78,6 +78,7 @@ def load_models(registry: ModelRegistry) -> None:
 def start_serving(app: FastAPI, stack: ExitStack) -> None:
     """Lifespan component (after the database): load every active model version in a background
     thread; model routes answer 503 with Retry-After and /readyz is not ready until it is done."""
+    mark_process()
     registry = build_serving(app, app.state.settings, app.state.sessionmaker)
     loader = threading.Thread(target=load_models, args=(registry,), name="model-loader", daemon=True)
     loader.start()

@@ -7,6 +7,7 @@ PROMETHEUS_MULTIPROC_DIR to aggregate them, as prometheus-client documents.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -34,6 +35,8 @@ SERVING_HOP = Histogram("deeprec_serving_batch_size", "Requests handed to a serv
 REFRESHES = Counter("deeprec_score_refresh", "Cached score entries of users with new events, recomputed in the "
                     "background before their next request (refreshed), found current already (current) or failed",
                     ["result"])  # fmt: skip
+PROCESS = Gauge("deeprec_process", "1, labelled with the id of the API process that answered this scrape (each "
+                "keeps its own counters unless PROMETHEUS_MULTIPROC_DIR is set)", ["pid"])  # fmt: skip
 HISTORY_CACHE = Counter("deeprec_history_cache", "Look-ups in this process's cache of users' histories (SQLite: "
                         "reused while no connection has committed since)", ["result"])  # fmt: skip
 
@@ -52,3 +55,9 @@ def set_loaded(versions: Mapping[str, tuple[str, str]]) -> None:
     LOADED.clear()
     for model, (version, device) in versions.items():
         LOADED.labels(model, version, device).set(1)
+
+
+def mark_process() -> None:
+    """Label this process's scrapes with its id (call in each API process: uvicorn workers are forked)."""
+    PROCESS.clear()
+    PROCESS.labels(str(os.getpid())).set(1)

@@ -1,6 +1,7 @@
 """Serving endpoints over HTTP on SQLite and PostgreSQL: every endpoint, every error, never a 500."""
 
 import json
+import os
 import threading
 import time
 
@@ -211,6 +212,7 @@ def test_request_id_and_metrics(api):
     assert "deeprec_http_request_duration_seconds_bucket" in text
     assert 'deeprec_inference_seconds_count{model="mf"}' in text
     assert 'deeprec_model_loaded{device="cpu",model="mf"' in text
+    assert f'deeprec_process{{pid="{os.getpid()}"}} 1.0' in text  # which process answered (workers keep their own)
 
 
 def test_logs_are_json_with_the_request_id(session, make_client, capsys):

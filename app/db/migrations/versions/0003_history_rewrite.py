@@ -5,7 +5,8 @@ which users have new events from the interaction ids past the last one it saw. E
 history (an event deleted, or its user, item, time or id changed; a user created, deleted or given
 another id), made by DeepRec or by any other client of the database file, bumps this count through
 the triggers below, and the process then reads every history again. A user's attributes, or an
-event's type or value, are not part of a history and leave the count alone. PostgreSQL gets the table only: its API processes query the history on every request.
+event's type or value, are not part of a history and leave the count alone. PostgreSQL gets the
+table only: its API processes query the history on every request.
 
 A later migration that recreates ``interaction`` or ``user`` in batch mode (SQLite) drops their triggers
 and must create them again (``create_triggers``).
