@@ -237,20 +237,6 @@ class HistoryReader:
             self._lock.release()
         return value if hit else None
 
-    def behind(self) -> bool:
-        """Whether a commit since the last sync keeps ``peek`` from answering (one PRAGMA, for the loop)."""
-        if not self.cache.enabled:
-            return False
-        version = self.version.peek()
-        return version is not None and version != self._synced
-
-    def catch_up(self) -> None:
-        """Sync with the database now (queries: a thread's work), so that ``peek`` answers again."""
-        if self.cache.enabled:
-            version = self.version()
-            if version is not None:
-                self._sync_to(version)
-
     def _unchanged_since(self, epoch: int, user_id: str) -> bool:
         """Under ``_lock``: no sync after ``epoch`` changed ``user_id`` (unknown, when too many ran since)."""
         if epoch == self._epoch:

@@ -361,14 +361,6 @@ class RecommendationService:
         STRATEGY.labels("sequential").inc()
         return RecList(sc.lm.name, sc.lm.version, "sequential", items)
 
-    def histories_behind(self) -> bool:
-        """A commit since the kept histories were last synced: ``catch_up`` lets ``*_ready`` answer again."""
-        return self._read_history.behind()
-
-    def catch_up(self) -> None:
-        """Sync the kept histories with the database (a query or three; not for the event loop)."""
-        self._read_history.catch_up()
-
     def _ready(
         self, name: str, user_id: str, models: ModelSet, filters: Filters
     ) -> tuple[Scores, list[ScoredItem]] | None:

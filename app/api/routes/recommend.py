@@ -9,7 +9,6 @@ those FastAPI would write (pydantic's JSON serialiser, the model's fields in the
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
@@ -65,26 +64,6 @@ async def _run_steps(request: Request, make: Callable[[], Steps[T]]) -> T:
     """The steps ``make()`` builds, run by the serving thread together with the requests queued meanwhile
     (``RequestBatcher``), under the same limit as ``_run``."""
     return await _lanes(request)[1].submit(make)
-
-
-async def _from_memory(request: Request, attempt: Callable[[], RecList | None]) -> RecList | None:
-    """``attempt()`` (a ``*_ready`` call, on the loop); when it found the kept histories behind a commit, once
-    more after catching up with it. The catch-up is one sync per process however many requests wait for
-    it, run in a thread of its own rather than a serving lane: a commit (any user's event) would otherwise
-    send every request that follows it to the serving lane, behind whatever runs there."""
-    out = attempt()
-    svc = _svc(request)
-    if out is None and svc.histories_behind():
-        state = request.app.state
-        pending: asyncio.Future[None] | None = getattr(state, "history_catch_up", None)
-        if pending is None or pending.done():
-            pending = state.history_catch_up = asyncio.get_running_loop().run_in_executor(None, svc.catch_up)
-        try:
-            await asyncio.shield(pending)  # a client that goes away does not cancel it for the others
-        except Exception:  # noqa: BLE001  (the serving lane reads the database again and reports what fails)
-            return None
-        out = attempt()
-    return out
 
 
 def _lanes(request: Request) -> tuple[anyio.CapacityLimiter, RequestBatcher]:
@@ -143,7 +122,7 @@ async def recommend(
     """Top-N items for a user; users the model never saw fall back (sequence model, content, popular)."""
     filters = Filters(n=n, categories=_csv(categories), exclude=_csv(exclude), exclude_seen=exclude_seen)
     svc = _svc(request)
-    out = await _from_memory(request, lambda: svc.recommend_ready(user_id, model=model, filters=filters))
+    out = svc.recommend_ready(user_id, model=model, filters=filters)  # memory only: no hop for a ready answer
     if out is None:
         out = await _run_steps(request, lambda: svc.recommend_steps(user_id, model=model, filters=filters))
     return _rec(out, RecommendationsRead, user_id=user_id)
@@ -177,7 +156,7 @@ async def next_items(
     """What comes next after the user's current sequence, read from the database now."""
     filters = Filters(n=n, exclude_seen=exclude_seen)
     svc = _svc(request)
-    out = await _from_memory(request, lambda: svc.next_items_ready(user_id, model=model, filters=filters))
+    out = svc.next_items_ready(user_id, model=model, filters=filters)  # memory only: no hop for a ready answer
     if out is None:
         out = await _run_steps(request, lambda: svc.next_items_steps(user_id, model=model, filters=filters))
     return _rec(out, RecommendationsRead, user_id=user_id)
