@@ -108,12 +108,7 @@ class DataVersion:
             try:
                 if self._conn is None:
                     self._conn = self.engine.raw_connection()  # kept: data_version is per connection
-                cur = self._conn.cursor()
-                try:
-                    cur.execute("PRAGMA data_version")
-                    return int(cur.fetchone()[0])
-                finally:
-                    cur.close()
+                return self._read()
             except Exception:  # a broken connection: no signal this time, a fresh connection next time
                 self._close()
                 return None
@@ -124,16 +119,20 @@ class DataVersion:
         if not self.usable or self._conn is None or not self._lock.acquire(timeout=wait_s):
             return None
         try:
-            cur = self._conn.cursor()
-            try:
-                cur.execute("PRAGMA data_version")
-                return int(cur.fetchone()[0])
-            finally:
-                cur.close()
+            return self._read() if self._conn is not None else None
         except Exception:  # the next read under the lock opens a fresh connection
             return None
         finally:
             self._lock.release()
+
+    def _read(self) -> int:
+        """Under the lock: the version, read on the open connection."""
+        cur = self._conn.cursor()
+        try:
+            cur.execute("PRAGMA data_version")
+            return int(cur.fetchone()[0])
+        finally:
+            cur.close()
 
     def _close(self) -> None:
         conn, self._conn = self._conn, None
