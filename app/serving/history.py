@@ -11,23 +11,28 @@ request first finds it stale, without blocking the others.
 from __future__ import annotations
 
 import hashlib
+import logging
+import sqlite3
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
 import torch
 from sqlalchemy import Connection, Engine, bindparam, func, select
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.tables import HistoryRewrite, Interaction, Item, User
 from app.serving.cache import ScoreCache
 from app.serving.metrics import HISTORY_CACHE
 from app.serving.registry import LoadedModel
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,19 @@ def user_item_ids(*, conn: Connection | Session, user_id: str) -> tuple[bool, np
     return True, np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
 
 
+def _pragma_version(conn: Any) -> int:
+    cur = conn.cursor()
+    try:
+        cur.execute("PRAGMA data_version")
+        return int(cur.fetchone()[0])
+    finally:
+        cur.close()
+
+
+def _busy(exc: Exception) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
 class DataVersion:
     """SQLite's ``PRAGMA data_version``, read on a connection of its own that never writes: it changes
     whenever any other connection, in this process or another, commits to the database file. ``None``
@@ -107,32 +125,47 @@ class DataVersion:
         with self._lock:
             try:
                 if self._conn is None:
-                    self._conn = self.engine.raw_connection()  # kept: data_version is per connection
-                return self._read()
+                    self._conn = self._open()
+                return _pragma_version(self._conn)
+            except sqlite3.OperationalError as exc:
+                if _busy(exc):  # the file is locked this moment: no signal this time; the connection stays
+                    return None
+                self._close()
+                return None
             except Exception:  # a broken connection: no signal this time, a fresh connection next time
                 self._close()
                 return None
 
+    def _open(self) -> Any:
+        """A connection of its own, out of the engine's pool, that never waits for a lock: it is also read
+        from the event loop (``peek``, ``borrow``), where SQLite's busy timeout must not apply. In WAL mode
+        a read does not wait for writers anyway; a locked file answers at once, as no signal."""
+        conn = self.engine.raw_connection()
+        conn.detach()  # closed for good by close(), never handed back to the pool with the setting below
+        cur = conn.cursor()
+        try:
+            cur.execute("PRAGMA busy_timeout=0")
+        finally:
+            cur.close()
+        return conn
+
     def peek(self, wait_s: float = 0.002) -> int | None:
         """The version, for the event loop: one PRAGMA on the open connection (microseconds). None when there
         is no open connection yet or another thread's read (as short) did not end within ``wait_s``."""
+        return self.borrow(_pragma_version, wait_s)
+
+    def borrow(self, read: Callable[[Any], T], wait_s: float = 0.002) -> T | None:
+        """``read(connection)`` on the open connection under its lock, for the event loop: None when there is
+        no open connection yet, the lock was not free within ``wait_s``, or the read failed (the file locked,
+        say). ``read`` must be short: a few indexed reads."""
         if not self.usable or self._conn is None or not self._lock.acquire(timeout=wait_s):
             return None
         try:
-            return self._read() if self._conn is not None else None
-        except Exception:  # the next read under the lock opens a fresh connection
+            return read(self._conn) if self._conn is not None else None
+        except Exception:  # a broken connection: the next read under the lock (``__call__``) finds out
             return None
         finally:
             self._lock.release()
-
-    def _read(self) -> int:
-        """Under the lock: the version, read on the open connection."""
-        cur = self._conn.cursor()
-        try:
-            cur.execute("PRAGMA data_version")
-            return int(cur.fetchone()[0])
-        finally:
-            cur.close()
 
     def _close(self) -> None:
         conn, self._conn = self._conn, None
@@ -166,6 +199,41 @@ def last_interaction_id(conn: Connection) -> int:
     return int(conn.execute(select(func.max(Interaction.id))).scalar() or 0)
 
 
+# New events after a commit that the event loop may catch up with itself (``HistoryReader.peek``): a range
+# scan of at most this many primary keys (~0.1 ms). More, and the serving thread does it, as for any sync.
+INLINE_MAX_ROWS = 256
+_LAST_ID = select(func.max(Interaction.id))
+_REWRITES = select(HistoryRewrite.count).where(HistoryRewrite.id == bindparam("row"))
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """A Core statement compiled once for a dialect, to run on a driver connection (no SQLAlchemy per call)."""
+
+    sql: str
+    names: tuple[str, ...]  # parameter order, for drivers with positional parameters
+    positional: bool
+
+    @classmethod
+    def of(cls, stmt: Any, engine: Engine) -> Compiled:
+        c = stmt.compile(dialect=engine.dialect)
+        return cls(str(c), tuple(c.positiontup or ()), bool(c.positional))
+
+    def run(self, cur: Any, **params: Any) -> Any:
+        cur.execute(self.sql, tuple(params[n] for n in self.names) if self.positional else params)
+        return cur
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What a sync read: the users with new events since the last one (None: any history may have changed),
+    the largest interaction id and the history_rewrite count (None: no such table)."""
+
+    users: frozenset[str] | None
+    mark: int
+    rewrites: int | None
+
+
 class HistoryReader:
     """``user_item_ids`` on the hot path: the same statement, compiled once for the engine's dialect and
     run on a pooled driver connection, without SQLAlchemy's per-execution and per-row work (~40% of it).
@@ -177,6 +245,11 @@ class HistoryReader:
     an event deleted or updated, a user created or deleted) says whether anything else changed, in which
     case every kept history goes, as they do for a bulk load. So a commit costs one sync per process
     rather than a query per user, and an event counts at once for its user.
+
+    The event loop (``peek``) syncs too when the commit added at most ``INLINE_MAX_ROWS`` events: three
+    indexed reads on the commit signal's own connection, which never waits for a lock. So the requests
+    that arrive after another user's event are still answered from memory, rather than each going to a
+    serving thread to find out that nothing of theirs changed. ``listeners`` hear each sync's users.
     """
 
     def __init__(
@@ -184,16 +257,18 @@ class HistoryReader:
     ) -> None:
         """``version``: the engine's commit signal to share (the catalogue's); by default one of its own."""
         self.engine = engine
-        items, exists = _ITEMS.compile(dialect=engine.dialect), _EXISTS.compile(dialect=engine.dialect)
-        self.items_sql, self.exists_sql = str(items), str(exists)
-        self.positional = bool(items.positional)  # qmark (sqlite3) vs pyformat (psycopg)
+        self.items_sql, self.exists_sql = Compiled.of(_ITEMS, engine), Compiled.of(_EXISTS, engine)
+        self.last_id_sql, self.rewrites_sql = Compiled.of(_LAST_ID, engine), Compiled.of(_REWRITES, engine)
+        self.users_since_sql = Compiled.of(_USERS_SINCE, engine)
         self.version = version if version is not None else DataVersion(engine)
         self.cache: ScoreCache[tuple[bool, np.ndarray]] = ScoreCache(
             cache_size if self.version.usable else 0, max_bytes=cache_bytes, weigh=lambda v: 64 + v[1].nbytes,
             lookups=HISTORY_CACHE, entries=None,
         )  # fmt: skip
+        self.listeners: list[Callable[[frozenset[str] | None], None]] = []  # called after each sync, outside locks
         self.syncs = 0  # commits caught up with
         self.resets = 0  # of them, those that dropped every kept history
+        self.inline_syncs = 0  # of them, those the event loop did
         self._lock = threading.Lock()  # the kept histories and the sync state
         self._sync_lock = threading.Lock()  # one sync at a time (its queries run outside ``_lock``)
         self._synced: int | None = None  # the data version the kept histories are current for
@@ -221,15 +296,18 @@ class HistoryReader:
         return value
 
     def peek(self, user_id: str) -> tuple[bool, np.ndarray] | None:
-        """The history kept for ``user_id`` when nothing was committed since the last sync, else None: never
-        a query (``DataVersion.peek``). The look-up is not counted: ``cache.count_hit`` once it is used."""
+        """For the event loop: the history kept for ``user_id``, current for the database now, else None.
+        After a commit it syncs when that is cheap (``_sync_inline``); it never reads a history and never
+        waits for a lock more than a couple of ms. The look-up is not counted: ``cache.count_hit`` once used."""
         if not self.cache.enabled:
             return None
         version = self.version.peek()
-        if version is None or not self._lock.acquire(timeout=0.002):
+        if version is None or (version != self._synced and not self._sync_inline(version)):
+            return None
+        if not self._lock.acquire(timeout=0.002):
             return None
         try:
-            if version != self._synced:
+            if version != self._synced:  # another sync moved on meanwhile: to a newer version, so read again
                 return None
             hit, value = self.cache.get(user_id, None, count=False)
         finally:
@@ -251,35 +329,82 @@ class HistoryReader:
         with self._sync_lock:
             if version == self._synced:
                 return
-            changed, mark, rewrites = self._read_changes()
-            with self._lock:
-                self._epoch += 1
-                if changed is None:
-                    self.cache.clear()
-                    self.resets += 1
-                else:
-                    for user_id in changed:
-                        self.cache.discard(user_id)
-                self._changes.append((self._epoch, changed))
-                self._mark, self._rewrites, self._synced = mark, rewrites, version
-                self.syncs += 1
-
-    def _read_changes(self) -> tuple[frozenset[str] | None, int, int | None]:
-        """(users with new events since the last sync, or None: any history may have changed; the largest
-        interaction id; the rewrite count)."""
-        with self.engine.connect() as conn:
+            conn = self.engine.raw_connection()
             try:
-                rewrites = conn.execute(select(HistoryRewrite.count).where(HistoryRewrite.id == 1)).scalar()
-            except SQLAlchemyError:  # a database from before migration 0003: no rewrite count
-                conn.rollback()
-                rewrites = None
-            top = last_interaction_id(conn)
+                changes = self._read_changes(conn, MAX_CHANGED_ROWS)
+            finally:
+                conn.close()
+            assert changes is not None
+            with self._lock:
+                self._apply(version, changes)
+        self._tell(changes.users)
+
+    def _sync_inline(self, version: int) -> bool:
+        """``_sync_to`` for the event loop, when it is cheap: the reads on the commit signal's connection
+        (``DataVersion.borrow``); False, leaving it to a serving thread, when another sync is running, a
+        lock is not free at once, or there are more than ``INLINE_MAX_ROWS`` new events to look through."""
+        if not self._sync_lock.acquire(blocking=False):
+            return False
+        try:
+            if version == self._synced:
+                return True
+            changes = self.version.borrow(lambda conn: self._read_changes(conn, INLINE_MAX_ROWS))
+            if changes is None or not self._lock.acquire(timeout=0.002):
+                return False
+            try:
+                self._apply(version, changes)
+                self.inline_syncs += 1
+            finally:
+                self._lock.release()
+        finally:
+            self._sync_lock.release()
+        self._tell(changes.users)
+        return True
+
+    def _apply(self, version: int, changes: Changes) -> None:
+        """Under both locks: drop the kept histories ``changes`` names and record the sync."""
+        self._epoch += 1
+        if changes.users is None:
+            self.cache.clear()
+            self.resets += 1
+        else:
+            for user_id in changes.users:
+                self.cache.discard(user_id)
+        self._changes.append((self._epoch, changes.users))
+        self._mark, self._rewrites, self._synced = changes.mark, changes.rewrites, version
+        self.syncs += 1
+
+    def _tell(self, users: frozenset[str] | None) -> None:
+        for listener in self.listeners:
+            try:
+                listener(users)
+            except Exception:  # a listener's failure is its own; the sync is done
+                log.exception("history sync listener failed")
+
+    def _read_changes(self, conn: Any, max_rows: int) -> Changes | None:
+        """On driver connection ``conn``: what changed since the last sync; None when there are more than
+        ``max_rows`` new events to look through (but not so many that every history counts as changed)."""
+        cur = conn.cursor()
+        try:
+            try:
+                row = self.rewrites_sql.run(cur, row=1).fetchone()
+                rewrites = None if row is None else int(row[0])
+            except sqlite3.OperationalError as exc:
+                if "no such table" not in str(exc):
+                    raise
+                rewrites = None  # a database from before migration 0003: no rewrite count
+            top = int(self.last_id_sql.run(cur).fetchone()[0] or 0)
             mark = self._mark
-            followed = mark is not None and mark <= top <= mark + MAX_CHANGED_ROWS  # not emptied, not a bulk load
-            if rewrites is None or rewrites != self._rewrites or not followed:
-                return None, top, rewrites
-            assert mark is not None
-            return frozenset(users_with_events(conn, mark, top)) if top > mark else frozenset(), top, rewrites
+            if mark is None or top < mark or rewrites is None or rewrites != self._rewrites:  # emptied, rewritten
+                return Changes(None, top, rewrites)
+            if top - mark > MAX_CHANGED_ROWS:  # a bulk load: not followed user by user
+                return Changes(None, top, rewrites)
+            if top - mark > max_rows:
+                return None
+            users = self.users_since_sql.run(cur, after=mark, upto=top).fetchall() if top > mark else []
+            return Changes(frozenset(r[0] for r in users), top, rewrites)
+        finally:
+            cur.close()
 
     def close(self) -> None:
         self.version.close()
@@ -291,16 +416,13 @@ class HistoryReader:
 
     def query(self, user_id: str) -> tuple[bool, np.ndarray]:
         """(user exists, [N] database item ids oldest first), read now."""
-        params = (user_id,) if self.positional else {"user_id": user_id}
         conn = self.engine.raw_connection()  # from the engine's pool; close() returns it (rolled back)
         try:
             cur = conn.cursor()
             try:
-                cur.execute(self.items_sql, params)
-                rows = cur.fetchall()
+                rows = self.items_sql.run(cur, user_id=user_id).fetchall()
                 if not rows:  # no events: does the user exist?
-                    cur.execute(self.exists_sql, params)
-                    return cur.fetchone() is not None, np.empty(0, dtype=np.int64)
+                    return self.exists_sql.run(cur, user_id=user_id).fetchone() is not None, np.empty(0, np.int64)
             finally:
                 cur.close()
         finally:

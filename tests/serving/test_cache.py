@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from app.db.repository import ItemUpsert, upsert_items
-from app.db.session import make_sessionmaker
+from app.db.session import SQLITE_BUSY_TIMEOUT_MS, make_sessionmaker
 from app.recsys.store import ModelStore
 from app.serving.cache import ScoreCache
 from app.serving.history import CatalogueCache, DataVersion
@@ -233,10 +233,12 @@ def test_history_reads_are_reused_until_that_users_history_changes(stack, sessio
         assert cached._read_history.resets == 1  # the first sync only; the event was followed by id
 
 
-def test_other_rewrites_of_histories_drop_every_kept_one(stack, session, db_url, monkeypatch):
+@pytest.mark.parametrize("via", ["lane", "loop"])
+def test_other_rewrites_of_histories_drop_every_kept_one(stack, session, db_url, monkeypatch, via):
     """A deleted user, a user created without events, an event deleted or rewritten by any client of the
     database (the triggers of migration 0003 count them), and a bulk load: every kept history is read again;
-    a user's attributes changed: nothing is."""
+    a user's attributes changed: nothing is. The same whether a serving thread syncs after the commit
+    (``lane``) or the event loop does (``loop``: ``peek`` first)."""
     from sqlalchemy import text
 
     import app.serving.history as history
@@ -251,6 +253,8 @@ def test_other_rewrites_of_histories_drop_every_kept_one(stack, session, db_url,
         return reader.resets if kept else None
 
     def same(user):
+        if via == "loop":
+            reader.peek(user)  # the event loop finds the commit first and syncs
         assert cached.history(user).fingerprint() == plain.history(user).fingerprint(), user
 
     for user in ("u1", "u2", "ghost"):
@@ -282,6 +286,49 @@ def test_other_rewrites_of_histories_drop_every_kept_one(stack, session, db_url,
     add_event(session, "u2", "i4")  # in the same sync as the others: more than 2 new events at once
     same("u2")
     assert resets() == (start + 4 if kept else None)
+    assert (reader.inline_syncs > 0) == (kept and via == "loop")
+
+
+def test_the_loop_syncs_only_when_it_is_cheap_and_never_waits(stack, session, db_url, monkeypatch):
+    """``peek`` after a commit: more than INLINE_MAX_ROWS new events, or a sync already running in another
+    thread, and it answers None at once (the request goes to a serving thread, which syncs); otherwise it
+    syncs itself and another user's kept history is still served."""
+    import app.serving.history as history
+
+    cached, plain = stack
+    reader = cached._read_history
+    kept = cached.history("u2")
+    if not db_url.startswith("sqlite"):  # no commit signal: nothing kept, nothing for the loop to answer
+        assert reader.peek("u2") is None and reader.syncs == 0
+        return
+    assert reader.peek("u2") is not None and reader.peek("u3") is None  # u3 was never read
+    monkeypatch.setattr(history, "INLINE_MAX_ROWS", 1)
+    add_event(session, "u3", "i1")
+    add_event(session, "u3", "i2")  # two new events since the last sync: more than the loop reads
+    syncs, inline = reader.syncs, reader.inline_syncs
+    assert reader.peek("u2") is None and (reader.syncs, reader.inline_syncs) == (syncs, inline)
+    assert cached.history("u2").fingerprint() == kept.fingerprint()  # the lane syncs: u2 not named, kept
+    assert reader.syncs == syncs + 1 and reader.resets == 1  # followed by id: only the first sync reset
+    assert reader.peek("u2") is not None
+    add_event(session, "u3", "i3")
+    with reader._sync_lock:  # a serving thread is syncing: the loop does not wait for it
+        assert reader.peek("u2") is None
+    assert reader.peek("u2") is not None and reader.inline_syncs == inline + 1
+    assert cached.history("u3").fingerprint() == plain.history("u3").fingerprint()
+
+
+def test_the_commit_signal_has_a_connection_of_its_own_that_never_waits_for_a_lock(engine):
+    """The loop reads on DataVersion's connection: SQLite's busy timeout would block it, so that one
+    connection has none, and it is out of the engine's pool, whose connections keep theirs."""
+    watch = DataVersion(engine)
+    if not watch.usable:  # PostgreSQL: no data_version, so no such connection
+        assert watch() is None and watch.peek() is None and watch.borrow(lambda conn: 1) is None
+        return
+    assert watch.peek() is None and watch() is not None  # opened by the first read off the loop
+    assert watch.borrow(lambda conn: conn.execute("PRAGMA busy_timeout").fetchone()[0]) == 0
+    watch.close()
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == SQLITE_BUSY_TIMEOUT_MS
 
 
 def test_a_history_read_that_raced_with_its_users_event_is_not_kept(stack, session, db_url, monkeypatch):
@@ -386,13 +433,21 @@ def test_a_ready_answer_comes_from_memory_only_and_equals_the_computed_one(stack
     assert as_tuple(ready_next) == as_tuple(plain.next_items("u2", model=None, filters=g))
     with pytest.raises(UnknownModel):
         cached.next_items_ready("u2", model="mf", filters=g)  # not a sequence model
-    add_event(session, "u7", "i1")  # any commit: the lane syncs first
-    assert cached.recommend_ready("u2", filters=f) is None and queries() == 0
+    reader = cached._read_history
+    add_event(session, "u7", "i1")  # another user's commit: the loop catches up itself, u2's history is kept
+    syncs = reader.inline_syncs
+    assert as_tuple(cached.recommend_ready("u2", filters=f)) == as_tuple(computed) and queries() == 0
+    assert reader.inline_syncs == syncs + 1 and not passes
+    assert as_tuple(cached.next_items_ready("u2", model=None, filters=g)) == as_tuple(nxt)
+    add_event(session, "u2", "i1")  # u2's own event: the sync names u2, so u2's answers are computed again
+    assert cached.recommend_ready("u2", filters=f) is None
     assert cached.next_items_ready("u2", model=None, filters=g) is None
-    monkeypatch.undo()  # the lane again: it syncs, and u2's history is kept (another user's event)
+    assert queries() == 0 and not passes and reader.inline_syncs == syncs + 2
+    monkeypatch.undo()  # the lane again: it reads u2's history and scores it
     queries = counting_queries(cached, monkeypatch)
-    assert as_tuple(cached.recommend("u2", filters=f)) == as_tuple(computed)
-    assert queries() == 0 and as_tuple(cached.recommend_ready("u2", filters=f)) == as_tuple(computed)
+    fresh = cached.recommend("u2", filters=f)
+    assert queries() == 1 and as_tuple(fresh) == as_tuple(plain.recommend("u2", filters=f))
+    assert as_tuple(cached.recommend_ready("u2", filters=f)) == as_tuple(fresh) and queries() == 1
     cached.registry.ready = False
     with pytest.raises(NotReady):
         cached.recommend_ready("u2", filters=f)
