@@ -7,7 +7,11 @@ event loop. Rather than one thread hop per request, each free lane takes every r
 company, and under load the batches grow by themselves.
 
 Background work (``submit_background``: the score refresher's) runs in the same lanes, never ahead of
-a request: a hop takes the queued requests first and fills the rest of its room with background work.
+a request and never in a request's hop: a hop takes the queued requests, or, when none is queued,
+``background_per_hop`` pieces of background work. A request that arrives meanwhile waits for that one
+piece (one user's forward passes), not for a batch of them: sharing a hop with background work made
+requests wait for it (measured on ML-100K under writes: a request's hop took 1.9 ms of CPU alone and
+7-18 ms with four refreshes in it).
 """
 
 from __future__ import annotations
@@ -35,10 +39,12 @@ class RequestBatcher:
         run_many: Callable[[Sequence[Steps[Any]]], list[Any]],
         limiter: anyio.CapacityLimiter,
         max_batch: int,
+        background_per_hop: int = 1,
     ) -> None:
         self.run_many = run_many
         self.limiter = limiter
         self.max_batch = max(1, int(max_batch))
+        self.background_per_hop = max(1, int(background_per_hop))
         self._queue: list[tuple[Callable[[], Steps[Any]], asyncio.Future[Any]]] = []
         self._background: list[tuple[Callable[[], Steps[Any]], asyncio.Future[Any]]] = []
         self._lanes = 0  # requests alone and drain tasks running, at most the limiter's tokens
@@ -53,7 +59,7 @@ class RequestBatcher:
         return await future
 
     async def submit_background(self, makes: Sequence[Callable[[], Steps[Any]]]) -> list[Any]:
-        """Each one's result or error, in order: run in the lanes in the room the queued requests leave."""
+        """Each one's result or error, in order: run in the lanes in hops of their own, when no request waits."""
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[Any]] = [loop.create_future() for _ in makes]
         self._background.extend(zip(makes, futures, strict=True))
@@ -83,7 +89,7 @@ class RequestBatcher:
             while self._queue or self._background:
                 batch = self._queue[: self.max_batch]
                 del self._queue[: len(batch)]
-                extra = self._background[: self.max_batch - len(batch)]
+                extra = [] if batch else self._background[: self.background_per_hop]
                 del self._background[: len(extra)]
                 requests = sum(not future.done() for _, future in batch)  # done: the client went away
                 pending = [(make, future) for make, future in batch + extra if not future.done()]

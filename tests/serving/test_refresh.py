@@ -148,7 +148,8 @@ def test_catalogue_is_renewed_ahead_of_its_expiry(engine, session):
     assert time.monotonic() - cache.get().built_at < 1.0  # requests find it current
 
 
-def test_background_work_goes_after_queued_requests_and_fills_the_room_they_leave():
+@pytest.mark.parametrize("per_hop", [1, 2])
+def test_background_work_goes_after_queued_requests_in_hops_of_its_own(per_hop):
     hops = []
 
     def run_many(steps):
@@ -156,7 +157,7 @@ def test_background_work_goes_after_queued_requests_and_fills_the_room_they_leav
         return drive(steps, {"sq": squares}, 8)
 
     async def main():
-        batcher = RequestBatcher(run_many, anyio.CapacityLimiter(1), max_batch=3)
+        batcher = RequestBatcher(run_many, anyio.CapacityLimiter(1), max_batch=3, background_per_hop=per_hop)
         first = asyncio.create_task(batcher.submit(lambda: asks(("sq", 1, 0))))
         await asyncio.sleep(0)  # in its hop, alone
         background = asyncio.create_task(
@@ -169,9 +170,9 @@ def test_background_work_goes_after_queued_requests_and_fills_the_room_they_leav
     first, background, requests = asyncio.run(main())
     assert first == [0] and requests == [[10], [12]]
     assert background[0] == [10] and isinstance(background[1], ValueError) and background[2:] == [[30], [40]]
-    # the lone request; then the two requests queued after the background work, with one background item in
-    # the room left; then the rest of the background work
-    assert hops == [1, 3, 3]
+    # the lone request; then the two requests queued after the background work, without any of it (the room
+    # left is not filled); then the background work, per_hop pieces a hop
+    assert hops == [1, 2, *[per_hop] * (4 // per_hop)]
 
 
 def test_a_stopping_refresher_stops_waiting_for_the_loop():
