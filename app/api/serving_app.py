@@ -101,6 +101,7 @@ def start_refresh(app: FastAPI, stack: ExitStack) -> None:
     refresher = ScoreRefresher(svc, feed, background_submitter(batcher, asyncio.get_running_loop(), stopping),
                                interval, stopping=stopping)  # fmt: skip
     app.state.score_refresher = refresher
+    svc.on_history_change(lambda users: refresher.wake() if users else None)  # a user's event seen: refresh now
     refresher.start()
     stack.callback(refresher.stop)
 

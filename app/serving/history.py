@@ -199,9 +199,6 @@ def last_interaction_id(conn: Connection) -> int:
     return int(conn.execute(select(func.max(Interaction.id))).scalar() or 0)
 
 
-# New events after a commit that the event loop may catch up with itself (``HistoryReader.peek``): a range
-# scan of at most this many primary keys (~0.1 ms). More, and the serving thread does it, as for any sync.
-INLINE_MAX_ROWS = 256
 _LAST_ID = select(func.max(Interaction.id))
 _REWRITES = select(HistoryRewrite.count).where(HistoryRewrite.id == bindparam("row"))
 
@@ -246,10 +243,8 @@ class HistoryReader:
     case every kept history goes, as they do for a bulk load. So a commit costs one sync per process
     rather than a query per user, and an event counts at once for its user.
 
-    The event loop (``peek``) syncs too when the commit added at most ``INLINE_MAX_ROWS`` events: three
-    indexed reads on the commit signal's own connection, which never waits for a lock. So the requests
-    that arrive after another user's event are still answered from memory, rather than each going to a
-    serving thread to find out that nothing of theirs changed. ``listeners`` hear each sync's users.
+    A sync is three reads of compiled statements on a driver connection (~0.2 ms of CPU), and ``listeners``
+    hear the users it found (the score refresher, which then refreshes them at once).
     """
 
     def __init__(
@@ -268,7 +263,6 @@ class HistoryReader:
         self.listeners: list[Callable[[frozenset[str] | None], None]] = []  # called after each sync, outside locks
         self.syncs = 0  # commits caught up with
         self.resets = 0  # of them, those that dropped every kept history
-        self.inline_syncs = 0  # of them, those the event loop did
         self._lock = threading.Lock()  # the kept histories and the sync state
         self._sync_lock = threading.Lock()  # one sync at a time (its queries run outside ``_lock``)
         self._synced: int | None = None  # the data version the kept histories are current for
@@ -296,18 +290,15 @@ class HistoryReader:
         return value
 
     def peek(self, user_id: str) -> tuple[bool, np.ndarray] | None:
-        """For the event loop: the history kept for ``user_id``, current for the database now, else None.
-        After a commit it syncs when that is cheap (``_sync_inline``); it never reads a history and never
-        waits for a lock more than a couple of ms. The look-up is not counted: ``cache.count_hit`` once used."""
+        """The history kept for ``user_id`` when nothing was committed since the last sync, else None: never
+        a query (``DataVersion.peek``). The look-up is not counted: ``cache.count_hit`` once it is used."""
         if not self.cache.enabled:
             return None
         version = self.version.peek()
-        if version is None or (version != self._synced and not self._sync_inline(version)):
-            return None
-        if not self._lock.acquire(timeout=0.002):
+        if version is None or not self._lock.acquire(timeout=0.002):
             return None
         try:
-            if version != self._synced:  # another sync moved on meanwhile: to a newer version, so read again
+            if version != self._synced:
                 return None
             hit, value = self.cache.get(user_id, None, count=False)
         finally:
@@ -331,35 +322,12 @@ class HistoryReader:
                 return
             conn = self.engine.raw_connection()
             try:
-                changes = self._read_changes(conn, MAX_CHANGED_ROWS)
+                changes = self._read_changes(conn)
             finally:
                 conn.close()
-            assert changes is not None
             with self._lock:
                 self._apply(version, changes)
         self._tell(changes.users)
-
-    def _sync_inline(self, version: int) -> bool:
-        """``_sync_to`` for the event loop, when it is cheap: the reads on the commit signal's connection
-        (``DataVersion.borrow``); False, leaving it to a serving thread, when another sync is running, a
-        lock is not free at once, or there are more than ``INLINE_MAX_ROWS`` new events to look through."""
-        if not self._sync_lock.acquire(blocking=False):
-            return False
-        try:
-            if version == self._synced:
-                return True
-            changes = self.version.borrow(lambda conn: self._read_changes(conn, INLINE_MAX_ROWS))
-            if changes is None or not self._lock.acquire(timeout=0.002):
-                return False
-            try:
-                self._apply(version, changes)
-                self.inline_syncs += 1
-            finally:
-                self._lock.release()
-        finally:
-            self._sync_lock.release()
-        self._tell(changes.users)
-        return True
 
     def _apply(self, version: int, changes: Changes) -> None:
         """Under both locks: drop the kept histories ``changes`` names and record the sync."""
@@ -381,9 +349,8 @@ class HistoryReader:
             except Exception:  # a listener's failure is its own; the sync is done
                 log.exception("history sync listener failed")
 
-    def _read_changes(self, conn: Any, max_rows: int) -> Changes | None:
-        """On driver connection ``conn``: what changed since the last sync; None when there are more than
-        ``max_rows`` new events to look through (but not so many that every history counts as changed)."""
+    def _read_changes(self, conn: Any) -> Changes:
+        """On driver connection ``conn`` (SQLite's, compiled statements): what changed since the last sync."""
         cur = conn.cursor()
         try:
             try:
@@ -399,8 +366,6 @@ class HistoryReader:
                 return Changes(None, top, rewrites)
             if top - mark > MAX_CHANGED_ROWS:  # a bulk load: not followed user by user
                 return Changes(None, top, rewrites)
-            if top - mark > max_rows:
-                return None
             users = self.users_since_sql.run(cur, after=mark, upto=top).fetchall() if top > mark else []
             return Changes(frozenset(r[0] for r in users), top, rewrites)
         finally:

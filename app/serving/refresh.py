@@ -3,10 +3,11 @@
 An event changes its user's history, so the score-cache entries of that user stop matching (their
 fingerprint holds the history) and the user's next request would recompute them: for the hybrid, five
 models for one user, the costliest thing a request can do. Instead every API process follows the
-interaction table (``ChangeFeed``: a watermark on its primary key) and, a few times a second, hands the
-entries of the users with new events that it holds to its serving lane as background work
-(``RequestBatcher.submit_background``): they run after the requests queued, in shared forward passes,
-and store entries for the users' histories as they are now (``RecommendationService.refresh_steps``).
+interaction table (``ChangeFeed``: a watermark on its primary key) and, a few times a second, or at once
+when its history reader's sync has seen a user's new event (``wake``), hands the entries of the users
+with new events that it holds to its serving lane as background work
+(``RequestBatcher.submit_background``): they run when no request waits, one user at a time, and store
+entries for the users' histories as they are now (``RecommendationService.refresh_steps``).
 
 Nothing here decides what is served: a request uses an entry only when its own fingerprint, read at
 request time, matches. A refresh that comes too late, or an event the feed misses (PostgreSQL can commit
@@ -93,13 +94,19 @@ class ScoreRefresher:
         self.interval_s = interval_s
         self.max_entries = max_entries
         self.stopping = stopping if stopping is not None else threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="score-refresh", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
+    def wake(self) -> None:
+        """Run a round now rather than at the end of the interval (some users are known to have new events)."""
+        self._wake.set()
+
     def stop(self) -> None:
         self.stopping.set()
+        self._wake.set()
         self._thread.join(timeout=30)
 
     def tick(self) -> dict[str, int]:
@@ -131,7 +138,11 @@ class ScoreRefresher:
         return counts
 
     def _run(self) -> None:
-        while not self.stopping.wait(self.interval_s):
+        while not self.stopping.is_set():
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+            if self.stopping.is_set():
+                break
             try:
                 self.tick()
             except Exception:  # noqa: BLE001  (the database may be briefly away; the next round retries)

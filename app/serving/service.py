@@ -122,6 +122,11 @@ class RecommendationService:
         )
         self.batch_size = max(1, int(batch_size))  # most requests in one shared forward pass (``run_many``)
 
+    def on_history_change(self, listener: Callable[[frozenset[str] | None], None]) -> None:
+        """Call ``listener`` after each sync of the kept histories with the users who have new events (None:
+        any may have), from the thread (or the event loop) that synced: it must return at once."""
+        self._read_history.listeners.append(listener)
+
     def close(self) -> None:
         self._read_history.close()
         self.catalogue.close()

@@ -233,12 +233,10 @@ def test_history_reads_are_reused_until_that_users_history_changes(stack, sessio
         assert cached._read_history.resets == 1  # the first sync only; the event was followed by id
 
 
-@pytest.mark.parametrize("via", ["lane", "loop"])
-def test_other_rewrites_of_histories_drop_every_kept_one(stack, session, db_url, monkeypatch, via):
+def test_other_rewrites_of_histories_drop_every_kept_one(stack, session, db_url, monkeypatch):
     """A deleted user, a user created without events, an event deleted or rewritten by any client of the
     database (the triggers of migration 0003 count them), and a bulk load: every kept history is read again;
-    a user's attributes changed: nothing is. The same whether a serving thread syncs after the commit
-    (``lane``) or the event loop does (``loop``: ``peek`` first)."""
+    a user's attributes changed: nothing is."""
     from sqlalchemy import text
 
     import app.serving.history as history
@@ -253,8 +251,6 @@ def test_other_rewrites_of_histories_drop_every_kept_one(stack, session, db_url,
         return reader.resets if kept else None
 
     def same(user):
-        if via == "loop":
-            reader.peek(user)  # the event loop finds the commit first and syncs
         assert cached.history(user).fingerprint() == plain.history(user).fingerprint(), user
 
     for user in ("u1", "u2", "ghost"):
@@ -286,35 +282,6 @@ def test_other_rewrites_of_histories_drop_every_kept_one(stack, session, db_url,
     add_event(session, "u2", "i4")  # in the same sync as the others: more than 2 new events at once
     same("u2")
     assert resets() == (start + 4 if kept else None)
-    assert (reader.inline_syncs > 0) == (kept and via == "loop")
-
-
-def test_the_loop_syncs_only_when_it_is_cheap_and_never_waits(stack, session, db_url, monkeypatch):
-    """``peek`` after a commit: more than INLINE_MAX_ROWS new events, or a sync already running in another
-    thread, and it answers None at once (the request goes to a serving thread, which syncs); otherwise it
-    syncs itself and another user's kept history is still served."""
-    import app.serving.history as history
-
-    cached, plain = stack
-    reader = cached._read_history
-    kept = cached.history("u2")
-    if not db_url.startswith("sqlite"):  # no commit signal: nothing kept, nothing for the loop to answer
-        assert reader.peek("u2") is None and reader.syncs == 0
-        return
-    assert reader.peek("u2") is not None and reader.peek("u3") is None  # u3 was never read
-    monkeypatch.setattr(history, "INLINE_MAX_ROWS", 1)
-    add_event(session, "u3", "i1")
-    add_event(session, "u3", "i2")  # two new events since the last sync: more than the loop reads
-    syncs, inline = reader.syncs, reader.inline_syncs
-    assert reader.peek("u2") is None and (reader.syncs, reader.inline_syncs) == (syncs, inline)
-    assert cached.history("u2").fingerprint() == kept.fingerprint()  # the lane syncs: u2 not named, kept
-    assert reader.syncs == syncs + 1 and reader.resets == 1  # followed by id: only the first sync reset
-    assert reader.peek("u2") is not None
-    add_event(session, "u3", "i3")
-    with reader._sync_lock:  # a serving thread is syncing: the loop does not wait for it
-        assert reader.peek("u2") is None
-    assert reader.peek("u2") is not None and reader.inline_syncs == inline + 1
-    assert cached.history("u3").fingerprint() == plain.history("u3").fingerprint()
 
 
 def test_the_commit_signal_has_a_connection_of_its_own_that_never_waits_for_a_lock(engine):
@@ -434,20 +401,16 @@ def test_a_ready_answer_comes_from_memory_only_and_equals_the_computed_one(stack
     with pytest.raises(UnknownModel):
         cached.next_items_ready("u2", model="mf", filters=g)  # not a sequence model
     reader = cached._read_history
-    add_event(session, "u7", "i1")  # another user's commit: the loop catches up itself, u2's history is kept
-    syncs = reader.inline_syncs
-    assert as_tuple(cached.recommend_ready("u2", filters=f)) == as_tuple(computed) and queries() == 0
-    assert reader.inline_syncs == syncs + 1 and not passes
-    assert as_tuple(cached.next_items_ready("u2", model=None, filters=g)) == as_tuple(nxt)
-    add_event(session, "u2", "i1")  # u2's own event: the sync names u2, so u2's answers are computed again
-    assert cached.recommend_ready("u2", filters=f) is None
+    add_event(session, "u7", "i1")  # any commit: the lane syncs first
+    assert cached.recommend_ready("u2", filters=f) is None and queries() == 0
     assert cached.next_items_ready("u2", model=None, filters=g) is None
-    assert queries() == 0 and not passes and reader.inline_syncs == syncs + 2
-    monkeypatch.undo()  # the lane again: it reads u2's history and scores it
+    monkeypatch.undo()  # the lane again: it syncs, and u2's history is kept (another user's event)
     queries = counting_queries(cached, monkeypatch)
-    fresh = cached.recommend("u2", filters=f)
-    assert queries() == 1 and as_tuple(fresh) == as_tuple(plain.recommend("u2", filters=f))
-    assert as_tuple(cached.recommend_ready("u2", filters=f)) == as_tuple(fresh) and queries() == 1
+    heard = []
+    cached.on_history_change(heard.append)
+    assert as_tuple(cached.recommend("u2", filters=f)) == as_tuple(computed)
+    assert queries() == 0 and as_tuple(cached.recommend_ready("u2", filters=f)) == as_tuple(computed)
+    assert heard == [frozenset({"u7"})] and reader.syncs > 0  # the sync told its listeners whose history changed
     cached.registry.ready = False
     with pytest.raises(NotReady):
         cached.recommend_ready("u2", filters=f)

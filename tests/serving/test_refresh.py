@@ -136,6 +136,26 @@ def test_a_user_deleted_meanwhile_only_fails_their_own_refresh(stack, session):
     assert as_tuple(out) == as_tuple(plain.recommend("u5", model="mf"))  # now an unknown user: popular
 
 
+def test_a_woken_refresher_runs_a_round_at_once(stack, session):
+    """The history reader's sync wakes the refresher (the app wires it): a round runs without waiting for the
+    end of its interval, here an hour."""
+    cached, _, refresher = stack
+    slow = ScoreRefresher(cached, refresher.feed, refresher.submit, interval_s=3600)
+    rounds = threading.Semaphore(0)
+    tick = slow.tick
+    slow.tick = lambda: (tick(), rounds.release())[0]  # type: ignore[method-assign]
+    cached.recommend("u3", model="mf")
+    add_event(session, "u3", "i2")
+    slow.start()
+    try:
+        slow.wake()
+        assert rounds.acquire(timeout=60)  # an hour otherwise
+        assert cached.cache.fresh(("mf", "u3"), (cached.snapshot().token, cached.history("u3").fingerprint()))
+    finally:
+        slow.stop()
+    assert not slow._thread.is_alive()  # stop wakes it too
+
+
 def test_catalogue_is_renewed_ahead_of_its_expiry(engine, session):
     seed_database(session)
     from app.db.session import make_sessionmaker
@@ -225,4 +245,29 @@ def test_the_app_refreshes_in_the_background_and_stops_on_shutdown(make_client, 
     expected = plain.recommend("u3", model="mf", filters=Filters(n=5))
     assert [(i["item_id"], i["score"]) for i in after["items"]] == [(i.item_id, i.score) for i in expected.items]
     client.__exit__(None, None, None)  # shutdown
+    assert not refresher._thread.is_alive()
+
+
+def test_the_apps_history_sync_wakes_its_refresher(make_client, trained_store, tmp_path, db_url):
+    """SQLite: the sync after a commit names the users with new events and wakes the refresher at once (here
+    its interval is an hour). PostgreSQL keeps no histories, so there is no sync: the interval alone runs it."""
+    client = make_client(models_dir=private_copy(trained_store, tmp_path), score_refresh_interval_s=3600)
+    app = client.app
+    with app.state.sessionmaker() as session:
+        seed_database(session)
+    wait_ready(client)
+    svc, refresher = app.state.recommender, app.state.score_refresher
+    rounds = threading.Semaphore(0)
+    tick = refresher.tick
+    refresher.tick = lambda: (tick(), rounds.release())[0]  # the thread looks it up every round
+    url = "/v1/users/u3/recommendations?n=5&model=mf"
+    assert client.get(url).status_code == 200
+    body = {"interactions": [{"user_id": "u3", "item_id": "i2", "type": "view"}]}
+    assert client.post("/v1/interactions", json=body).status_code in (200, 201)
+    assert client.get(url).status_code == 200  # its history is read again: after a sync, on SQLite
+    if db_url.startswith("sqlite"):
+        assert rounds.acquire(timeout=60)
+    else:
+        assert svc._read_history.syncs == 0
+    client.__exit__(None, None, None)
     assert not refresher._thread.is_alive()
