@@ -1,4 +1,4 @@
-"""ORM tables: user, item, interaction, history_rewrite, training_job, model_version.
+"""ORM tables: user, item, interaction, history_rewrite, catalogue_rewrite, training_job, model_version.
 
 External ids are strings; internal ids integers."""
 
@@ -66,6 +66,17 @@ class HistoryRewrite(Base):
     (``app.serving.history.HistoryReader``): new events it finds by id, anything else empties its reuse."""
 
     __tablename__ = "history_rewrite"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    count: Mapped[int] = mapped_column(BigId, server_default="0")
+
+
+class CatalogueRewrite(Base):
+    """One row (id 1) counting the writes to the item table. On SQLite, triggers keep it (migration 0004),
+    and an API process's catalogue reads the items again only when it moved; new events only update its
+    popularity counts (``app.serving.history.CatalogueCache``)."""
+
+    __tablename__ = "catalogue_rewrite"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     count: Mapped[int] = mapped_column(BigId, server_default="0")

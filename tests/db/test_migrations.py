@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import pandas as pd
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
@@ -104,3 +105,32 @@ def test_first_connections_to_a_new_file_never_fail(tmp_path: Path) -> None:
         for e in engines:
             e.dispose()
     assert errors == []
+
+
+def test_item_writes_are_counted_by_triggers_on_sqlite(session, db_url: str) -> None:
+    """catalogue_rewrite (0004): every item created, changed or deleted, by DeepRec or raw SQL, bumps the
+    count on SQLite; a new event does not. PostgreSQL has the row only (its catalogue reloads on expiry)."""
+    from sqlalchemy import text
+
+    from app.db.repository import ItemUpsert, add_interactions, upsert_items
+
+    def count() -> int:
+        return int(session.execute(text("SELECT count FROM catalogue_rewrite WHERE id = 1")).scalar_one())
+
+    start = count()
+    upsert_items(session=session, items=[ItemUpsert("a", "A", ["X"], {})])  # created
+    session.commit()
+    upsert_items(session=session, items=[ItemUpsert("a", active=False)])  # changed
+    session.commit()
+    after_upserts = count()
+    event = {"user_id": "u", "item_id": "a", "type": "view", "value": float("nan"), "ts": 1_700_000_000}
+    add_interactions(session=session, rows=pd.DataFrame([event]))
+    session.commit()
+    assert count() == after_upserts  # events are followed by id, not counted
+    session.execute(text("UPDATE item SET title = 'B' WHERE external_id = 'a'"))
+    session.execute(text("DELETE FROM item WHERE external_id = 'a'"))
+    session.commit()
+    if db_url.startswith("sqlite"):
+        assert after_upserts >= start + 2 and count() == after_upserts + 2
+    else:
+        assert count() == start == 0

@@ -367,6 +367,58 @@ def test_catalogue_is_rebuilt_after_its_ttl_only_when_something_was_committed(en
         cache.close()
 
 
+def test_new_events_update_the_catalogues_popularity_without_reading_its_items(engine, session, monkeypatch):
+    """SQLite: after new events only, the catalogue adds them to its popularity counts (no full load, the same
+    items and layout); an item written, an event deleted, or more new events than MAX_CHANGED_ROWS: it is
+    loaded again. PostgreSQL: loaded again at every expiry. Either way its counts equal a fresh count."""
+    import numpy as np
+    from sqlalchemy import text
+
+    import app.serving.history as history
+
+    seed_database(session)
+    sessions = make_sessionmaker(engine)
+    watch = DataVersion(engine)
+    cache = CatalogueCache(sessions, ttl_s=0.0, watch=watch)
+    fresh = CatalogueCache(sessions, ttl_s=0.0)  # nothing watched: a full load every time
+    loads = []
+    original = cache.load
+    cache.load = lambda: loads.append(1) or original()
+
+    def same():
+        got, want = cache.get(), fresh.get()
+        assert list(got.item_ids) == list(want.item_ids) and list(got.active) == list(want.active)
+        np.testing.assert_array_equal(got.popularity, want.popularity)
+        return got
+
+    followed = watch.usable
+    try:
+        first = same()
+        for user, item in (("u1", "i3"), ("u2", "i3"), ("u4", "i5")):
+            add_event(session, user, item)
+        after = same()
+        assert after.popularity[after.pos["i3"]] == first.popularity[first.pos["i3"]] + 2
+        assert len(loads) == (1 if followed else 2) and cache.updates == (1 if followed else 0)
+        if followed:
+            assert after.items is first.items and after.layout == first.layout and after is not first
+        upsert_items(session=session, items=[ItemUpsert("i5", active=False)])
+        session.commit()
+        assert not same().active[first.pos["i5"]]
+        session.execute(text("DELETE FROM interaction WHERE id = (SELECT max(id) FROM interaction)"))
+        session.commit()
+        same()
+        monkeypatch.setattr(history, "MAX_CHANGED_ROWS", 2)
+        for item in ("i1", "i2", "i3"):
+            add_event(session, "u6", item)
+        same()
+        assert len(loads) == (4 if followed else 5) and cache.updates == (1 if followed else 0)  # each: loaded again
+        add_event(session, "u6", "i4")
+        same()
+        assert cache.updates == (2 if followed else 0)
+    finally:
+        cache.close()
+
+
 def test_a_ready_answer_comes_from_memory_only_and_equals_the_computed_one(stack, session, db_url, monkeypatch):
     """``recommend_ready`` and ``next_items_ready`` (the event loop's path) answer only what memory holds: the
     history kept and nothing committed since (SQLite), cached scores and the list ranked for the same
