@@ -69,18 +69,9 @@ def configure_logging(level: str = "INFO") -> None:
     root.setLevel(level.upper())
 
 
-# Scope key: True when the request was the only one this app was serving as it came in (``ALONE``).
-ALONE = "deeprec.alone"
-
-
 class RequestContextMiddleware:
-    """Request ids, per-route metrics and access logs; it also counts the requests in flight and marks a
-    request that arrived alone (``scope[ALONE]``), so that a route may do on the event loop a little work
-    it would otherwise hand to a thread, when nothing else waits for the loop."""
-
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.in_flight = 0  # HTTP requests being served by this app (its one event loop)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -99,12 +90,9 @@ class RequestContextMiddleware:
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode("latin-1"))]
             await send(message)
 
-        self.in_flight += 1
-        scope[ALONE] = self.in_flight == 1
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            self.in_flight -= 1
             elapsed = time.perf_counter() - t0
             route = scope.get("route")
             template = getattr(route, "path", None) or "<unmatched>"

@@ -201,9 +201,6 @@ def last_interaction_id(conn: Connection) -> int:
     return int(conn.execute(select(func.max(Interaction.id))).scalar() or 0)
 
 
-# New events after a commit that the event loop may look through itself (``HistoryReader.peek(sync=True)``):
-# a range scan of at most this many primary keys (~0.1 ms). More, and a serving thread syncs.
-INLINE_MAX_ROWS = 256
 _LAST_ID = select(func.max(Interaction.id))
 _REWRITES = select(HistoryRewrite.count).where(HistoryRewrite.id == bindparam("row"))
 
@@ -268,7 +265,6 @@ class HistoryReader:
         self.listeners: list[Callable[[frozenset[str] | None], None]] = []  # called after each sync, outside locks
         self.syncs = 0  # commits caught up with
         self.resets = 0  # of them, those that dropped every kept history
-        self.inline_syncs = 0  # of them, those the event loop did (``peek(sync=True)``)
         self._lock = threading.Lock()  # the kept histories and the sync state
         self._sync_lock = threading.Lock()  # one sync at a time (its queries run outside ``_lock``)
         self._synced: int | None = None  # the data version the kept histories are current for
@@ -295,16 +291,13 @@ class HistoryReader:
                 self.cache.put(user_id, None, value)
         return value
 
-    def peek(self, user_id: str, sync: bool = False) -> tuple[bool, np.ndarray] | None:
+    def peek(self, user_id: str) -> tuple[bool, np.ndarray] | None:
         """The history kept for ``user_id`` when nothing was committed since the last sync, else None: never
-        a history query (``DataVersion.peek``). With ``sync``, a commit since then is caught up with here
-        when that is cheap (``_sync_inline``). The look-up is not counted: ``cache.count_hit`` once used."""
+        a query (``DataVersion.peek``). The look-up is not counted: ``cache.count_hit`` once it is used."""
         if not self.cache.enabled:
             return None
         version = self.version.peek()
-        if version is None or (sync and version != self._synced and not self._sync_inline(version)):
-            return None
-        if not self._lock.acquire(timeout=0.002):
+        if version is None or not self._lock.acquire(timeout=0.002):
             return None
         try:
             if version != self._synced:
@@ -334,32 +327,9 @@ class HistoryReader:
                 changes = self._read_changes(conn)
             finally:
                 conn.close()
-            assert changes is not None  # no max_rows
             with self._lock:
                 self._apply(version, changes)
         self._tell(changes.users)
-
-    def _sync_inline(self, version: int) -> bool:
-        """``_sync_to`` for the event loop: the same reads, on the commit signal's own connection (which never
-        waits for a lock, ``DataVersion.borrow``); False, leaving it to a serving thread, when another sync is
-        running, a lock is not free at once, or there are more than ``INLINE_MAX_ROWS`` new events."""
-        if not self._sync_lock.acquire(blocking=False):
-            return False
-        try:
-            if version == self._synced:
-                return True
-            changes = self.version.borrow(lambda conn: self._read_changes(conn, INLINE_MAX_ROWS))
-            if changes is None or not self._lock.acquire(timeout=0.002):
-                return False
-            try:
-                self._apply(version, changes)
-                self.inline_syncs += 1
-            finally:
-                self._lock.release()
-        finally:
-            self._sync_lock.release()
-        self._tell(changes.users)
-        return True
 
     def _apply(self, version: int, changes: Changes) -> None:
         """Under both locks: drop the kept histories ``changes`` names and record the sync."""
@@ -381,9 +351,8 @@ class HistoryReader:
             except Exception:  # a listener's failure is its own; the sync is done
                 log.exception("history sync listener failed")
 
-    def _read_changes(self, conn: Any, max_rows: int | None = None) -> Changes | None:
-        """On driver connection ``conn`` (SQLite's, compiled statements): what changed since the last sync;
-        None when there are more than ``max_rows`` new events to look through."""
+    def _read_changes(self, conn: Any) -> Changes:
+        """On driver connection ``conn`` (SQLite's, compiled statements): what changed since the last sync."""
         cur = conn.cursor()
         try:
             try:
@@ -399,8 +368,6 @@ class HistoryReader:
                 return Changes(None, top, rewrites)
             if top - mark > MAX_CHANGED_ROWS:  # a bulk load: not followed user by user
                 return Changes(None, top, rewrites)
-            if max_rows is not None and top - mark > max_rows:
-                return None
             users = self.users_since_sql.run(cur, after=mark, upto=top).fetchall() if top > mark else []
             return Changes(frozenset(r[0] for r in users), top, rewrites)
         finally:

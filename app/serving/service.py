@@ -337,32 +337,29 @@ class RecommendationService:
         return self.run(self.recommend_steps(user_id, model=model, filters=filters))
 
     def recommend_ready(
-        self, user_id: str, *, model: str | None = None, filters: Filters = Filters(), sync: bool = False
+        self, user_id: str, *, model: str | None = None, filters: Filters = Filters()
     ) -> RecList | None:
         """``recommend_steps``'s list when memory alone gives it (``_ready``), for the event loop; else None.
-        A bad model name or models still loading raise as there. ``sync``: catch up with a commit here if
-        that is cheap (``HistoryReader.peek``), for a process that has nothing else to do meanwhile."""
+        A bad model name or models still loading raise as there."""
         if not self.cache.enabled or filters.n > RERANK_ABOVE_N:
             return None
         self.check_model(model)
         models = self.snapshot()
-        ready = self._ready(model or self.default_model(models), user_id, models, filters, sync)
+        ready = self._ready(model or self.default_model(models), user_id, models, filters)
         if ready is None:
             return None
         sc, items = ready
         STRATEGY.labels(sc.strategy).inc()
         return RecList(sc.lm.name, sc.lm.version, sc.strategy, items, sc.detail)
 
-    def next_items_ready(
-        self, user_id: str, *, model: str | None, filters: Filters, sync: bool = False
-    ) -> RecList | None:
+    def next_items_ready(self, user_id: str, *, model: str | None, filters: Filters) -> RecList | None:
         """``next_items_steps``'s list when memory alone gives it (``_ready``), for the event loop; else None."""
         if not self.cache.enabled or filters.n > RERANK_ABOVE_N:
             return None
         self.check_model(model, sequential=True)
         models = self.snapshot()
         lm = models.get(model) if model else _best(models, self.sequential_models(models))
-        ready = None if lm is None else self._ready(NEXT_ITEMS + lm.name, user_id, models, filters, sync)
+        ready = None if lm is None else self._ready(NEXT_ITEMS + lm.name, user_id, models, filters)
         if ready is None:
             return None
         sc, items = ready
@@ -370,7 +367,7 @@ class RecommendationService:
         return RecList(sc.lm.name, sc.lm.version, "sequential", items)
 
     def _ready(
-        self, name: str, user_id: str, models: ModelSet, filters: Filters, sync: bool = False
+        self, name: str, user_id: str, models: ModelSet, filters: Filters
     ) -> tuple[Scores, list[ScoredItem]] | None:
         """The cache entry ``(name, user_id)`` and the list ranked from it for ``filters``, when memory alone
         gives both: no query, no forward pass, no ranking. That is: the catalogue current, the user's history
@@ -378,7 +375,7 @@ class RecommendationService:
         and these models, and its last list ranked for these filters on this catalogue layout: the list the
         serving lane would return. None otherwise, and nothing counted (the lane counts its own look-ups)."""
         cat = self.catalogue.peek()
-        kept = self._read_history.peek(user_id, sync) if cat is not None else None
+        kept = self._read_history.peek(user_id) if cat is not None else None
         if cat is None or kept is None:
             return None
         hit, sc = self.cache.get((name, user_id), (models.token, cat.history(*kept).fingerprint()), count=False)

@@ -19,7 +19,6 @@ from pydantic import BaseModel
 from pydantic_core import to_json
 
 from app.api.batcher import RequestBatcher, serving_lanes
-from app.api.observability import ALONE
 from app.api.recommend_schemas import (
     MAX_N,
     PredictRead,
@@ -65,14 +64,6 @@ async def _run_steps(request: Request, make: Callable[[], Steps[T]]) -> T:
     """The steps ``make()`` builds, run by the serving thread together with the requests queued meanwhile
     (``RequestBatcher``), under the same limit as ``_run``."""
     return await _lanes(request)[1].submit(make)
-
-
-def _alone(request: Request) -> bool:
-    """The only request in flight in this process as it came in: then a ready answer may catch up with a
-    commit on the loop (SQLite, ``HistoryReader.peek``) rather than hop to a serving thread. Under load it
-    may not: measured on ML-100K under writes, the loop answering ~98% of requests that way starved the
-    serving thread (misses, refreshes) of the GIL, and p99 at 8 clients went from ~25 to 113-130 ms."""
-    return bool(request.scope.get(ALONE, False))
 
 
 def _lanes(request: Request) -> tuple[anyio.CapacityLimiter, RequestBatcher]:
@@ -131,7 +122,7 @@ async def recommend(
     """Top-N items for a user; users the model never saw fall back (sequence model, content, popular)."""
     filters = Filters(n=n, categories=_csv(categories), exclude=_csv(exclude), exclude_seen=exclude_seen)
     svc = _svc(request)
-    out = svc.recommend_ready(user_id, model=model, filters=filters, sync=_alone(request))  # no hop when ready
+    out = svc.recommend_ready(user_id, model=model, filters=filters)  # memory only: no hop for a ready answer
     if out is None:
         out = await _run_steps(request, lambda: svc.recommend_steps(user_id, model=model, filters=filters))
     return _rec(out, RecommendationsRead, user_id=user_id)
@@ -165,7 +156,7 @@ async def next_items(
     """What comes next after the user's current sequence, read from the database now."""
     filters = Filters(n=n, exclude_seen=exclude_seen)
     svc = _svc(request)
-    out = svc.next_items_ready(user_id, model=model, filters=filters, sync=_alone(request))  # no hop when ready
+    out = svc.next_items_ready(user_id, model=model, filters=filters)  # memory only: no hop for a ready answer
     if out is None:
         out = await _run_steps(request, lambda: svc.next_items_steps(user_id, model=model, filters=filters))
     return _rec(out, RecommendationsRead, user_id=user_id)
