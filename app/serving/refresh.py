@@ -32,9 +32,8 @@ from app.serving.metrics import REFRESHES
 
 log = logging.getLogger(__name__)
 
-# Entries handed over per hop: a hop holds the serving lane, and a request arriving meanwhile waits for it.
-# Measured on ML-100K (hybrid, one CPU thread): 1 / 4 / 8 users per pass cost ~3.7 / 8.5 / 12 ms a pass,
-# ~3.7 / 2.1 / 1.5 ms a user; 4 keeps the wait short and most of the saving.
+# Entries handed to the serving lane at a time (it runs them one per hop, between requests: see
+# ``RequestBatcher``); between chunks the refresher checks whether it is stopping.
 REFRESH_CHUNK = 4
 
 

@@ -124,7 +124,7 @@ class RecommendationService:
 
     def on_history_change(self, listener: Callable[[frozenset[str] | None], None]) -> None:
         """Call ``listener`` after each sync of the kept histories with the users who have new events (None:
-        any may have), from the thread (or the event loop) that synced: it must return at once."""
+        any may have), from the serving thread that synced: it must return at once."""
         self._read_history.listeners.append(listener)
 
     def close(self) -> None:
