@@ -22,7 +22,7 @@ from app.config import Settings
 from app.jobs.publish import open_store
 from app.serving.history import CatalogueCache, DataVersion
 from app.serving.metrics import mark_process, set_loaded
-from app.serving.refresh import ChangeFeed, ScoreRefresher, SyncFeed
+from app.serving.refresh import ChangeFeed, ScoreRefresher
 from app.serving.registry import ModelRegistry, select_device
 from app.serving.results import ServingError
 from app.serving.service import RecommendationService
@@ -90,26 +90,18 @@ def start_serving(app: FastAPI, stack: ExitStack) -> None:
 
 def start_refresh(app: FastAPI, stack: ExitStack) -> None:
     """The background score refresher (``app.serving.refresh``), every DEEPREC_SCORE_REFRESH_INTERVAL_S
-    (0: none), handing its work to this event loop's serving lanes. Called in the lifespan, on that loop.
-    Where the service keeps histories (SQLite), it learns the users with new events from their syncs."""
+    (0: none), handing its work to this event loop's serving lanes. Called in the lifespan, on that loop."""
     interval = app.state.settings.score_refresh_interval_s
     if interval <= 0:
         return
     svc: RecommendationService = app.state.recommender
     _, batcher = serving_lanes(app.state)
-    synced = SyncFeed() if svc.keeps_histories else None
-    feed = synced if synced is not None else ChangeFeed(svc.engine, svc.catalogue.watch)
+    feed = ChangeFeed(svc.engine, svc.catalogue.watch)
     stopping = threading.Event()
     refresher = ScoreRefresher(svc, feed, background_submitter(batcher, asyncio.get_running_loop(), stopping),
                                interval, stopping=stopping)  # fmt: skip
     app.state.score_refresher = refresher
-    if synced is not None:
-
-        def heard(users: frozenset[str] | None) -> None:  # a sync named users with new events: refresh now
-            if synced.notify(users):
-                refresher.wake()
-
-        svc.on_history_change(heard)
+    svc.on_history_change(lambda users: refresher.wake() if users else None)  # a user's event seen: refresh now
     refresher.start()
     stack.callback(refresher.stop)
 

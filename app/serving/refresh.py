@@ -3,9 +3,9 @@
 An event changes its user's history, so the score-cache entries of that user stop matching (their
 fingerprint holds the history) and the user's next request would recompute them: for the hybrid, five
 models for one user, the costliest thing a request can do. Instead every API process follows the
-interaction table (on SQLite through its history reader's syncs, ``SyncFeed``, and at once: ``wake``;
-on PostgreSQL with ``ChangeFeed``, a watermark on its primary key, a few times a second), and hands the
-entries of the users with new events that it holds to its serving lane as background work
+interaction table (``ChangeFeed``: a watermark on its primary key) and, a few times a second, or at once
+when its history reader's sync has seen a user's new event (``wake``), hands the entries of the users
+with new events that it holds to its serving lane as background work
 (``RequestBatcher.submit_background``): they run when no request waits, one user at a time, and store
 entries for the users' histories as they are now (``RecommendationService.refresh_steps``).
 
@@ -72,30 +72,6 @@ class ChangeFeed:
         return users
 
 
-class SyncFeed:
-    """The users named by the history reader's syncs (SQLite: ``HistoryReader`` reads the new interaction
-    ids after every commit anyway), collected until ``poll``: so the refresher reads nothing itself. A sync
-    that could not name the users (a bulk load, a rewrite) adds none, as ``ChangeFeed`` passes over a
-    bulk load. A process that serves no request does not sync, so it refreshes nothing until it does."""
-
-    def __init__(self) -> None:
-        self._users: set[str] = set()
-        self._lock = threading.Lock()
-
-    def notify(self, users: frozenset[str] | None) -> bool:
-        """A sync's users (its listener); whether there is anything to refresh."""
-        if not users:
-            return False
-        with self._lock:
-            self._users |= users
-        return True
-
-    def poll(self) -> list[str]:
-        with self._lock:
-            users, self._users = self._users, set()
-        return sorted(users)
-
-
 class ScoreRefresher:
     """A thread that, every ``interval_s``, polls ``feed`` and hands ``service.refresh_steps`` of the cached
     entries of the users it reports to ``submit`` (a callable that runs steps in the serving lane and
@@ -104,7 +80,7 @@ class ScoreRefresher:
     def __init__(
         self,
         service: Any,  # RecommendationService (not imported: it imports this module's neighbours)
-        feed: ChangeFeed | SyncFeed,
+        feed: ChangeFeed,
         submit: Callable[[Sequence[Callable[[], Steps[Any]]]], list[Any]],
         interval_s: float,
         max_entries: int = 1024,

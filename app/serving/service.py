@@ -122,12 +122,6 @@ class RecommendationService:
         )
         self.batch_size = max(1, int(batch_size))  # most requests in one shared forward pass (``run_many``)
 
-    @property
-    def keeps_histories(self) -> bool:
-        """Users' histories are kept between requests and synced after each commit (SQLite with a commit
-        signal and a cache): ``on_history_change`` then hears every sync."""
-        return self._read_history.cache.enabled
-
     def on_history_change(self, listener: Callable[[frozenset[str] | None], None]) -> None:
         """Call ``listener`` after each sync of the kept histories with the users who have new events (None:
         any may have), from the serving thread that synced: it must return at once."""

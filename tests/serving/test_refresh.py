@@ -18,7 +18,7 @@ from app.db.repository import delete_user
 from app.db.tables import Interaction
 from app.serving.batching import drive
 from app.serving.history import CatalogueCache, DataVersion
-from app.serving.refresh import ChangeFeed, ScoreRefresher, SyncFeed
+from app.serving.refresh import ChangeFeed, ScoreRefresher
 from app.serving.service import NEXT_ITEMS, Filters, RecommendationService
 from tests.api.test_recommend import wait_ready
 from tests.serving.support import add_event, private_copy, seed_database
@@ -57,14 +57,6 @@ def test_change_feed_reports_each_user_with_new_events_once(engine, session):
     feed.max_rows = 10**9  # PostgreSQL's ids go on from where they were
     add_event(session, "u8", "i3")
     assert feed.poll() == ["u8"]
-
-
-def test_sync_feed_reports_the_users_of_the_syncs_since_the_last_poll_once():
-    feed = SyncFeed()
-    assert feed.poll() == []
-    assert feed.notify(frozenset({"u1", "u3"})) and feed.notify(frozenset({"u1"}))
-    assert not feed.notify(None) and not feed.notify(frozenset())  # a bulk load or rewrite: nobody named
-    assert feed.poll() == ["u1", "u3"] and feed.poll() == []
 
 
 @pytest.fixture
@@ -273,11 +265,9 @@ def test_the_apps_history_sync_wakes_its_refresher(make_client, trained_store, t
     body = {"interactions": [{"user_id": "u3", "item_id": "i2", "type": "view"}]}
     assert client.post("/v1/interactions", json=body).status_code in (200, 201)
     assert client.get(url).status_code == 200  # its history is read again: after a sync, on SQLite
-    if db_url.startswith("sqlite"):  # the users come from the syncs: the refresher reads nothing itself
-        assert isinstance(refresher.feed, SyncFeed) and svc.keeps_histories
+    if db_url.startswith("sqlite"):
         assert rounds.acquire(timeout=60)
     else:
-        assert isinstance(refresher.feed, ChangeFeed) and not svc.keeps_histories
         assert svc._read_history.syncs == 0
     client.__exit__(None, None, None)
     assert not refresher._thread.is_alive()
