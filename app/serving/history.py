@@ -190,6 +190,8 @@ _USERS_SINCE = (
     .where(Interaction.id > bindparam("after"), Interaction.id <= bindparam("upto"))
     .distinct()
 )
+_LAST_ID = select(func.max(Interaction.id))
+_REWRITES = select(HistoryRewrite.count).where(HistoryRewrite.id == bindparam("row"))  # the one row: row=1
 
 
 def users_with_events(conn: Connection, after: int, upto: int) -> list[str]:
@@ -197,12 +199,8 @@ def users_with_events(conn: Connection, after: int, upto: int) -> list[str]:
     return list(conn.execute(_USERS_SINCE, {"after": after, "upto": upto}).scalars())
 
 
-def last_interaction_id(conn: Connection) -> int:
-    return int(conn.execute(select(func.max(Interaction.id))).scalar() or 0)
-
-
-_LAST_ID = select(func.max(Interaction.id))
-_REWRITES = select(HistoryRewrite.count).where(HistoryRewrite.id == bindparam("row"))
+def last_interaction_id(conn: Connection | Session) -> int:
+    return int(conn.execute(_LAST_ID).scalar() or 0)
 
 
 @dataclass(frozen=True)
@@ -416,7 +414,6 @@ class CatalogueMarks:
 
 
 _ITEM_WRITES = select(CatalogueRewrite.count).where(CatalogueRewrite.id == 1)
-_HISTORY_WRITES = select(HistoryRewrite.count).where(HistoryRewrite.id == 1)
 _ITEMS_OF_EVENTS = select(_EV.item_id).where(_EV.id > bindparam("after"), _EV.id <= bindparam("upto"))
 
 
@@ -424,13 +421,13 @@ def catalogue_marks(*, session: Session) -> CatalogueMarks | None:
     """The marks now; None on a database from before migrations 0003 and 0004 (no counts to follow)."""
     try:
         items = session.execute(_ITEM_WRITES).scalar()
-        rewrites = session.execute(_HISTORY_WRITES).scalar()
+        rewrites = session.execute(_REWRITES, {"row": 1}).scalar()
     except SQLAlchemyError:
         session.rollback()
         return None
     if items is None or rewrites is None:
         return None
-    return CatalogueMarks(int(items), int(rewrites), int(session.execute(_LAST_ID).scalar() or 0))
+    return CatalogueMarks(int(items), int(rewrites), last_interaction_id(session))
 
 
 def catalogue_frame(*, session: Session) -> pd.DataFrame:

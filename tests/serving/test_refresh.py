@@ -136,14 +136,20 @@ def test_a_user_deleted_meanwhile_only_fails_their_own_refresh(stack, session):
     assert as_tuple(out) == as_tuple(plain.recommend("u5", model="mf"))  # now an unknown user: popular
 
 
+def counted_rounds(refresher):
+    """A semaphore released after each of ``refresher``'s rounds (its thread looks ``tick`` up every round)."""
+    rounds = threading.Semaphore(0)
+    tick = refresher.tick
+    refresher.tick = lambda: (tick(), rounds.release())[0]
+    return rounds
+
+
 def test_a_woken_refresher_runs_a_round_at_once(stack, session):
     """The history reader's sync wakes the refresher (the app wires it): a round runs without waiting for the
     end of its interval, here an hour."""
     cached, _, refresher = stack
     slow = ScoreRefresher(cached, refresher.feed, refresher.submit, interval_s=3600)
-    rounds = threading.Semaphore(0)
-    tick = slow.tick
-    slow.tick = lambda: (tick(), rounds.release())[0]  # type: ignore[method-assign]
+    rounds = counted_rounds(slow)
     cached.recommend("u3", model="mf")
     add_event(session, "u3", "i2")
     slow.start()
@@ -219,15 +225,19 @@ def test_a_stopping_refresher_stops_waiting_for_the_loop():
         loop.close()
 
 
+def refreshing_app(make_client, trained_store, tmp_path, interval_s):
+    """(client, service, refresher) of a seeded app, models loaded, its refresher every ``interval_s``."""
+    client = make_client(models_dir=private_copy(trained_store, tmp_path), score_refresh_interval_s=interval_s)
+    with client.app.state.sessionmaker() as session:
+        seed_database(session)
+    wait_ready(client)
+    return client, client.app.state.recommender, client.app.state.score_refresher
+
+
 def test_the_app_refreshes_in_the_background_and_stops_on_shutdown(make_client, trained_store, tmp_path):
     """The service with its refresher on: after an event, the user's next request is a cache hit that
     equals a fresh computation; shutdown stops the refresher."""
-    client = make_client(models_dir=private_copy(trained_store, tmp_path), score_refresh_interval_s=0.05)
-    app = client.app
-    with app.state.sessionmaker() as session:
-        seed_database(session)
-    wait_ready(client)
-    svc, refresher = app.state.recommender, app.state.score_refresher
+    client, svc, refresher = refreshing_app(make_client, trained_store, tmp_path, interval_s=0.05)
     url = "/v1/users/u3/recommendations?n=5&model=mf"
     item = client.get(url).json()["items"][0]["item_id"]
     time.sleep(0.2)  # a round has set the feed's mark
@@ -251,15 +261,8 @@ def test_the_app_refreshes_in_the_background_and_stops_on_shutdown(make_client, 
 def test_the_apps_history_sync_wakes_its_refresher(make_client, trained_store, tmp_path, db_url):
     """SQLite: the sync after a commit names the users with new events and wakes the refresher at once (here
     its interval is an hour). PostgreSQL keeps no histories, so there is no sync: the interval alone runs it."""
-    client = make_client(models_dir=private_copy(trained_store, tmp_path), score_refresh_interval_s=3600)
-    app = client.app
-    with app.state.sessionmaker() as session:
-        seed_database(session)
-    wait_ready(client)
-    svc, refresher = app.state.recommender, app.state.score_refresher
-    rounds = threading.Semaphore(0)
-    tick = refresher.tick
-    refresher.tick = lambda: (tick(), rounds.release())[0]  # the thread looks it up every round
+    client, svc, refresher = refreshing_app(make_client, trained_store, tmp_path, interval_s=3600)
+    rounds = counted_rounds(refresher)
     url = "/v1/users/u3/recommendations?n=5&model=mf"
     assert client.get(url).status_code == 200
     body = {"interactions": [{"user_id": "u3", "item_id": "i2", "type": "view"}]}
