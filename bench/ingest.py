@@ -1,11 +1,14 @@
 """Ingestion throughput (events/s) on SQLite and PostgreSQL, with PostgreSQL's own COPY as the reference.
 
 Workloads: the importer on ML-100K; POST /v1/interactions in batches of 5,000 against a real
-`deeprec serve` in a subprocess; demo-data at 1M events. Then the demo rows are written again
-with COPY into the same (emptied) interaction table, and into a copy of it without foreign keys.
+`deeprec serve` in a subprocess, and one event per call (how a tracking client sends them, where the
+fixed cost of a call is what counts: its CPU time in the server is reported); demo-data at 1M events.
+Then the demo rows are written again with COPY into the same (emptied) interaction table, and into
+a copy of it without foreign keys.
 Writes the table into BENCHMARKS.md under "## Ingestion" (other sections are left alone).
 
-    .venv/bin/python bench/ingest.py [--events 1000000] [--post-events 100000] [--backends sqlite,postgresql]
+    .venv/bin/python bench/ingest.py [--events 1000000] [--post-events 100000] [--calls 2000]
+        [--backends sqlite,postgresql] [--workloads import,post,calls,demo] [--no-write]
 """
 
 from __future__ import annotations
@@ -102,7 +105,15 @@ def payloads(events: int, batch: int) -> list[bytes]:
     return [json.dumps({"interactions": rows[s : s + batch]}).encode() for s in range(0, len(rows), batch)]
 
 
-def bench_post(url: str, workdir: Path, bodies: list[bytes]) -> tuple[int, float]:
+def process_cpu_s(pid: int) -> float:
+    """User plus system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_post(url: str, workdir: Path, bodies: list[bytes], cpu: dict[str, float] | None = None) -> tuple[int, float]:
+    """Sends ``bodies`` one after another to a fresh `deeprec serve`; with ``cpu``, its "server_s" is set to the
+    server's CPU seconds over the sends."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -134,7 +145,11 @@ def bench_post(url: str, workdir: Path, bodies: list[bytes]) -> tuple[int, float
                     total += r.json()["inserted"]
                 return total
 
-            return timed(send)
+            before = process_cpu_s(server.pid)
+            result = timed(send)
+            if cpu is not None:
+                cpu["server_s"] = process_cpu_s(server.pid) - before
+            return result
     finally:
         server.terminate()
         server.wait(30)
@@ -176,44 +191,61 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--events", type=int, default=1_000_000, help="demo-data events")
     p.add_argument("--post-events", type=int, default=100_000, help="events sent through POST /v1/interactions")
     p.add_argument("--batch", type=int, default=5_000)
+    p.add_argument("--calls", type=int, default=2_000, help="POST /v1/interactions calls of one event each")
+    p.add_argument("--workloads", default="import,post,calls,demo", help="comma list of the workloads to run")
     p.add_argument("--backends", default="sqlite,postgresql")
     p.add_argument("--pg-url", default=PG_DEFAULT)
     p.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = p.parse_args(argv)
     command = "python bench/ingest.py " + " ".join(argv if argv is not None else sys.argv[1:])
     backends = args.backends.split(",")
-    bodies = payloads(args.post_events, args.batch)
+    workloads = set(args.workloads.split(","))
+    bodies = payloads(args.post_events, args.batch) if "post" in workloads else []
+    singles = payloads(args.calls, 1) if "calls" in workloads else []
     load_before = os.getloadavg()
     results: dict[str, dict[str, tuple[int, float] | None]] = {}
+    cpu_ms: dict[str, float] = {}  # backend -> server CPU ms per one-event call
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for backend in backends:
             res: dict[str, tuple[int, float] | None] = {}
-            if ml100k_available():
+            if ml100k_available() and "import" in workloads:
                 with fresh_database(backend, args.pg_url, work) as url:
                     res["import"] = bench_import(url, work)
-            with fresh_database(backend, args.pg_url, work) as url:
-                res["post"] = bench_post(url, work, bodies)
-            with fresh_database(backend, args.pg_url, work) as url:
-                res["demo"] = bench_demo(url, work, args.events)
-                if backend == "postgresql":
-                    copies = bench_copy(url)
-                    res["copy"], res["copy_nofk"] = copies["interaction"], copies["copy_ref"]
+            if "post" in workloads:
+                with fresh_database(backend, args.pg_url, work) as url:
+                    res["post"] = bench_post(url, work, bodies)
+            if "calls" in workloads:
+                cpu: dict[str, float] = {}
+                with fresh_database(backend, args.pg_url, work) as url:
+                    res["calls"] = bench_post(url, work, singles, cpu)
+                cpu_ms[backend] = cpu["server_s"] * 1000 / len(singles)
+            if "demo" in workloads:
+                with fresh_database(backend, args.pg_url, work) as url:
+                    res["demo"] = bench_demo(url, work, args.events)
+                    if backend == "postgresql":
+                        copies = bench_copy(url)
+                        res["copy"], res["copy_nofk"] = copies["interaction"], copies["copy_ref"]
             results[backend] = res
-            print(backend, {k: fmt(rate(v)) for k, v in res.items()}, flush=True)
-    report = render(results, command, load_before, os.getloadavg(), args)
+            print(backend, {k: fmt(rate(v)) for k, v in res.items()}, {k: f"{v:.2f} ms" for k, v in cpu_ms.items()},
+                  flush=True)  # fmt: skip
+    report = render(results, cpu_ms, command, load_before, os.getloadavg(), args)
     print(report)
     if not args.no_write:
         write_section(REPO_ROOT / "BENCHMARKS.md", report)
     return 0
 
 
-def render(results: dict, command: str, load_before: tuple, load_after: tuple, args: argparse.Namespace) -> str:
+def render(
+    results: dict, cpu_ms: dict[str, float], command: str, load_before: tuple, load_after: tuple,
+    args: argparse.Namespace,
+) -> str:
     sq, pg = results.get("sqlite", {}), results.get("postgresql", {})
     copy = rate(pg.get("copy"))
     rows = [
         ("`deeprec import movielens` ML-100K (100,000 ratings)", "import"),
         (f"`POST /v1/interactions`, {args.batch:,} events per call ({args.post_events:,} events)", "post"),
+        (f"`POST /v1/interactions`, one event per call ({args.calls:,} calls, one after another)", "calls"),
         (f"`deeprec demo-data` ({args.events:,} events requested)", "demo"),
     ]
     lines = [
@@ -225,6 +257,8 @@ def render(results: dict, command: str, load_before: tuple, load_after: tuple, a
         "|---|---:|---:|---:|---:|",
     ]
     for label, key in rows:
+        if key not in sq and key not in pg:
+            continue
         n = (sq.get(key) or pg.get(key) or (0, 0))[0]
         pg_rate = rate(pg.get(key))
         ratio = "n/a" if copy is None or pg_rate is None else f"{pg_rate / copy:.0%}"
@@ -240,6 +274,9 @@ def render(results: dict, command: str, load_before: tuple, load_after: tuple, a
         admin = make_url(args.pg_url).set(drivername="postgresql").render_as_string(hide_password=False)
         with psycopg.connect(admin) as c:
             pg_version = str(c.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+    if cpu_ms:
+        per_call = ", ".join(f"{name} {ms:.2f} ms" for name, ms in cpu_ms.items())
+        lines += ["", f"Server CPU time per one-event call (the serving process, from `/proc`): {per_call}."]
     lines += [
         "",
         "Each workload starts on an empty, migrated database (a new SQLite file, a new PostgreSQL schema).",

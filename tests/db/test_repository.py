@@ -65,6 +65,35 @@ def test_rows_without_event_id_are_always_stored(session: Session) -> None:
     assert repo.counts(session=session).interactions == 14
 
 
+def test_columns_store_as_a_frame_does_in_write_order(session: Session) -> None:
+    """A mapping of lists (what one API call passes) and a frame store the same rows, each user's events
+    written together in time order, ties by event_id with the events without one last."""
+    t = 1_700_000_000
+    columns = {
+        "user_id": ["u2", "u1", "u2", "u2", "u1", "u2"],
+        "item_id": ["i1", "i2", "i3", "i1", "i2", "i2"],
+        "type": ["view", "rating", "click", "view", "view", "like"],
+        "value": [None, 4.0, None, None, float("nan"), None],
+        "ts": [t + 5, t + 1, t, t + 5, t, t + 5],
+        "event_id": ["b", "c", None, None, None, "a"],
+    }
+    assert repo.add_interactions(session=session, rows=columns) == repo.AddResult(inserted=6, duplicates=0)
+    frame = pd.DataFrame({**columns, "event_id": [e and f"f-{e}" for e in columns["event_id"]]})
+    assert repo.add_interactions(session=session, rows=frame) == repo.AddResult(inserted=6, duplicates=0)
+    session.commit()
+    stored = session.execute(
+        select(User.external_id, Interaction.type, Interaction.value, Interaction.event_id)
+        .join(User, User.id == Interaction.user_id)
+        .order_by(Interaction.id)
+    ).all()
+    # u1 was created first (missing ids are created in sorted order), so its events come first
+    written = [("u1", "view", None, None), ("u1", "rating", 4.0, "c"), ("u2", "click", None, None),
+               ("u2", "like", None, "a"), ("u2", "view", None, "b"), ("u2", "view", None, None)]  # fmt: skip
+    assert [tuple(r) for r in stored[:6]] == written
+    assert [tuple(r) for r in stored[6:]] == [(u, ty, v, e and f"f-{e}") for u, ty, v, e in written]
+    assert repo.add_interactions(session=session, rows={k: v[:0] for k, v in columns.items()}) == repo.AddResult(0, 0)
+
+
 def test_rollback_stores_nothing(session: Session) -> None:
     repo.add_interactions(session=session, rows=events(5, with_ids=True))
     session.rollback()

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
-import pandas as pd
 from fastapi import APIRouter, HTTPException, Query
 
 from app.api.deps import SessionDep, SettingsDep, UserIdPath, WriteAccess
@@ -41,18 +40,17 @@ def check_batch(body: InteractionsCreate, settings: Settings, now: float) -> lis
     return [FieldError(field=f"interactions[{i}].{name}", message=msg, index=i) for i, name, msg in sorted(problems)]
 
 
-def to_frame(body: InteractionsCreate, now: float) -> pd.DataFrame:
+def to_columns(body: InteractionsCreate, now: float) -> dict[str, Any]:
+    """The events as the columns ``repository.add_interactions`` stores (lists and arrays, no frame)."""
     rows = body.interactions
-    return pd.DataFrame(
-        {
-            "user_id": [r.user_id for r in rows],
-            "item_id": [r.item_id for r in rows],
-            "type": [r.event_type for r in rows],
-            "value": np.array([np.nan if r.rating is None else r.rating for r in rows], dtype=np.float64),
-            "ts": np.array([now if r.timestamp is None else r.timestamp.timestamp() for r in rows], dtype=np.float64),
-            "event_id": [r.event_id for r in rows],
-        }
-    )
+    return {
+        "user_id": [r.user_id for r in rows],
+        "item_id": [r.item_id for r in rows],
+        "type": [r.event_type for r in rows],
+        "value": np.array([np.nan if r.rating is None else r.rating for r in rows], dtype=np.float64),
+        "ts": np.array([now if r.timestamp is None else r.timestamp.timestamp() for r in rows], dtype=np.float64),
+        "event_id": [r.event_id for r in rows],
+    }
 
 
 @router.post("/interactions", response_model=InteractionsResult, dependencies=[WriteAccess], responses=WRITE_RESPONSES)
@@ -62,7 +60,7 @@ def add_interactions(body: InteractionsCreate, session: SessionDep, settings: Se
     problems = check_batch(body, settings, now)
     if problems:
         raise InvalidInput(problems)
-    result = repository.add_interactions(session=session, rows=to_frame(body, now))
+    result = repository.add_interactions(session=session, rows=to_columns(body, now))
     session.commit()
     return InteractionsResult(inserted=result.inserted, duplicates=result.duplicates)
 
