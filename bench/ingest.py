@@ -261,7 +261,7 @@ def render(
             continue
         n = (sq.get(key) or pg.get(key) or (0, 0))[0]
         pg_rate = rate(pg.get(key))
-        ratio = "n/a" if copy is None or pg_rate is None else f"{pg_rate / copy:.0%}"
+        ratio = "n/a" if copy is None or pg_rate is None or key == "calls" else f"{pg_rate / copy:.0%}"
         lines.append(f"| {label} | {n:,} | {fmt(rate(sq.get(key)))} | {fmt(pg_rate)} | {ratio} |")
     if copy is not None:
         n = pg["copy"][0]
@@ -275,8 +275,14 @@ def render(
         with psycopg.connect(admin) as c:
             pg_version = str(c.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
     if cpu_ms:
-        per_call = ", ".join(f"{name} {ms:.2f} ms" for name, ms in cpu_ms.items())
-        lines += ["", f"Server CPU time per one-event call (the serving process, from `/proc`): {per_call}."]
+        names = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
+        per_call = ", ".join(f"{names.get(b, b)} {ms:.2f} ms" for b, ms in cpu_ms.items())
+        lines += [
+            "",
+            f"Server CPU time per one-event call (the `deeprec serve` process, from `/proc`): {per_call}. One",
+            "event per call is bound by what every call costs (HTTP, validation, a transaction, a commit), so",
+            "COPY is no reference for it.",
+        ]
     lines += [
         "",
         "Each workload starts on an empty, migrated database (a new SQLite file, a new PostgreSQL schema).",
