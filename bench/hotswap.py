@@ -177,7 +177,9 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|")
     for kind in [rec[0], jobs[0], "GET /v1/jobs/{id}"]:
         a, b = idle.get(kind, []), busy.get(kind, [])
-        print(f"| {kind} | {pct(a, .5):.1f} | {pct(a, .99):.1f} | {pct(b, .5):.1f} | {pct(b, .99):.1f} | {len(b)} |")
+        print(
+            f"| {kind} | {pct(a, 0.5):.1f} | {pct(a, 0.99):.1f} | {pct(b, 0.5):.1f} | {pct(b, 0.99):.1f} | {len(b)} |"
+        )
     t = job["timings"]
     print(f"job: {args.epochs} MF epochs, queued {t['queued_s']}s, ran {t['running_s']}s; "
           f"result timings {job['result']['timings']}")  # fmt: skip

@@ -237,7 +237,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def render(
-    results: dict, cpu_ms: dict[str, float], command: str, load_before: tuple, load_after: tuple,
+    results: dict,
+    cpu_ms: dict[str, float],
+    command: str,
+    load_before: tuple,
+    load_after: tuple,
     args: argparse.Namespace,
 ) -> str:
     sq, pg = results.get("sqlite", {}), results.get("postgresql", {})

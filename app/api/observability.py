@@ -122,8 +122,11 @@ router = APIRouter(tags=["health"])
     response_class=Response,
     responses={
         200: {
-            "content": {"text/plain": {"example": 'deeprec_http_requests_total{method="GET",route="/v1/models",'
-                                                  'status="200"} 3.0\n'}},  # fmt: skip
+            "content": {
+                "text/plain": {
+                    "example": 'deeprec_http_requests_total{method="GET",route="/v1/models",status="200"} 3.0\n'
+                }
+            },
             "description": "Prometheus text exposition format",
         }
     },

@@ -151,7 +151,10 @@ def sample_candidates(split: Split, n_negatives: int = 99, seed: int = 0, chunk:
 
 @torch.no_grad()
 def evaluate_sampled(
-    model: Recommender, split: Split, cands: SampledCandidates, ks: tuple[int, ...] = (5, 10, 20),
+    model: Recommender,
+    split: Split,
+    cands: SampledCandidates,
+    ks: tuple[int, ...] = (5, 10, 20),
     batch_size: int = 1024,
 ) -> dict[str, float]:
     """Ranking metrics of the test item (column 0) among its sampled candidates; ties count against it."""

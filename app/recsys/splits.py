@@ -46,9 +46,7 @@ def temporal_split(data: InteractionData, *, valid_frac: float = 0.1, test_frac:
     return Split(data.subset(~(test | valid)), data.subset(valid), data.subset(test), "temporal")
 
 
-def ratio_split(
-    data: InteractionData, *, valid_frac: float = 0.1, test_frac: float = 0.2, seed: int = 0
-) -> Split:
+def ratio_split(data: InteractionData, *, valid_frac: float = 0.1, test_frac: float = 0.2, seed: int = 0) -> Split:
     """Per-user random split: each user's events are shuffled and cut by the given fractions."""
     rng = np.random.default_rng(seed)
     key = rng.random(data.n_interactions)
@@ -81,6 +79,4 @@ def file_split(
     is_test = (np.arange(len(both)) >= len(train))[order]
     rng = np.random.default_rng(seed)
     is_valid = ~is_test & (rng.random(len(is_test)) < valid_frac)
-    return Split(
-        data.subset(~(is_test | is_valid)), data.subset(is_valid), data.subset(is_test), "file"
-    )
+    return Split(data.subset(~(is_test | is_valid)), data.subset(is_valid), data.subset(is_test), "file")

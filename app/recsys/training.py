@@ -92,9 +92,7 @@ def train_loop(
         if validate is not None:
             with torch.no_grad():
                 metric = float(validate())
-        improved = metric is not None and (
-            best is None or (metric > best if higher_is_better else metric < best)
-        )
+        improved = metric is not None and (best is None or (metric > best if higher_is_better else metric < best))
         if validate is None or improved:
             best, report.best_epoch, stale = metric, epoch, 0
             best_state = copy.deepcopy(net.state_dict())

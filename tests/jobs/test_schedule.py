@@ -69,5 +69,6 @@ def test_models_served_on_ratings_are_retrained_on_ratings(make_settings, settin
     assert ranking is not None and ranking.created and ranking.job.models == ["popularity"] and not ranking.job.params
     jobs = session.query(TrainingJob).filter(TrainingJob.status == "queued").order_by(TrainingJob.id).all()
     assert [(j.models, j.params, j.trigger) for j in jobs] == [
-        (["popularity"], {}, "schedule"), (["mf"], {"objective": "rating"}, "schedule")
+        (["popularity"], {}, "schedule"),
+        (["mf"], {"objective": "rating"}, "schedule"),
     ]
