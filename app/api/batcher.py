@@ -10,16 +10,13 @@ Background work (``submit_background``: the score refresher's) runs in the same 
 a request and never in a request's hop: a hop takes the queued requests, or, when none is queued,
 ``background_per_hop`` pieces of background work. Sharing a hop with background work made requests
 wait for it (measured on ML-100K under writes: a request's hop took 1.9 ms of CPU alone and 7-18 ms
-with four refreshes in it).
-
-A request that is the only one its process is serving (``lone``) does not wait for background work
-either: when every lane runs some, it goes at once in a thread of its own beside it (one such thread).
-The piece is one user's forward passes, ~4 ms of CPU, but in a process whose event loop is answering
-requests from memory it gets the GIL only in scraps: measured at one client on ML-100K under writes,
-it held the lane 23 ms (median) and up to 90 ms, and the request hopping after a commit waited for all
-of it. With other requests in flight the request waits for the lane, as before: letting every request
-that found the lanes busy with background work go beside it made p99 at 8 and 32 clients 2.9-3.3 and
-1.3-1.5 times the floor's instead of about 1.0 and 0.45 (the threads then share the GIL three ways).
+with four refreshes in it). A request that arrives while every lane runs background work and nobody
+else waits does not wait for that piece either: it goes at once in a thread of its own beside it (one
+such thread). The piece is one user's forward passes, ~4 ms of CPU, but in a process whose event loop
+is answering requests from memory it gets the GIL only in scraps: measured at one client on ML-100K
+under writes, it held the lane 23 ms (median) and up to 90 ms, and the request hopping after a commit
+waited for all of it. Requests that queue behind that one wait for the lane, as before: beside the
+background work they would only share the GIL three ways.
 """
 
 from __future__ import annotations
@@ -32,7 +29,6 @@ from typing import Any, TypeVar
 
 import anyio
 
-from app.api.observability import requests_in_flight
 from app.serving.batching import Steps, unwrap
 from app.serving.metrics import SERVING_HOP
 
@@ -49,12 +45,8 @@ class RequestBatcher:
         limiter: anyio.CapacityLimiter,
         max_batch: int,
         background_per_hop: int = 1,
-        lone: Callable[[], bool] | None = None,
     ) -> None:
-        """``lone()``: whether the request being submitted is the only one its process is serving; when it is,
-        and every lane runs background work, it goes beside that work (never without ``lone``)."""
         self.run_many = run_many
-        self.lone = lone
         self.limiter = limiter
         self.max_batch = max(1, int(max_batch))
         self.background_per_hop = max(1, int(background_per_hop))
@@ -68,9 +60,8 @@ class RequestBatcher:
     async def submit(self, make: Callable[[], Steps[T]]) -> T:
         if not self._queue and self._lanes < self.limiter.total_tokens:
             return await self._alone(make)
-        if self._background_hops == self._lanes and self.lone is not None and self.lone() and not self._queue:
-            if self._beside.available_tokens:
-                return await self._beside_background(make)
+        if not self._queue and self._background_hops == self._lanes and self._beside.available_tokens:
+            return await self._beside_background(make)
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.append((make, future))
         self._start_drain()
@@ -96,8 +87,7 @@ class RequestBatcher:
         return unwrap(result)
 
     async def _beside_background(self, make: Callable[[], Steps[T]]) -> T:
-        """Every lane runs background work and this request is its process's only one: it goes at once, in a
-        thread of its own."""
+        """Every lane runs background work and nobody waits: this request goes at once, in a thread of its own."""
         SERVING_HOP.observe(1)
         return unwrap((await anyio.to_thread.run_sync(self._run, [make], limiter=self._beside))[0])
 
@@ -153,8 +143,7 @@ def serving_lanes(state: Any) -> tuple[anyio.CapacityLimiter, RequestBatcher]:
     if held is None or held[0] is not loop:
         limiter = anyio.CapacityLimiter(state.settings.serving_concurrency)
         run_many = lambda steps: state.recommender.run_many(steps)  # noqa: E731 - the service of the moment
-        lone = lambda: requests_in_flight() <= 1  # noqa: E731 - the request submitting is one of them
-        batcher = RequestBatcher(run_many, limiter, state.settings.score_batch_size, lone=lone)
+        batcher = RequestBatcher(run_many, limiter, state.settings.score_batch_size)
         held = state.serving_limiter = (loop, limiter, batcher)
     return held[1], held[2]
 

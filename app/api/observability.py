@@ -69,14 +69,6 @@ def configure_logging(level: str = "INFO") -> None:
     root.setLevel(level.upper())
 
 
-_in_flight = [0]  # HTTP requests this process is serving now (all on its event loop)
-
-
-def requests_in_flight() -> int:
-    """How many HTTP requests this process is serving now (counted by ``RequestContextMiddleware``)."""
-    return _in_flight[0]
-
-
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -98,11 +90,9 @@ class RequestContextMiddleware:
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode("latin-1"))]
             await send(message)
 
-        _in_flight[0] += 1
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            _in_flight[0] -= 1
             elapsed = time.perf_counter() - t0
             route = scope.get("route")
             template = getattr(route, "path", None) or "<unmatched>"

@@ -1,6 +1,5 @@
 """Serving endpoints over HTTP on SQLite and PostgreSQL: every endpoint, every error, never a 500."""
 
-import asyncio
 import json
 import os
 import threading
@@ -10,7 +9,6 @@ import pytest
 import torch
 
 from app.api import serving_app
-from app.api.observability import RequestContextMiddleware, requests_in_flight
 from tests.serving import support
 from tests.serving.support import NEW_ITEM, add_event, seed_database
 
@@ -215,34 +213,6 @@ def test_request_id_and_metrics(api):
     assert 'deeprec_inference_seconds_count{model="mf"}' in text
     assert 'deeprec_model_loaded{device="cpu",model="mf"' in text
     assert f'deeprec_process{{pid="{os.getpid()}"}} 1.0' in text  # which process answered (workers keep their own)
-
-
-def test_the_middleware_counts_the_requests_in_flight():
-    """What RequestBatcher's ``lone`` reads: the HTTP requests the process is serving at this moment."""
-    seen = []
-
-    async def app(scope, receive, send):
-        seen.append(requests_in_flight())
-        await asyncio.sleep(0.01)
-        if scope["path"] == "/broken":
-            raise RuntimeError("broken")
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
-
-    async def call(path):
-        async def send(message):
-            pass
-
-        scope = {"type": "http", "method": "GET", "path": path, "headers": []}
-        await RequestContextMiddleware(app)(scope, None, send)
-
-    async def main():
-        await asyncio.gather(call("/a"), call("/b"), return_exceptions=True)
-        await asyncio.gather(call("/broken"), return_exceptions=True)
-        return requests_in_flight()
-
-    assert requests_in_flight() == 0
-    assert asyncio.run(main()) == 0 and seen == [1, 2, 1]  # a request that fails is no longer counted either
 
 
 def test_logs_are_json_with_the_request_id(session, make_client, capsys):
