@@ -8,15 +8,10 @@ company, and under load the batches grow by themselves.
 
 Background work (``submit_background``: the score refresher's) runs in the same lanes, never ahead of
 a request and never in a request's hop: a hop takes the queued requests, or, when none is queued,
-``background_per_hop`` pieces of background work. Sharing a hop with background work made requests
-wait for it (measured on ML-100K under writes: a request's hop took 1.9 ms of CPU alone and 7-18 ms
-with four refreshes in it). A request that arrives while every lane runs background work and nobody
-else waits does not wait for that piece either: it goes at once in a thread of its own beside it (one
-such thread). The piece is one user's forward passes, ~4 ms of CPU, but in a process whose event loop
-is answering requests from memory it gets the GIL only in scraps: measured at one client on ML-100K
-under writes, it held the lane 23 ms (median) and up to 90 ms, and the request hopping after a commit
-waited for all of it. Requests that queue behind that one wait for the lane, as before: beside the
-background work they would only share the GIL three ways.
+``background_per_hop`` pieces of background work. A request that arrives meanwhile waits for that one
+piece (one user's forward passes), not for a batch of them: sharing a hop with background work made
+requests wait for it (measured on ML-100K under writes: a request's hop took 1.9 ms of CPU alone and
+7-18 ms with four refreshes in it).
 """
 
 from __future__ import annotations
@@ -53,15 +48,11 @@ class RequestBatcher:
         self._queue: list[tuple[Callable[[], Steps[Any]], asyncio.Future[Any]]] = []
         self._background: list[tuple[Callable[[], Steps[Any]], asyncio.Future[Any]]] = []
         self._lanes = 0  # requests alone and drain tasks running, at most the limiter's tokens
-        self._background_hops = 0  # lanes running background work (and no request) now
-        self._beside = anyio.CapacityLimiter(1)  # the thread of a lone request while background work holds the lanes
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def submit(self, make: Callable[[], Steps[T]]) -> T:
         if not self._queue and self._lanes < self.limiter.total_tokens:
             return await self._alone(make)
-        if not self._queue and self._background_hops == self._lanes and self._beside.available_tokens:
-            return await self._beside_background(make)
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.append((make, future))
         self._start_drain()
@@ -86,11 +77,6 @@ class RequestBatcher:
             self._start_drain()  # for the requests that queued meanwhile
         return unwrap(result)
 
-    async def _beside_background(self, make: Callable[[], Steps[T]]) -> T:
-        """Every lane runs background work and nobody waits: this request goes at once, in a thread of its own."""
-        SERVING_HOP.observe(1)
-        return unwrap((await anyio.to_thread.run_sync(self._run, [make], limiter=self._beside))[0])
-
     def _start_drain(self) -> None:
         if (self._queue or self._background) and self._lanes < self.limiter.total_tokens:
             self._lanes += 1
@@ -111,7 +97,6 @@ class RequestBatcher:
                     continue
                 if requests:
                     SERVING_HOP.observe(requests)
-                self._background_hops += not requests
                 try:
                     results = await anyio.to_thread.run_sync(self._run, [m for m, _ in pending], limiter=self.limiter)
                 except BaseException as e:  # the drain itself was cancelled (shutdown) or broke
@@ -119,8 +104,6 @@ class RequestBatcher:
                         if not future.done():
                             future.set_exception(e if isinstance(e, Exception) else RuntimeError("serving stopped"))
                     raise
-                finally:
-                    self._background_hops -= not requests
                 for (_, future), result in zip(pending, results, strict=True):
                     if future.done():
                         continue

@@ -201,37 +201,6 @@ def test_background_work_goes_after_queued_requests_in_hops_of_its_own(per_hop):
     assert hops == [1, 2, *[per_hop] * (4 // per_hop)]
 
 
-def test_a_lone_request_goes_beside_background_work_and_the_next_ones_behind_it():
-    """While the lane runs background work, a request with nobody else waiting runs at once in the thread
-    beside it; one that arrives while that thread is taken waits for the lane."""
-    release = threading.Event()
-
-    def held(model, requests):  # a pass that lasts until released
-        release.wait(30)
-        return squares(model, requests)
-
-    def run_many(steps):
-        return drive(steps, {"sq": squares, "held": held}, 8)
-
-    async def main():
-        batcher = RequestBatcher(run_many, anyio.CapacityLimiter(1), max_batch=4)
-        background = asyncio.create_task(batcher.submit_background([lambda: asks(("held", 2, 3))]))
-        while not batcher._background_hops:  # the background piece holds the lane
-            await asyncio.sleep(0.01)
-        alone = await asyncio.wait_for(batcher.submit(lambda: asks(("sq", 1, 5))), 10)  # not behind it
-        beside = asyncio.create_task(batcher.submit(lambda: asks(("held", 1, 6))))  # beside it, held too
-        await asyncio.sleep(0.05)
-        behind = asyncio.create_task(batcher.submit(lambda: asks(("sq", 1, 7))))  # the thread beside is taken
-        await asyncio.sleep(0.2)
-        waited = not (background.done() or beside.done() or behind.done())
-        release.set()
-        return alone, waited, await background, await beside, await behind, batcher._background_hops
-
-    alone, waited, background, beside, behind, hops_left = asyncio.run(main())
-    assert alone == [5] and waited
-    assert background == [[6]] and beside == [6] and behind == [7] and hops_left == 0
-
-
 def test_a_stopping_refresher_stops_waiting_for_the_loop():
     """Shutdown joins the refresher from the loop's thread: a submit waiting on the loop must give up."""
     release, stopping = threading.Event(), threading.Event()
