@@ -32,6 +32,7 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import psycopg
+from serve import cpu_seconds  # bench/serve.py: CPU seconds of a process and its children, from /proc
 from sqlalchemy.engine import make_url
 
 from app.config import Settings
@@ -105,12 +106,6 @@ def payloads(events: int, batch: int) -> list[bytes]:
     return [json.dumps({"interactions": rows[s : s + batch]}).encode() for s in range(0, len(rows), batch)]
 
 
-def process_cpu_s(pid: int) -> float:
-    """User plus system CPU seconds of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def bench_post(url: str, workdir: Path, bodies: list[bytes], cpu: dict[str, float] | None = None) -> tuple[int, float]:
     """Sends ``bodies`` one after another to a fresh `deeprec serve`; with ``cpu``, its "server_s" is set to the
     server's CPU seconds over the sends."""
@@ -145,10 +140,10 @@ def bench_post(url: str, workdir: Path, bodies: list[bytes], cpu: dict[str, floa
                     total += r.json()["inserted"]
                 return total
 
-            before = process_cpu_s(server.pid)
+            before = cpu_seconds(server.pid)
             result = timed(send)
             if cpu is not None:
-                cpu["server_s"] = process_cpu_s(server.pid) - before
+                cpu["server_s"] = cpu_seconds(server.pid) - before
             return result
     finally:
         server.terminate()

@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import CursorResult, Table, delete, func, select, tuple_
+from sqlalchemy import Connection, CursorResult, Table, delete, func, select, tuple_
 from sqlalchemy.orm import Session
 
 from app.db.bulk import dialect_insert, ensure_ids, insert_interactions, lookup_ids
@@ -98,12 +98,8 @@ def add_interactions(*, session: Session, rows: pd.DataFrame | Mapping[str, Any]
     if n == 0:
         return AddResult(inserted=0, duplicates=0)
     conn = session.connection()
-    user_of, user_keys = pd.factorize(np.asarray(rows["user_id"], dtype=object))  # [N] codes, [U] distinct ids
-    item_of, item_keys = pd.factorize(np.asarray(rows["item_id"], dtype=object))  # [N], [I]
-    users = ensure_ids(conn, USER, user_keys.tolist(), attributes={})
-    items = ensure_ids(conn, ITEM, item_keys.tolist(), categories=[], attributes={})
-    user_ids = np.array([users[k] for k in user_keys.tolist()], dtype=np.int64)[user_of]  # [N]
-    item_ids = np.array([items[k] for k in item_keys.tolist()], dtype=np.int64)[item_of]  # [N]
+    user_ids = _internal_ids(conn, USER, rows["user_id"], attributes={})  # [N]
+    item_ids = _internal_ids(conn, ITEM, rows["item_id"], categories=[], attributes={})  # [N]
     occurred_us = np.round(_floats(rows["ts"]) * 1e6).astype(np.int64)  # [N]
     given = rows.get("event_id")
     events = np.asarray(given, dtype=object) if given is not None else np.full(n, None, dtype=object)  # [N]
@@ -128,6 +124,14 @@ def add_interactions(*, session: Session, rows: pd.DataFrame | Mapping[str, Any]
         event_ids=event_ids,
     )
     return AddResult(inserted=inserted, duplicates=n - inserted)
+
+
+def _internal_ids(conn: Connection, table: Table, external: Any, **defaults: Any) -> np.ndarray:
+    """[N] internal ids of the external ids in ``external``, creating the missing rows with ``defaults``:
+    one look-up per distinct id."""
+    codes, keys = pd.factorize(np.asarray(external, dtype=object))  # [N] codes, [K] distinct ids
+    found = ensure_ids(conn, table, keys.tolist(), **defaults)
+    return np.array([found[k] for k in keys.tolist()], dtype=np.int64)[codes]
 
 
 def _floats(column: Any) -> np.ndarray:

@@ -18,14 +18,14 @@ from app.db import repository
 router = APIRouter(tags=["interactions"])
 
 
-def check_batch(body: InteractionsCreate, settings: Settings, now: float) -> list[FieldError]:
-    """The rules that depend on the settings: batch limit, rating scale, how far ahead of the clock."""
-    rows = body.interactions
-    if len(rows) > settings.max_batch:
-        return [FieldError(field="interactions", message=f"{len(rows)} events; at most {settings.max_batch} per call")]
-    ratings = np.array([np.nan if r.rating is None else r.rating for r in rows], dtype=np.float64)  # [N]
-    stamps = np.array([now if r.timestamp is None else r.timestamp.timestamp() for r in rows])  # [N]
-    is_rating = np.array([r.event_type == "rating" for r in rows], dtype=bool)  # [N]
+def check_batch(columns: dict[str, Any], settings: Settings, now: float) -> list[FieldError]:
+    """The rules that depend on the settings: batch limit, rating scale, how far ahead of the clock
+    (``columns``: ``to_columns`` of the call)."""
+    n = len(columns["user_id"])
+    if n > settings.max_batch:
+        return [FieldError(field="interactions", message=f"{n} events; at most {settings.max_batch} per call")]
+    ratings, stamps = columns["value"], columns["ts"]  # [N] each
+    is_rating = np.array([t == "rating" for t in columns["type"]], dtype=bool)  # [N]
     lo, hi = settings.rating_min, settings.rating_max
     problems: list[tuple[int, str, str]] = []
     for i in np.flatnonzero((ratings < lo) | (ratings > hi)):
@@ -57,10 +57,11 @@ def to_columns(body: InteractionsCreate, now: float) -> dict[str, Any]:
 def add_interactions(body: InteractionsCreate, session: SessionDep, settings: SettingsDep) -> InteractionsResult:
     """Store up to DEEPREC_MAX_BATCH events; unknown users and items are created. All or nothing."""
     now = time.time()
-    problems = check_batch(body, settings, now)
+    columns = to_columns(body, now)
+    problems = check_batch(columns, settings, now)
     if problems:
         raise InvalidInput(problems)
-    result = repository.add_interactions(session=session, rows=to_columns(body, now))
+    result = repository.add_interactions(session=session, rows=columns)
     session.commit()
     return InteractionsResult(inserted=result.inserted, duplicates=result.duplicates)
 
