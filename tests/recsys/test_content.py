@@ -107,11 +107,12 @@ def test_unseen_users_served_from_history_profile(model, split):
         ts=np.tile(np.arange(items.shape[1]), len(CATEGORIES)),
         item_features=np.zeros((split.train.n_items, 0), dtype=np.float32),
     )
-    scores = model.score_history(history, rows).masked_fill(history.seen_mask(rows), float("-inf"))  # [5, I]
-    left = int((cats == 0).sum()) - items.shape[1]  # unseen items of each category (the same for all)
-    top = scores.topk(left, dim=1).indices.numpy()  # [5, left]
-    precision = (cats[top] == np.arange(len(CATEGORIES))[:, None]).mean()
-    assert precision >= 0.7
+    scores = model.score_history(history, rows)  # [5, I]
+    unseen = ~history.seen_mask(rows)
+    taste = torch.as_tensor(cats[None, :] == np.arange(len(CATEGORIES))[:, None])  # [5, I] the profile's category
+    pairs = (taste & unseen).unsqueeze(2) & (~taste & unseen).unsqueeze(1)  # [5, I, I] (taste item, other item)
+    wins = (scores.unsqueeze(2) > scores.unsqueeze(1)) & pairs
+    assert wins.sum() / pairs.sum() >= 0.8  # AUC over every newcomer's pairs; 0.85-1.0 over seeds 0-9
 
 
 def test_item_embeddings_and_encoder_shapes(model, split):

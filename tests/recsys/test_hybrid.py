@@ -7,7 +7,7 @@ import torch
 
 from app.recsys.data import InteractionData
 from app.recsys.models.base import FitReport, Recommender, TrainConfig
-from app.recsys.models.fusion import normalise_scores
+from app.recsys.models.fusion import normalise_candidates
 from app.recsys.models.hybrid import Hybrid, HybridConfig
 from app.recsys.models.popularity import Popularity
 from app.recsys.splits import leave_one_out
@@ -36,26 +36,41 @@ class Taste(Recommender):
         return share @ self.cats.T  # [B, I]
 
 
+def normalise_all(scores: torch.Tensor, seen: torch.Tensor, how: str, offset: float) -> torch.Tensor:
+    """(B, I, M) scores normalised with every item as the reference (a small catalogue)."""
+    return normalise_candidates(torch.cat([scores, scores], 1), scores.shape[1], ~seen, how, offset)
+
+
 def test_normalisation_uses_unseen_items_only():
-    scores = torch.tensor([[100.0, 1.0, 2.0, 3.0]])
+    scores = torch.tensor([[100.0, 1.0, 2.0, 3.0]]).unsqueeze(-1)  # [B, I, M]
     seen = torch.tensor([[True, False, False, False]])
-    z = normalise_scores(scores, seen, "zscore", 0.0)
+    z = normalise_all(scores, seen, "zscore", 0.0)[..., 0]
     assert torch.allclose(z[0, 1:], torch.tensor([-1.2247, 0.0, 1.2247]), atol=1e-4)  # mean 2, std sqrt(2/3)
-    r = normalise_scores(scores, seen, "rank", 10.0)
-    assert torch.allclose(r[0, 1:], 1.0 / torch.tensor([12.0, 11.0, 10.0]))
+    r = normalise_all(scores, seen, "rank", 10.0)[..., 0]
+    assert torch.allclose(r[0, 1:], 1.0 / torch.tensor([12.0, 11.0, 10.0]))  # ranks 2, 1, 0 among unseen items
     with pytest.raises(ValueError):
-        normalise_scores(scores, seen, "softmax", 0.0)
+        normalise_all(scores, seen, "softmax", 0.0)
 
 
-def test_normalising_members_together_matches_one_at_a_time():
-    """[B, I, M] in one pass (the one-request path) equals each member's [B, I] normalised on its own."""
+def test_each_member_is_normalised_on_its_own():
     gen = torch.Generator().manual_seed(0)
     scores = torch.randn(3, 20, 4, generator=gen)  # [B, I, M]
     seen = torch.rand(3, 20, generator=gen) < 0.3
     for how in ("zscore", "rank"):
-        together = normalise_scores(scores, seen, how, 10.0)
-        alone = torch.stack([normalise_scores(scores[..., m], seen, how, 10.0) for m in range(4)], dim=-1)
+        together = normalise_all(scores, seen, how, 10.0)
+        alone = torch.cat([normalise_all(scores[..., m : m + 1], seen, how, 10.0) for m in range(4)], dim=-1)
         assert torch.allclose(together, alone, atol=1e-6)
+
+
+def test_a_sampled_reference_estimates_the_catalogue_statistics():
+    """Candidates normalised against a random half of the items land close to the full-catalogue values."""
+    gen = torch.Generator().manual_seed(1)
+    scores = torch.randn(2, 4000, 3, generator=gen) * torch.tensor([1.0, 5.0, 0.2]) + torch.tensor([0.0, 3.0, -1.0])
+    seen = torch.zeros(2, 4000, dtype=torch.bool)
+    exact = normalise_all(scores, seen, "zscore", 0.0)[:, :50]
+    ref = torch.randperm(4000, generator=gen)[:2000]
+    sampled = normalise_candidates(torch.cat([scores[:, :50], scores[:, ref]], 1), 50, ~seen[:, ref], "zscore", 0.0)
+    assert (sampled - exact).abs().max() < 0.1
 
 
 def popular_within_taste(n_users: int = 150, n_items: int = 60, per_user: int = 12, seed: int = 0) -> pd.DataFrame:
@@ -89,10 +104,14 @@ def test_learned_weights_combine_complementary_members():
     assert not torch.allclose(w / w.abs().sum(), torch.full_like(w, 1 / len(w)), atol=0.05)
     # Each recommended item is credited to a member; contributions add up to the score.
     users = np.arange(5)
-    contrib = hybrid.contributions(users, split.train)  # [B, I, M]
+    everything = torch.arange(split.train.n_items).expand(5, -1)
+    contrib = hybrid.contributions(split.train, users, everything)  # [B, I, M]
     assert torch.allclose(contrib.sum(-1), hybrid.score_history(split.train, users))
-    reasons = hybrid.reasons(users, torch.topk(contrib.sum(-1), 3).indices, split.train)
-    assert {r for row in reasons for r in row} <= {"popularity", "taste"}
+    top = torch.topk(contrib.sum(-1), 3).indices
+    scores, names, codes = hybrid.explain_candidates(split.train, users, top)
+    assert torch.allclose(scores, contrib.sum(-1).gather(1, top))
+    assert set(names[codes.numpy()].ravel()) <= {"popularity", "taste"}
+    assert torch.equal(codes, contrib.gather(1, top.unsqueeze(-1).expand(-1, -1, 2)).argmax(-1))
 
 
 @pytest.fixture(scope="module")
@@ -123,8 +142,11 @@ def test_save_load_round_trip_with_members(trained, tmp_path):
     assert loaded.weights == hybrid.weights
     users = np.arange(split.train.n_users)
     assert torch.equal(loaded.score_history(split.train, users), hybrid.score_history(split.train, users))
-    top = torch.topk(loaded.score_history(split.train, np.array([0])), 5).indices[0]
-    assert loaded.explain(top) == hybrid.reasons(np.array([0]), top.unsqueeze(0), split.train)[0]
+    top = torch.topk(loaded.score_history(split.train, np.array([0])), 5).indices
+    assert torch.equal(
+        loaded.explain_candidates(split.train, np.array([0]), top)[2],
+        hybrid.explain_candidates(split.train, np.array([0]), top)[2],
+    )
 
 
 def test_one_user_scores_match_the_batch(trained):
@@ -143,7 +165,8 @@ def test_unseen_user_scored_by_history_members(trained):
     """A user absent from training (row past the last one): mf sits out, history-based members serve."""
     hybrid, split = trained
     history = with_newcomer(split.train)
-    contrib = hybrid.contributions(np.array([split.train.n_users]), history)[0]  # [I, M]
+    everything = torch.arange(split.train.n_items).unsqueeze(0)
+    contrib = hybrid.contributions(history, np.array([split.train.n_users]), everything)[0]  # [I, M]
     assert torch.isfinite(contrib).all()
     assert torch.all(contrib[:, list(hybrid.members).index("mf")] == 0)
     scores = contrib.sum(-1)

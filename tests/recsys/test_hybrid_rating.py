@@ -140,11 +140,9 @@ def test_trains_rating_members_and_predicts_on_the_scale(trained, offered, split
     mean = float(np.nanmean(split.train.ratings))
     assert rmse(trained.predict_ratings(users, items), truth) < 0.75 * rmse(torch.full_like(truth, mean), truth)
     lo, hi = float(np.nanmin(split.train.ratings)), float(np.nanmax(split.train.ratings))
-    scores = trained.score_users(torch.arange(split.train.n_users))  # [U, I] ratings, servable as scores
+    scores = trained.score_history(split.train, np.arange(split.train.n_users))  # [U, I] ratings, as scores
     assert scores.min() >= lo and scores.max() <= hi
     assert torch.allclose(scores[users, items], trained.predict_ratings(users, items), atol=1e-5)
-    history = trained.score_history(split.train, np.arange(split.train.n_users))
-    assert torch.allclose(history, scores, atol=1e-5)
 
 
 def test_save_load_gives_identical_predictions(trained, split, tmp_path):
@@ -156,8 +154,9 @@ def test_save_load_gives_identical_predictions(trained, split, tmp_path):
     everyone = np.arange(split.train.n_users)
     assert torch.equal(loaded.score_history(split.train, everyone), trained.score_history(split.train, everyone))
     assert loaded.metrics == trained.metrics and loaded.weights == trained.weights
-    top = torch.topk(loaded.score_history(split.train, np.array([0])), 3).indices[0]
-    assert set(loaded.explain(top)) <= {"mf", "content"}
+    top = torch.topk(loaded.score_history(split.train, np.array([0])), 3).indices
+    _, names, codes = loaded.explain_candidates(split.train, np.array([0]), top)
+    assert set(names[codes.numpy()].ravel()) <= {"mf", "content", "gmf"}
 
 
 def test_implicit_hybrid_refuses_rating_predictions(split):
@@ -201,6 +200,8 @@ def test_unseen_user_is_rated_by_the_members_that_read_history(trained, split):
     scores = trained.score_history(history, row)[0]  # [I]
     lo, hi = trained.extra["rating_min"], trained.extra["rating_max"]
     assert torch.isfinite(scores).all() and scores.min() >= lo and scores.max() <= hi and scores.std() > 0
-    contrib = trained.contributions(row, history)[0]  # [I, M]
+    everything = torch.arange(split.train.n_items).unsqueeze(0)
+    contrib = trained.contributions(history, row, everything)[0]  # [I, M]
     assert torch.all(contrib[:, 0] == 0)  # nothing credited to mf, which never saw the user
-    assert set(trained.explain(torch.topk(scores, 3).indices)) == {"content"}
+    _, names, codes = trained.explain_candidates(history, row, torch.topk(scores, 3).indices.unsqueeze(0))
+    assert set(names[codes.numpy()].ravel()) == {"content"}

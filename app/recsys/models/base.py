@@ -73,6 +73,8 @@ class Recommender:
     name: ClassVar[str]
     config_cls: ClassVar[type]
     sequential: ClassVar[bool] = False  # scores from an item sequence (serves unseen users/sessions)
+    # reads each user's items at scoring time (``score_history``), so it serves users unseen in training
+    reads_history: ClassVar[bool] = False
     supports_rating: ClassVar[bool] = False
     uses_features: ClassVar[bool] = False
 
@@ -112,13 +114,13 @@ class Recommender:
         """
         return self.score_users(torch.as_tensor(users, device=self.device))
 
-    def score_sequences(self, seqs: torch.Tensor) -> torch.Tensor:
-        """(B, L) item indices + 1, left-padded with 0 -> (B, n_items). Sequential models only."""
-        raise NotImplementedError(f"{self.name} does not score sequences")
+    def score_candidates(self, history: InteractionData, users: np.ndarray, items: torch.Tensor) -> torch.Tensor:
+        """(B,) user rows, (B, K) item indices -> (B, K): the ``score_history`` scores at those items.
 
-    def predict_ratings(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """(B,), (B,) -> (B,) ratings on the data set's scale. Rating models only."""
-        raise NotImplementedError(f"{self.name} does not predict ratings")
+        This default scores the whole catalogue; models override it to score the K items alone, which
+        is what lets a ranking stage afford a large catalogue."""
+        scores = self.score_history(history, users)  # [B, I]
+        return scores.gather(1, torch.as_tensor(items, device=scores.device))
 
     # -- shared ---------------------------------------------------------------------------------
     def bind(self, data: InteractionData, **dims: int) -> torch.nn.Module:

@@ -18,7 +18,7 @@ from app.recsys.data import InteractionData
 from app.recsys.models.base import EpochCallback, FitReport, Recommender, TrainConfig
 from app.recsys.models.content_net import ContentNet, causal_windows
 from app.recsys.sampling import NegativeSampler
-from app.recsys.training import ranking_score, rating_errors, train_loop
+from app.recsys.training import ranking_score, rating_errors, seed_everything, train_loop
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,7 @@ class Content(Recommender):
     config_cls = ContentConfig
     supports_rating = True
     uses_features = True
+    reads_history = True
 
     @classmethod
     def default_train_config(cls, objective: str = "implicit") -> TrainConfig:
@@ -84,6 +85,7 @@ class Content(Recommender):
         on_epoch: EpochCallback | None = None,
     ) -> FitReport:
         rating = cfg.objective == "rating"
+        seed_everything(cfg.seed)  # the initial weights depend on the seed too
         net = self.bind(train, n_features=train.item_features.shape[1], rating=int(rating))
         assert isinstance(net, ContentNet)
         self.extra["objective"] = cfg.objective
@@ -223,3 +225,28 @@ class Content(Recommender):
         """[I, D] catalogue item embeddings for similar-item lookups."""
         with torch.no_grad():
             return self._net().encode_catalogue()[0]
+
+    # -- retrieval: score = c(u) + [q_u, 1] . [enc_i, bias_i] (c: the rating head's mean and user bias) ----
+    @torch.no_grad()
+    def item_vectors(self) -> torch.Tensor:
+        """[I, D + 1] encoded items with their bias as the last column."""
+        enc, bias = self._net().encode_catalogue()
+        return torch.cat([enc, bias.unsqueeze(1)], dim=1)
+
+    @torch.no_grad()
+    def user_queries(self, history: InteractionData, users: np.ndarray) -> torch.Tensor:
+        """(B,) users (rows past the training users: profile only) -> (B, D + 1)."""
+        q = self.user_vectors(np.asarray(users, dtype=np.int64), history)
+        return torch.cat([q, torch.ones_like(q[:, :1])], dim=1)
+
+    @torch.no_grad()
+    def score_candidates(self, history: InteractionData, users: np.ndarray, items: torch.Tensor) -> torch.Tensor:
+        net = self._net()
+        enc, bias = net.encode_catalogue()
+        u = torch.as_tensor(np.asarray(users, dtype=np.int64), device=self.device)
+        q = net.user_vectors(u, self._windows(history, np.asarray(users)), enc)  # [B, D]
+        i = torch.as_tensor(items, device=self.device)  # [B, K]
+        scores = (enc[i] * q.unsqueeze(1)).sum(-1) + bias[i]  # [B, K]
+        if self.rating_model:
+            scores = scores + net.global_mean + net.known_user_bias(u).unsqueeze(1)
+        return scores

@@ -64,6 +64,7 @@ def gram(data: InteractionData, chunk: int = 4096) -> torch.Tensor:
 class EASE(Recommender):
     name = "ease"
     config_cls = EASEConfig
+    reads_history = True
 
     @classmethod
     def default_train_config(cls) -> TrainConfig:
@@ -116,3 +117,14 @@ class EASE(Recommender):
         indptr, items = self.net.indptr.cpu().numpy(), self.net.items.cpu().numpy()
         x = history_rows(indptr, items, users.cpu().numpy(), self.n_items, self.config.recency_half_life, self.device)
         return x @ self.net.B  # [B, I]
+
+    @torch.no_grad()
+    def score_candidates(self, history: InteractionData, users: np.ndarray, items: torch.Tensor) -> torch.Tensor:
+        """(B,), (B, K) -> (B, K): the history rows times the candidates' columns of B only."""
+        assert isinstance(self.net, _EASENet)
+        half = self.config.recency_half_life
+        x = history_rows(history.indptr, history.items, users, history.n_items, half, self.device)  # [B, I]
+        rows, cols = x.nonzero(as_tuple=True)  # the history entries, [H]
+        i = torch.as_tensor(items, device=self.device)  # [B, K]
+        part = self.net.B[cols.unsqueeze(1), i[rows]] * x[rows, cols].unsqueeze(1)  # [H, K]
+        return torch.zeros(i.shape, device=self.device).index_add_(0, rows, part)

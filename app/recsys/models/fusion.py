@@ -13,27 +13,29 @@ from torch import nn
 from app.recsys.metrics import loo_metrics, target_ranks
 
 
-def normalise_scores(scores: torch.Tensor, seen: torch.Tensor | None, how: str, rank_offset: float) -> torch.Tensor:
-    """(B, I) raw member scores, (B, I) seen mask -> (B, I) comparable across members; (B, I, M) scores
-    of M members at once -> (B, I, M), each member normalised on its own.
+def normalise_candidates(
+    raw: torch.Tensor, k: int, free: torch.Tensor, how: str, rank_offset: float, scale: float = 1.0
+) -> torch.Tensor:
+    """(B, K + R, M) member scores of K candidates then R reference items, (B, R) the reference items the
+    user has not seen -> (B, K, M) the candidates' scores made comparable across members.
 
-    zscore: standardised with the mean and spread of the user's unseen items, the only ones ever
-    recommended; rank: 1 / (rank_offset + rank) among the unseen items (reciprocal rank fusion).
+    zscore: standardised with the mean and spread of the unseen reference items (the catalogue's unseen
+    items when the reference is the whole catalogue); rank: 1 / (rank_offset + rank), the rank counting
+    the unseen reference items that score higher, times ``scale`` (catalogue / reference size) for a sample.
     """
-    if seen is None:
-        free = torch.ones_like(scores, dtype=torch.bool)
-    else:
-        free = ~seen if scores.dim() == 2 else ~seen.unsqueeze(-1)  # [B, I] or [B, I, 1]
+    cand, ref = raw[:, :k], raw[:, k:]  # [B, K, M], [B, R, M]
+    f = free.unsqueeze(-1)  # [B, R, 1]
     if how == "rank":
-        masked = scores.masked_fill(~free, float("-inf"))
-        ranks = masked.argsort(dim=1, descending=True).argsort(dim=1).float()  # [B, I] 0 = best
-        return 1.0 / (rank_offset + ranks)
+        ranked = ref.masked_fill(~f, float("-inf")).transpose(1, 2).contiguous().sort(dim=-1).values  # [B, M, R]
+        at_or_below = torch.searchsorted(ranked, cand.transpose(1, 2).contiguous(), right=True)  # [B, M, K]
+        higher = (ref.shape[1] - at_or_below).transpose(1, 2).float() * scale  # [B, K, M] unseen items above
+        return 1.0 / (rank_offset + higher)
     if how != "zscore":
         raise ValueError(f"unknown normalise {how!r}: use zscore or rank")
-    n = free.sum(1, keepdim=True).clamp(min=1)
-    mean = (scores * free).sum(1, keepdim=True) / n
-    var = ((scores - mean).pow(2) * free).sum(1, keepdim=True) / n
-    return (scores - mean) / var.sqrt().clamp(min=1e-6)
+    n = f.sum(1, keepdim=True).clamp(min=1)  # [B, 1, 1]
+    mean = (ref * f).sum(1, keepdim=True) / n
+    var = ((ref - mean).pow(2) * f).sum(1, keepdim=True) / n
+    return (cand - mean) / var.sqrt().clamp(min=1e-6)
 
 
 class FusionNet(nn.Module):

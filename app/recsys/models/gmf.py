@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
+from app.recsys.data import InteractionData
 from app.recsys.models.base import TrainConfig
 from app.recsys.models.ncf import PairNet, PairRecommender, ncf_rating_config
 
@@ -71,3 +73,23 @@ class GMF(PairRecommender):
 
     def build(self, *, n_users: int, n_items: int) -> nn.Module:
         return GMFNet(n_users, n_items, self.config.dim)
+
+    # -- retrieval: score = mu + b_u + out.bias + [h * p_u, 1] . [q_i, b_i] ---------------------------
+    def _net(self) -> GMFNet:
+        assert isinstance(self.net, GMFNet)
+        return self.net
+
+    def item_vectors(self) -> torch.Tensor:
+        """[I, D + 1] item embeddings with the item bias as the last column."""
+        net = self._net()
+        return torch.cat([net.gmf.item.weight, net.item_bias.weight], dim=1).detach()
+
+    @torch.no_grad()
+    def user_queries(self, history: InteractionData, users: np.ndarray) -> torch.Tensor:
+        """(B,) training users -> (B, D + 1) the output layer's weights times their embedding, and a 1."""
+        net = self._net()
+        p = net.gmf.user(torch.as_tensor(np.asarray(users, dtype=np.int64), device=self.device)) * net.out.weight[0]
+        return torch.cat([p, torch.ones_like(p[:, :1])], dim=1)
+
+    def item_embeddings(self) -> torch.Tensor:
+        return self._net().gmf.item.weight.detach()

@@ -11,7 +11,6 @@ ratings, with count terms and ridge strength chosen by cross-validation on those
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -33,7 +32,7 @@ from app.recsys.models.base import (
     trained_on_ratings,
     tuned_train_config,
 )
-from app.recsys.models.fusion import FusionNet, fuse, fused_ndcg, normalise_scores
+from app.recsys.models.fusion import FusionNet, fuse, fused_ndcg, normalise_candidates
 from app.recsys.models.stacking import RatingStackNet
 from app.recsys.training import rating_errors, train_loop
 
@@ -56,15 +55,11 @@ class HybridConfig:
     rank_offset: float = 10.0  # k in 1 / (k + rank) for rank fusion
     gated: bool = True  # member weights also depend on the user's history length
     max_fit_users: int = 4096  # validation users whose member scores are cached for fitting the weights
+    reference_items: int = 4096  # items whose scores normalise each member per user (all, in a smaller catalogue)
     # Rating objective (see stacking.py):
     rating_members: tuple[str, ...] = ()  # empty: every registered name of RATING_MEMBERS
     rating_counts: str = "auto"  # count terms in the stack: auto (cross-validated) | on | off
     rating_folds: int = 5  # cross-validation folds over the validation ratings
-
-
-def reads_history(model: Recommender) -> bool:
-    """The model scores from the user's items at request time, so it serves users unseen in training."""
-    return model.sequential or type(model).score_history is not Recommender.score_history
 
 
 def member_train_config(cls: type[Recommender], cfg: TrainConfig, objective: str = "implicit") -> TrainConfig:
@@ -82,6 +77,7 @@ class Hybrid(Recommender):
     name = "hybrid"
     config_cls = HybridConfig
     uses_features = True  # the content member reads item features
+    reads_history = True
     supports_rating = True  # with objective 'rating': a stack of its rating members
     depends_on: ClassVar[tuple[str, ...]] = _registered_defaults()  # pipelines train these first
     rating_depends_on: ClassVar[tuple[str, ...]] = _registered_defaults(RATING_MEMBERS)  # the same, for ratings
@@ -91,7 +87,6 @@ class Hybrid(Recommender):
         self.members: dict[str, Recommender] = {}
         self._offered: dict[str, Recommender] = {}  # models of the pipeline run, to pick rating members from
         self._given = False  # members handed in by ``from_members``: used as they are
-        self._local = threading.local()  # .last: [I, M] contributions of this thread's last one-user request
 
     @classmethod
     def default_train_config(cls) -> TrainConfig:
@@ -177,7 +172,7 @@ class Hybrid(Recommender):
             users = np.sort(np.random.default_rng(cfg.seed).choice(users, self.config.max_fit_users, replace=False))
         net.fit_lengths(train.user_counts(), train.user_counts()[users])
         with torch.no_grad():
-            z = self._member_scores(train, users)  # [U, I, M]
+            z = self.member_scores(train, users, torch.arange(train.n_items).expand(len(users), -1))  # [U, I, M]
         seen = train.seen_mask(users, device=self.device)  # [U, I]
         targets = torch.as_tensor(valid.items[valid.indptr[users]], device=self.device)  # [U]
         lengths = torch.as_tensor(train.user_counts()[users], device=self.device)  # [U]
@@ -322,7 +317,7 @@ class Hybrid(Recommender):
 
     def _serves(self, member: Recommender, users: np.ndarray, history: bool) -> np.ndarray:
         """(B,) -> (B,) bool: the member can score these users (training users, or any via history)."""
-        if reads_history(member) and (history or not member.sequential):
+        if member.reads_history and (history or not member.sequential):
             return users >= 0
         return (users >= 0) & (users < len(member.user_ids))
 
@@ -358,7 +353,7 @@ class Hybrid(Recommender):
             serve = self._serves(member, users, history=history is not None)
             if serve.any():
                 rows = torch.as_tensor(serve, device=self.device)
-                preds[rows, :, m] = self._raw(member, history, users[serve])
+                preds[rows, :, m] = member.score_history(history, users[serve]).float()
                 ok[rows, :, m] = True
         return self._fill(net.clamp(preds), ok.expand_as(preds)), ok
 
@@ -387,107 +382,96 @@ class Hybrid(Recommender):
         return net.clamp((preds * net.member_weights(au, ai)).sum(-1) + net.offset(au, ai))
 
     # -- scoring --------------------------------------------------------------------------------
-    def _member_scores(self, history: InteractionData | None, users: np.ndarray) -> torch.Tensor:
-        """(B,) -> (B, I, M) normalised member scores (seen items of ``history`` set the statistics)."""
+    def reference_items(self) -> np.ndarray:
+        """The items whose member scores set each user's normalisation: every item of a catalogue of at
+        most ``reference_items``, else a fixed random sample of that many, whose mean and spread estimate
+        the catalogue's without bias. So K candidates cost K + reference_items member scores, not I."""
+        n, size = self.n_items, self.config.reference_items
+        cached = self.__dict__.get("_reference")
+        if cached is None or cached[0] != n:
+            ref = np.arange(n) if n <= size else np.sort(np.random.default_rng(n).choice(n, size, replace=False))
+            pos = np.full(n, -1, dtype=np.int64)
+            pos[ref] = np.arange(ref.size)
+            cached = self.__dict__["_reference"] = (n, ref, pos)
+        return cached[1]
+
+    def _serves_users(self, member: Recommender, users: np.ndarray) -> np.ndarray:
+        """(B,) -> (B,) bool: the member can score these users (its training users, or any from their items)."""
+        return users >= 0 if member.reads_history else users < len(member.user_ids)
+
+    def member_scores(self, history: InteractionData, users: np.ndarray, items: torch.Tensor) -> torch.Tensor:
+        """(B,) users, (B, K) items -> (B, K, M) member scores normalised per user over the reference items
+        the user has not seen; 0 for a member that cannot score the user."""
         users = np.asarray(users, dtype=np.int64)
-        seen = None if history is None else history.seen_mask(users, device=self.device)
-        how, offset = self.config.normalise, self.config.rank_offset
-        one = len(users) == 1  # one request: all members normalised in one pass (per-op overhead dominates)
+        items = torch.as_tensor(items, device=self.device)
+        self.reference_items()
+        _, ref_np, ref_pos = self.__dict__["_reference"]
+        ref = torch.as_tensor(ref_np, device=self.device).expand(len(users), -1)  # [B, R]
+        both = torch.cat([items, ref], dim=1)  # [B, K + R]
         cols, oks = [], []
         for member in self.members.values():
-            # Members without a history-based path only know their training users; others add nothing.
-            if history is None:
-                ok = (users < len(member.user_ids)) & (not member.sequential)
-            else:
-                ok = users < len(member.user_ids) if not reads_history(member) else users >= 0
-            if ok.all():
-                raw = self._raw(member, history, users)
-            else:
-                raw = torch.zeros((len(users), self.n_items), device=self.device)
-                if ok.any():
-                    raw[torch.as_tensor(ok, device=self.device)] = self._raw(member, history, users[ok])
-            # Batches: one member at a time, so peak memory stays near the [B, I, M] result.
-            cols.append(raw.float() if one else normalise_scores(raw.float(), seen, how, offset))
-            oks.append(np.broadcast_to(ok, users.shape))
-        z = torch.stack(cols, dim=-1)  # [B, I, M]
-        if one:
-            z = normalise_scores(z, seen, how, offset)
-        return z * torch.as_tensor(np.stack(oks, axis=1), device=self.device).unsqueeze(1)
+            ok = self._serves_users(member, users)
+            raw = torch.zeros(both.shape, device=self.device)
+            if ok.any():
+                rows = torch.as_tensor(ok, device=self.device)
+                raw[rows] = member.score_candidates(history, users[ok], both[rows]).float()
+            cols.append(raw)
+            oks.append(ok)
+        raw_all = torch.stack(cols, dim=-1)  # [B, K + R, M]
+        seen_rows, pos = history.rows_of(users)
+        at = ref_pos[history.items[pos]]
+        free = torch.ones((len(users), ref_np.size), dtype=torch.bool)  # [B, R]
+        mine = at >= 0  # the user's items that are reference items
+        free[torch.as_tensor(seen_rows[mine]), torch.as_tensor(at[mine])] = False
+        scale = self.n_items / ref_np.size
+        free = free.to(self.device)
+        z = normalise_candidates(raw_all, items.shape[1], free, self.config.normalise, self.config.rank_offset, scale)
+        return z * torch.as_tensor(np.stack(oks, axis=1), device=self.device).unsqueeze(1)  # [B, K, M]
 
-    def _raw(self, member: Recommender, history: InteractionData | None, users: np.ndarray) -> torch.Tensor:
-        if history is None:
-            return member.score_users(torch.as_tensor(users, device=self.device)).float()
-        return member.score_history(history, users).float()
+    def user_weights(self, history: InteractionData, users: np.ndarray) -> torch.Tensor:
+        """(B,) -> (B, M) each user's member weights (gated on their history length)."""
+        lengths = torch.as_tensor(history.user_counts()[np.asarray(users, dtype=np.int64)], device=self.device)
+        return self._fusion().user_weights(lengths)
 
     @torch.no_grad()
-    def contributions(self, users: np.ndarray, history: InteractionData | None = None) -> torch.Tensor:
-        """(B,) -> (B, I, M) each member's weighted share of the score; the scores are the sums over M
-        (for a rating hybrid, plus the stack's intercept and count terms, clamped to the rating range)."""
+    def contributions(
+        self, history: InteractionData, users: np.ndarray, items: torch.Tensor, weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B,), (B, K) -> (B, K, M) each member's weighted share of the score; the scores are the sums over
+        M (for a rating hybrid, plus the stack's intercept and count terms, clamped to the rating range).
+        ``weights`` ([M]) replaces the learned ones (a request that re-blends the members)."""
         users = np.asarray(users, dtype=np.int64)
+        items = torch.as_tensor(items, device=self.device)
         if self.rating_model:
-            return self._rating_parts(users, history)[0]
-        net = self._fusion()
-        if history is not None:
-            lengths = torch.as_tensor(history.user_counts()[users], device=self.device)
-        else:
-            n_train = len(net.train_lengths)
-            u = torch.as_tensor(users, device=self.device)
-            lengths = net.train_lengths[u.clamp(max=n_train - 1)] * (u < n_train)
-        return self._member_scores(history, users) * net.user_weights(lengths).unsqueeze(1)
+            parts = self._rating_parts(users, history)[0]  # [B, I, M]
+            return parts.gather(1, items.unsqueeze(-1).expand(-1, -1, parts.shape[2]))
+        w = self.user_weights(history, users) if weights is None else weights.to(self.device).expand(len(users), -1)
+        return self.member_scores(history, users, items) * w.unsqueeze(1)
 
     @torch.no_grad()
-    def reasons(
-        self, users: np.ndarray, items: torch.Tensor, history: InteractionData | None = None
-    ) -> list[list[str]]:
-        """(B,) users, (B, K) recommended items (-1 = none) -> the member that added most to each item."""
-        contrib = self.contributions(users, history)  # [B, I, M]
-        picked = contrib.gather(1, items.clamp(min=0).unsqueeze(-1).expand(-1, -1, contrib.shape[2]))  # [B, K, M]
-        best = picked.argmax(-1).cpu().numpy()
-        names = np.asarray(list(self.members), dtype=object)
-        return [[str(n) for n in row] for row in names[best]]
+    def score_candidates(self, history: InteractionData, users: np.ndarray, items: torch.Tensor) -> torch.Tensor:
+        return self.explain_candidates(history, users, items)[0]
+
+    @torch.no_grad()
+    def explain_candidates(
+        self, history: InteractionData, users: np.ndarray, items: torch.Tensor, weights: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, np.ndarray, torch.Tensor]:
+        """(B,), (B, K) -> (B, K) scores, the member names and (B, K) the index of the member that added most
+        to each score. ``weights`` as in ``contributions``."""
+        contrib = self.contributions(history, users, items, weights)  # [B, K, M]
+        scores = contrib.sum(-1)
+        if self.rating_model:
+            rest = self._rating_parts(np.asarray(users, dtype=np.int64), history)[1]  # [B, I]
+            scores = self._stack().clamp(scores + rest.gather(1, torch.as_tensor(items, device=self.device)))
+        return scores, np.asarray(list(self.members), dtype=object), contrib.argmax(-1)
 
     @torch.no_grad()
     def score_history(self, history: InteractionData, users: np.ndarray) -> torch.Tensor:
-        contrib, scores = self._scores(np.asarray(users, dtype=np.int64), history)  # [B, I, M], [B, I]
-        if len(contrib) == 1:  # one request's user: kept so ``explain`` can name the members behind it
-            self._local.last = contrib[0]
-        return scores
+        everything = torch.arange(self.n_items, device=self.device).expand(len(users), -1)
+        return self.score_candidates(history, users, everything)
 
-    @torch.no_grad()
-    def score_history_explained(
-        self, history: InteractionData, users: np.ndarray
-    ) -> tuple[torch.Tensor, np.ndarray, torch.Tensor]:
-        """``score_history`` with the member behind every score, for a batch of users at once: (B, I)
-        scores, the member names and (B, I) the index of the member that added most to each score."""
-        contrib, scores = self._scores(np.asarray(users, dtype=np.int64), history)  # [B, I, M], [B, I]
-        return scores, np.asarray(list(self.members), dtype=object), contrib.argmax(-1)
-
-    def _scores(self, users: np.ndarray, history: InteractionData | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B,) -> contributions (B, I, M) and scores (B, I): stacked ratings for a rating hybrid."""
-        if self.rating_model:
-            contrib, rest = self._rating_parts(users, history)
-            return contrib, self._stack().clamp(contrib.sum(-1) + rest)
-        contrib = self.contributions(users, history)
-        return contrib, contrib.sum(-1)
-
-    def explain(self, items: torch.Tensor) -> list[str]:
-        """(K,) items of the last single-user ``score_history`` call -> the member behind each one."""
-        names, codes = self.explain_codes(items)
-        return names[codes].tolist()
-
-    def explain_codes(self, items: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """``explain`` without a string per item: (member names, [K] index of the member behind each item)."""
-        names = np.asarray(list(self.members), dtype=object)
-        last = getattr(self._local, "last", None)
-        if last is None:
-            top = int(np.argmax(list(self.weights.values())))  # weights are in member order
-            return names, np.full(len(items), top, dtype=np.int16)
-        best = last[torch.as_tensor(items, device=self.device)].argmax(-1)  # [K]
-        return names, best.to(torch.int16).cpu().numpy()  # a few members: small codes
-
-    @torch.no_grad()
     def score_users(self, users: torch.Tensor) -> torch.Tensor:
-        return self._scores(users.cpu().numpy().astype(np.int64), None)[1]  # [B, I]
+        raise NotImplementedError("the hybrid scores from the users' items: call score_history(history, users)")
 
     @property
     def weights(self) -> dict[str, float]:

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
+from app.recsys.data import InteractionData
 from app.recsys.models.base import TrainConfig
 from app.recsys.models.ncf import PairNet, PairRecommender
 
@@ -54,3 +56,22 @@ class MF(PairRecommender):
 
     def build(self, *, n_users: int, n_items: int) -> nn.Module:
         return MFNet(n_users, n_items, self.config.dim)
+
+    # -- retrieval: score = mu + b_u + [p_u, 1] . [q_i, b_i] ----------------------------------------
+    def _net(self) -> MFNet:
+        assert isinstance(self.net, MFNet)
+        return self.net
+
+    def item_vectors(self) -> torch.Tensor:
+        """[I, D + 1] item factors with the item bias as the last column."""
+        net = self._net()
+        return torch.cat([net.item.weight, net.item_bias.weight], dim=1).detach()
+
+    @torch.no_grad()
+    def user_queries(self, history: InteractionData, users: np.ndarray) -> torch.Tensor:
+        """(B,) training users -> (B, D + 1) their factors and a 1 for the item bias."""
+        p = self._net().user(torch.as_tensor(np.asarray(users, dtype=np.int64), device=self.device))
+        return torch.cat([p, torch.ones_like(p[:, :1])], dim=1)
+
+    def item_embeddings(self) -> torch.Tensor:
+        return self._net().item.weight.detach()

@@ -93,3 +93,7 @@ class MLP(PairRecommender):
     def build(self, *, n_users: int, n_items: int) -> nn.Module:
         c = self.config
         return MLPNet(n_users, n_items, c.dim, c.layers, c.dropout)
+
+    def item_embeddings(self) -> torch.Tensor:
+        assert isinstance(self.net, MLPNet)
+        return self.net.mlp.item.weight.detach()

@@ -6,6 +6,7 @@ sampled negatives, or BPR) or on explicit ratings (MSE on the rating scale, clam
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -209,3 +210,11 @@ class PairRecommender(Recommender):
             raise ValueError(f"{self.name} was trained on implicit feedback; train with objective='rating'")
         assert isinstance(self.net, PairNet)
         return self._clamp(self.net(users, items.unsqueeze(1)).squeeze(1))
+
+    @torch.no_grad()
+    def score_candidates(self, history: InteractionData, users: np.ndarray, items: torch.Tensor) -> torch.Tensor:
+        """(B,) training users, (B, K) items -> (B, K), as ``score_users`` gives at those items."""
+        assert isinstance(self.net, PairNet)
+        u = torch.as_tensor(np.asarray(users, dtype=np.int64), device=self.device)
+        scores = self.net(u, torch.as_tensor(items, device=self.device))  # [B, K]
+        return self._clamp(scores) if self.objective == "rating" else scores

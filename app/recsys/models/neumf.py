@@ -152,3 +152,8 @@ class NeuMF(PairRecommender):
             return super().fit(train, valid, cfg, on_epoch)
         finally:
             self._warm = False  # a later fit() starts afresh
+
+    def item_embeddings(self) -> torch.Tensor:
+        """The GMF branch's item embeddings (the MLP branch's are concatenated, not compared)."""
+        assert isinstance(self.net, NeuMFNet)
+        return self.net.gmf.item.weight.detach()

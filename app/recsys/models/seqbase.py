@@ -79,6 +79,7 @@ class SequentialRecommender(Recommender):
     """Next-item recommender trained at every position; holds no per-user state."""
 
     sequential = True
+    reads_history = True
 
     @classmethod
     def default_train_config(cls) -> TrainConfig:
@@ -155,11 +156,7 @@ class SequentialRecommender(Recommender):
     @torch.no_grad()
     def score_sequences(self, seqs: torch.Tensor) -> torch.Tensor:
         """(B, L) item indices + 1, left-padded with 0 -> (B, I) next-item scores from the last position."""
-        assert isinstance(self.net, SeqNet)
-        seqs = torch.as_tensor(seqs, device=self.device)[:, -self.config.max_len :]
-        width = max(int((seqs > 0).sum(1).max()) if seqs.numel() else 0, 1)
-        h = self.net.encode(seqs[:, -width:])[:, -1]  # [B, D]
-        return h @ self.net.item_weights().T
+        return self.sequence_queries(seqs) @ self._seqnet().item_weights().T
 
     def score_history(self, history: InteractionData, users: np.ndarray) -> torch.Tensor:
         """(B,) users -> (B, I) from each user's latest ``max_len`` items in ``history``."""
@@ -171,3 +168,33 @@ class SequentialRecommender(Recommender):
             f"{self.name} is sequential and keeps no per-user state: "
             "call score_history(history, users) or score_sequences(seqs)"
         )
+
+    # -- retrieval: score = h(sequence) . w_i --------------------------------------------------------
+    def _seqnet(self) -> SeqNet:
+        assert isinstance(self.net, SeqNet)
+        return self.net
+
+    def item_vectors(self) -> torch.Tensor:
+        """[I, D] the output item vectors."""
+        return self._seqnet().item_weights().detach()
+
+    def item_embeddings(self) -> torch.Tensor:
+        return self.item_vectors()
+
+    @torch.no_grad()
+    def sequence_queries(self, seqs: torch.Tensor) -> torch.Tensor:
+        """(B, L) item indices + 1, left-padded with 0 -> (B, D) the hidden state after the last item."""
+        seqs = torch.as_tensor(seqs, device=self.device)[:, -self.config.max_len :]
+        width = max(int((seqs > 0).sum(1).max()) if seqs.numel() else 0, 1)
+        return self._seqnet().encode(seqs[:, -width:])[:, -1]  # [B, D]
+
+    def user_queries(self, history: InteractionData, users: np.ndarray) -> torch.Tensor:
+        """(B,) users -> (B, D) from each user's latest ``max_len`` items in ``history``."""
+        seqs = history.sequences(self.config.max_len, np.asarray(users, dtype=np.int64))
+        return self.sequence_queries(torch.as_tensor(seqs, device=self.device))
+
+    @torch.no_grad()
+    def score_candidates(self, history: InteractionData, users: np.ndarray, items: torch.Tensor) -> torch.Tensor:
+        q = self.user_queries(history, users)  # [B, D]
+        w = self.item_vectors()[torch.as_tensor(items, device=self.device)]  # [B, K, D]
+        return (w * q.unsqueeze(1)).sum(-1)
