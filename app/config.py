@@ -70,6 +70,20 @@ class Settings(BaseSettings):
         description="Requests one API process computes at once; the others wait on its event loop "
         "(on the CPU, more than one per core only adds GIL hand-offs)",
     )
+    ann_min_items: int = Field(
+        default=50_000,
+        ge=1,
+        description="Catalogue size from which a saved model version gets approximate nearest-neighbour indexes "
+        "and serving retrieves candidates from them (two-stage: retrieval, then ranking of the candidates); "
+        "below it every item is ranked exactly, which is faster and exact there",
+    )
+    retrieval_depth: int = Field(
+        default=200,
+        ge=10,
+        le=10_000,
+        description="Candidates each retriever (an ANN index, popular items) gives the ranking stage per request "
+        "on a large catalogue; widened up to 16 times when filters leave too few",
+    )
     train_threads: int = Field(default=0, description="torch threads for training; 0 means all cores")
     embedded_worker: bool = Field(default=True, description="deeprec serve also starts one worker process")
     migrate_on_start: bool = Field(default=True, description="Apply migrations when the service starts")

@@ -24,9 +24,12 @@ log = logging.getLogger(__name__)
 
 
 class VersionedStore(ModelStore):
-    def __init__(self, root: Path | str, sessions: sessionmaker[Session]) -> None:
+    def __init__(
+        self, root: Path | str, sessions: sessionmaker[Session], *, index_min_items: int | None = None
+    ) -> None:
         files = FileActivePointer(Path(root))
-        super().__init__(root, pointer=repo.DbActivePointer(sessions, Path(root), files))
+        pointer = repo.DbActivePointer(sessions, Path(root), files)
+        super().__init__(root, pointer=pointer, index_min_items=index_min_items)
         self.sessions = sessions
         self.files = files
 
@@ -95,7 +98,7 @@ def open_store(
 
         engine = make_engine(settings)
         sessions = make_sessionmaker(engine)
-    store = VersionedStore(settings.models_dir, sessions)
+    store = VersionedStore(settings.models_dir, sessions, index_min_items=settings.ann_min_items)
     if engine is not None:
         weakref.finalize(store, engine.dispose)
     if sync:

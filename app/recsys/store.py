@@ -1,9 +1,10 @@
 """Versioned model store on the filesystem: ``<root>/<model>/<version>/``, written whole then renamed in.
 
-A version folder holds the model's own files (weights.safetensors + meta.json, no pickle) and a
-``manifest.json`` with the size and SHA-256 of every file, so a truncated or corrupt artefact is
-refused on load. Which version is *active* is kept behind :class:`ActivePointer`: here a file per
-model replaced atomically; a database table can take its place without touching the rest.
+A version folder holds the model's own files (weights.safetensors + meta.json, no pickle), its ANN
+indexes on a large catalogue (``app.recsys.index``) and a ``manifest.json`` with the size and SHA-256
+of every file, so a truncated or corrupt artefact is refused on load. Which version is *active* is
+kept behind :class:`ActivePointer`: here a file per model replaced atomically; a database table can
+take its place without touching the rest.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any, Protocol
 
 import torch
 
+from app.recsys.index import write_indexes
 from app.recsys.models import get_model_class, model_names
 from app.recsys.models.base import META_FILE, Recommender, trained_on_ratings
 
@@ -165,9 +167,14 @@ class VersionInfo:
 class ModelStore:
     """Save, list, load, activate and prune model versions under one root folder."""
 
-    def __init__(self, root: Path | str, pointer: ActivePointer | None = None) -> None:
+    def __init__(
+        self, root: Path | str, pointer: ActivePointer | None = None, *, index_min_items: int | None = None
+    ) -> None:
+        """``index_min_items``: a saved version of a catalogue at least this large gets its ANN indexes
+        (:mod:`app.recsys.index`); None: never."""
         self.root = Path(root)
         self.pointer: ActivePointer = pointer if pointer is not None else FileActivePointer(self.root)
+        self.index_min_items = index_min_items
 
     # -- writing ----------------------------------------------------------------------------------
     def save(self, model: Recommender, *, version: str | None = None, name: str | None = None) -> str:
@@ -180,6 +187,7 @@ class ModelStore:
         tmp = folder / f"{_TMP_PREFIX}{version}"
         try:
             model.save(tmp)
+            write_indexes(model, tmp, self.index_min_items)
             files = sorted(p for p in tmp.rglob("*") if p.is_file())
             manifest = {
                 "name": name,
