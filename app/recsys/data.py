@@ -240,6 +240,20 @@ class InteractionData:
         out[rows[keep], max_len - back[keep]] = self.items[pos[keep]] + 1
         return out
 
+    def select(self, users: np.ndarray) -> InteractionData:
+        """The interactions of ``users`` (indices, repeats allowed), user b of the result being users[b]:
+        what a batch of requests is scored from (``Recommender.score_candidates``)."""
+        users = np.asarray(users, dtype=np.int64)
+        rows, pos = self.rows_of(users)
+        return replace(
+            self,
+            user_ids=self.user_ids[users],
+            users=rows,
+            items=self.items[pos],
+            ratings=self.ratings[pos],
+            ts=self.ts[pos],
+        )
+
     def user_index(self, external: Sequence[str]) -> np.ndarray:
         """Contiguous index per external user id, -1 where unknown."""
         return pd.Index(self.user_ids).get_indexer(pd.Index([str(u) for u in external]))

@@ -258,6 +258,14 @@ class ModelStore:
                 raise CorruptVersion(f"{name}/{version}: {rel} does not match its checksum")
         return path
 
+    def digests(self, name: str, version: str) -> dict[str, str]:
+        """The SHA-256 of each file of a version, from its manifest (empty when it has none)."""
+        try:
+            manifest = json.loads((self.path(name, version) / MANIFEST_FILE).read_text())
+        except (OSError, ValueError, StoreError):
+            return {}
+        return {rel: f["sha256"] for rel, f in manifest.get("files", {}).items()}
+
     def load(self, name: str, version: str | None = None, device: torch.device | str = "cpu") -> Recommender:
         """Load a version (default: the active one, else the latest) onto ``device``, verified first."""
         version = version or self.active_version(name) or self.latest(name)

@@ -8,19 +8,24 @@ flight finish on the old versions, new ones get the new versions, none fail.
 from __future__ import annotations
 
 import gc
+import hashlib
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
+from app.recsys.index import VectorIndex, load_indexes
 from app.recsys.models.base import Recommender
-from app.recsys.store import ModelStore, StoreError, served_names, version_time
+from app.recsys.models.hybrid import Hybrid
+from app.recsys.store import ModelStore, StoreError, model_of, served_names, version_time
 from app.recsys.training import resolve_device
 
 log = logging.getLogger(__name__)
@@ -35,28 +40,41 @@ def select_device(name: str) -> torch.device:
 
 def prepare_for_serving(model: Recommender) -> None:
     """Let a model (and an ensemble's members) precompute what only depends on frozen weights."""
-    for m in [model, *getattr(model, "members", {}).values()]:
-        hook = getattr(m, "prepare_for_serving", None)
-        if callable(hook):
-            hook()
+    for m in [model, *(model.members.values() if isinstance(model, Hybrid) else ())]:
+        m.prepare_for_serving()
+
+
+def share_members(
+    hybrid: Hybrid, digests: Mapping[str, str], current: Mapping[str, LoadedModel], store: ModelStore
+) -> None:
+    """Replace each member of ``hybrid`` whose weights equal a loaded version's by that version's model."""
+    for name in list(hybrid.members):
+        mine = digests.get(f"members/{name}/weights.safetensors")
+        lm = current.get(name)
+        if mine is not None and lm is not None and store.digests(name, lm.version).get("weights.safetensors") == mine:
+            hybrid.members[name] = lm.model
 
 
 @dataclass
 class LoadedModel:
-    """One model version on the device, with the lookups serving needs built once at load time."""
+    """One model version on the device, with its ANN indexes and the id look-ups serving needs."""
 
     name: str
     version: str
     model: Recommender
     trained_at: datetime
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    cache: dict[str, Any] = field(default_factory=dict)  # lazily built tensors (normalised embeddings, masks)
+    indexes: dict[str, VectorIndex] = field(default_factory=dict)  # by file name (app.recsys.index)
+    cache: dict[str, Any] = field(default_factory=dict)  # lazily built tensors (normalised embeddings)
+    items_index: pd.Index | None = None  # external item id -> column; shared by versions of one snapshot
+    users_index: pd.Index | None = None
 
     def __post_init__(self) -> None:
-        # dicts, not pandas indexes: a request looks up a handful of ids, where a dict costs nanoseconds
-        self.item_pos = {str(i): c for c, i in enumerate(self.model.item_ids)}  # external id -> column
-        self.user_pos = {str(u): r for r, u in enumerate(self.model.user_ids)}
         self.item_ids = np.asarray(self.model.item_ids, dtype=object)
+        if self.items_index is None:
+            self.items_index = pd.Index(self.item_ids)
+        if self.users_index is None:
+            self.users_index = pd.Index(np.asarray(self.model.user_ids, dtype=object))
 
     @property
     def device(self) -> torch.device:
@@ -70,14 +88,24 @@ class LoadedModel:
     def n_items(self) -> int:
         return len(self.item_ids)
 
+    @property
+    def n_users(self) -> int:
+        return len(self.model.user_ids)
+
     def user_of(self, user_id: str) -> int:
         """Training index of a user, -1 when the model never saw them."""
-        return self.user_pos.get(user_id, -1)
+        assert self.users_index is not None
+        return int(self.users_index.get_indexer([user_id])[0])
 
     def items_of(self, item_ids: np.ndarray | list[str]) -> np.ndarray:
-        """Column of each external item id, -1 where unknown (ids given in one request)."""
-        get = self.item_pos.get
-        return np.fromiter((get(i, -1) for i in item_ids), dtype=np.int64, count=len(item_ids))
+        """Column of each external item id, -1 where unknown."""
+        assert self.items_index is not None
+        if len(item_ids) == 0:
+            return np.empty(0, dtype=np.int64)
+        return self.items_index.get_indexer(pd.Index(np.asarray(item_ids, dtype=object))).astype(np.int64)
+
+    def index(self, file: str) -> VectorIndex | None:
+        return self.indexes.get(file)
 
 
 class ModelSet(Mapping[str, LoadedModel]):
@@ -131,6 +159,7 @@ class ModelRegistry:
         self.models = ModelSet()
         self.ready = False
         self.errors: dict[str, str] = {}  # model -> why its version was refused
+        self._ids: weakref.WeakValueDictionary[bytes, pd.Index] = weakref.WeakValueDictionary()
         self._lock = threading.Lock()  # one loader at a time; readers never lock
 
     def swap(self, models: ModelSet) -> ModelSet:
@@ -138,11 +167,30 @@ class ModelRegistry:
         old, self.models = self.models, models
         return old
 
-    def load_version(self, name: str, version: str) -> LoadedModel:
+    def load_version(self, name: str, version: str, current: Mapping[str, LoadedModel] | None = None) -> LoadedModel:
+        """A version on the device with its indexes; id look-ups and hybrid members already loaded in
+        ``current`` are shared rather than held twice (the versions of one training run share their ids,
+        and a hybrid's members are usually the active versions themselves)."""
         model = self.store.load(name, version, device=self.device)
         model.eval()
         prepare_for_serving(model)
-        return LoadedModel(name, version, model, version_time(version))
+        if isinstance(model, Hybrid) and current:
+            share_members(model, self.store.digests(name, version), current, self.store)
+        for m in [model, *(model.members.values() if isinstance(model, Hybrid) else ())]:
+            m.item_ids, m.user_ids = np.asarray(self._interned(m.item_ids)), np.asarray(self._interned(m.user_ids))
+        items, users = self._interned(model.item_ids), self._interned(model.user_ids)
+        indexes = load_indexes(self.store.path(name, version))
+        return LoadedModel(name, version, model, version_time(version), indexes=indexes, items_index=items,
+                           users_index=users)  # fmt: skip
+
+    def _interned(self, ids: np.ndarray) -> pd.Index:
+        """One pd.Index per distinct id list among the loaded versions (weakly held: dropped with them)."""
+        arr = np.asarray(ids, dtype=object)
+        key = hashlib.blake2b("\x1f".join(map(str, arr)).encode(), digest_size=16).digest()
+        found = self._ids.get(key)
+        if found is None:
+            found = self._ids[key] = pd.Index(arr)
+        return found
 
     def wanted_versions(self) -> dict[str, str]:
         """The version each served name (``mf``, ``mf-rating``, ...) should serve: its active one."""
@@ -160,6 +208,7 @@ class ModelRegistry:
         """Load what changed and swap once; a version that fails to load is refused and the old one kept."""
         with self._lock:
             wanted = dict(self.wanted_versions() if wanted is None else wanted)
+            wanted = dict(sorted(wanted.items(), key=lambda kv: model_of(kv[0]) == "hybrid"))  # members first
             current = self.models
             loaded: dict[str, LoadedModel] = {}
             for name, version in wanted.items():
@@ -167,7 +216,7 @@ class ModelRegistry:
                     loaded[name] = current[name]
                     continue
                 try:
-                    loaded[name] = self.load_version(name, version)
+                    loaded[name] = self.load_version(name, version, {**current, **loaded})
                     self.errors.pop(name, None)
                     log.info("model loaded", extra={"model": name, "version": version, "device": str(self.device)})
                 except (StoreError, RuntimeError, ValueError, KeyError, OSError) as e:

@@ -56,7 +56,7 @@ def test_candidate_scores_equal_full_scores(fitted, split):
     users = np.arange(12)
     full = fitted.score_history(split.train, users)  # [B, I]
     items = torch.as_tensor(np.random.default_rng(0).integers(0, split.train.n_items, (12, 9)))
-    got = fitted.score_candidates(split.train, users, items)
+    got = fitted.score_candidates(split.train.select(users), users, items)
     assert got.shape == (12, 9)
     torch.testing.assert_close(got, full.gather(1, items), rtol=1e-4, atol=1e-4)
 
@@ -66,7 +66,7 @@ def test_inner_products_order_items_as_the_scores_do(name, trained, split):
     fitted = trained(name)
     users = np.arange(12)
     full = fitted.score_history(split.train, users)  # [B, I]
-    q = fitted.user_queries(split.train, users)  # [B, D]
+    q = fitted.user_queries(split.train.select(users), users)  # [B, D]
     dots = q @ fitted.item_vectors().T  # [B, I]
     offset = full - dots  # one constant per user
     torch.testing.assert_close(offset, offset[:, :1].expand_as(offset), rtol=1e-4, atol=1e-4)

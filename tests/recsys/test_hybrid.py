@@ -31,9 +31,14 @@ class Taste(Recommender):
         self.cats = torch.as_tensor(train.item_features[:, : len(CATEGORIES)])  # [I, C] one-hot
         return FitReport(epochs_run=1)
 
+    reads_history = True
+
     def score_history(self, history: InteractionData, users: np.ndarray) -> torch.Tensor:
         share = history.seen_mask(users).float() @ self.cats  # [B, C]
         return share @ self.cats.T  # [B, I]
+
+    def score_candidates(self, batch: InteractionData, users: np.ndarray, items: torch.Tensor) -> torch.Tensor:
+        return self.score_history(batch, np.arange(len(users))).gather(1, items)
 
 
 def normalise_all(scores: torch.Tensor, seen: torch.Tensor, how: str, offset: float) -> torch.Tensor:
@@ -105,10 +110,10 @@ def test_learned_weights_combine_complementary_members():
     # Each recommended item is credited to a member; contributions add up to the score.
     users = np.arange(5)
     everything = torch.arange(split.train.n_items).expand(5, -1)
-    contrib = hybrid.contributions(split.train, users, everything)  # [B, I, M]
+    contrib = hybrid.contributions(split.train.select(users), users, everything)  # [B, I, M]
     assert torch.allclose(contrib.sum(-1), hybrid.score_history(split.train, users))
     top = torch.topk(contrib.sum(-1), 3).indices
-    scores, names, codes = hybrid.explain_candidates(split.train, users, top)
+    scores, names, codes = hybrid.explain_candidates(split.train.select(users), users, top)
     assert torch.allclose(scores, contrib.sum(-1).gather(1, top))
     assert set(names[codes.numpy()].ravel()) <= {"popularity", "taste"}
     assert torch.equal(codes, contrib.gather(1, top.unsqueeze(-1).expand(-1, -1, 2)).argmax(-1))
@@ -144,8 +149,8 @@ def test_save_load_round_trip_with_members(trained, tmp_path):
     assert torch.equal(loaded.score_history(split.train, users), hybrid.score_history(split.train, users))
     top = torch.topk(loaded.score_history(split.train, np.array([0])), 5).indices
     assert torch.equal(
-        loaded.explain_candidates(split.train, np.array([0]), top)[2],
-        hybrid.explain_candidates(split.train, np.array([0]), top)[2],
+        loaded.explain_candidates(split.train.select([0]), np.array([0]), top)[2],
+        hybrid.explain_candidates(split.train.select([0]), np.array([0]), top)[2],
     )
 
 
@@ -166,7 +171,7 @@ def test_unseen_user_scored_by_history_members(trained):
     hybrid, split = trained
     history = with_newcomer(split.train)
     everything = torch.arange(split.train.n_items).unsqueeze(0)
-    contrib = hybrid.contributions(history, np.array([split.train.n_users]), everything)[0]  # [I, M]
+    contrib = hybrid.contributions(history.select([split.train.n_users]), np.array([-1]), everything)[0]  # [I, M]
     assert torch.isfinite(contrib).all()
     assert torch.all(contrib[:, list(hybrid.members).index("mf")] == 0)
     scores = contrib.sum(-1)

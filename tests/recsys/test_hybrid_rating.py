@@ -63,6 +63,9 @@ class Planted(Recommender):
     def predict_ratings(self, users, items):
         return self.table[users, items]
 
+    def score_candidates(self, batch, users, items):
+        return self.table[torch.as_tensor(users)].gather(1, items)
+
 
 def _truth(split) -> torch.Tensor:
     """[U, I] every known rating (train, valid and test), 3 elsewhere."""
@@ -155,7 +158,7 @@ def test_save_load_gives_identical_predictions(trained, split, tmp_path):
     assert torch.equal(loaded.score_history(split.train, everyone), trained.score_history(split.train, everyone))
     assert loaded.metrics == trained.metrics and loaded.weights == trained.weights
     top = torch.topk(loaded.score_history(split.train, np.array([0])), 3).indices
-    _, names, codes = loaded.explain_candidates(split.train, np.array([0]), top)
+    _, names, codes = loaded.explain_candidates(split.train.select([0]), np.array([0]), top)
     assert set(names[codes.numpy()].ravel()) <= {"mf", "content", "gmf"}
 
 
@@ -201,7 +204,8 @@ def test_unseen_user_is_rated_by_the_members_that_read_history(trained, split):
     lo, hi = trained.extra["rating_min"], trained.extra["rating_max"]
     assert torch.isfinite(scores).all() and scores.min() >= lo and scores.max() <= hi and scores.std() > 0
     everything = torch.arange(split.train.n_items).unsqueeze(0)
-    contrib = trained.contributions(history, row, everything)[0]  # [I, M]
+    contrib = trained.contributions(history.select(row), np.array([-1]), everything)[0]  # [I, M]
     assert torch.all(contrib[:, 0] == 0)  # nothing credited to mf, which never saw the user
-    _, names, codes = trained.explain_candidates(history, row, torch.topk(scores, 3).indices.unsqueeze(0))
+    top = torch.topk(scores, 3).indices.unsqueeze(0)
+    _, names, codes = trained.explain_candidates(history.select(row), np.array([-1]), top)
     assert set(names[codes.numpy()].ravel()) == {"content"}

@@ -30,8 +30,8 @@ class ItemVectors(Protocol):
 class UserQueries(Protocol):
     """A query vector per user from their learned state and/or their items (matches ``item_vectors``)."""
 
-    def user_queries(self, history: InteractionData, users: np.ndarray) -> torch.Tensor:
-        """(B,) user rows of ``history`` -> (B, D)."""
+    def user_queries(self, batch: InteractionData, users: np.ndarray) -> torch.Tensor:
+        """(B,) users and their items, as for ``Recommender.score_candidates`` -> (B, D)."""
         ...
 
 
@@ -67,7 +67,8 @@ class ExplainsCandidates(Protocol):
     """An ensemble that says which member added most to each candidate's score."""
 
     def explain_candidates(
-        self, history: InteractionData, users: np.ndarray, items: torch.Tensor
+        self, batch: InteractionData, users: np.ndarray, items: torch.Tensor, weights: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, np.ndarray, torch.Tensor]:
-        """(B,), (B, K) -> (B, K) scores, the member names and (B, K) the index of the member behind each."""
+        """As ``score_candidates``: (B, K) scores, the member names and (B, K) the index of the member that
+        added most to each; ``weights`` ([M]) replace the learned member weights."""
         ...

@@ -114,13 +114,15 @@ class Recommender:
         """
         return self.score_users(torch.as_tensor(users, device=self.device))
 
-    def score_candidates(self, history: InteractionData, users: np.ndarray, items: torch.Tensor) -> torch.Tensor:
-        """(B,) user rows, (B, K) item indices -> (B, K): the ``score_history`` scores at those items.
+    def score_candidates(self, batch: InteractionData, users: np.ndarray, items: torch.Tensor) -> torch.Tensor:
+        """Scores of given items for a batch of users, equal to ``score_history`` at those items.
 
-        This default scores the whole catalogue; models override it to score the K items alone, which
-        is what lets a ranking stage afford a large catalogue."""
-        scores = self.score_history(history, users)  # [B, I]
-        return scores.gather(1, torch.as_tensor(items, device=scores.device))
+        ``batch`` holds the items of the batch's users, row b for the user users[b] (``data.select(users)``
+        of a data set); ``users`` are the users' indices in this model (-1: a user it never saw, served
+        from their items by the models that read them); ``items`` is (B, K) item indices -> (B, K) scores.
+        Scoring K items rather than the catalogue is what lets a ranking stage afford a large catalogue.
+        """
+        raise NotImplementedError(f"{self.name} does not score given candidates")
 
     # -- shared ---------------------------------------------------------------------------------
     def bind(self, data: InteractionData, **dims: int) -> torch.nn.Module:
@@ -186,6 +188,9 @@ class Recommender:
 
     def after_load(self, path: Path) -> None:
         """Hook for models that keep more than one network (the hybrid loads its members here)."""
+
+    def prepare_for_serving(self) -> None:
+        """Hook called once a version is loaded for serving: precompute what only depends on frozen weights."""
 
 
 def trained_on_ratings(model: Recommender) -> bool:

@@ -233,18 +233,25 @@ class Content(Recommender):
         enc, bias = self._net().encode_catalogue()
         return torch.cat([enc, bias.unsqueeze(1)], dim=1)
 
+    def _batch_vectors(self, batch: InteractionData, users: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,) users (-1: never seen) with their items in ``batch`` -> (B,) net rows, (B, D) user vectors."""
+        net = self._net()
+        users = np.asarray(users, dtype=np.int64)
+        u = torch.as_tensor(np.where(users >= 0, users, net.n_users), device=self.device)  # past the end: unseen
+        enc, _ = net.encode_catalogue()
+        return u, net.user_vectors(u, self._windows(batch, np.arange(len(users))), enc)
+
     @torch.no_grad()
-    def user_queries(self, history: InteractionData, users: np.ndarray) -> torch.Tensor:
-        """(B,) users (rows past the training users: profile only) -> (B, D + 1)."""
-        q = self.user_vectors(np.asarray(users, dtype=np.int64), history)
+    def user_queries(self, batch: InteractionData, users: np.ndarray) -> torch.Tensor:
+        """(B,) users -> (B, D + 1) their vectors (the profile alone for users never seen) and a 1."""
+        q = self._batch_vectors(batch, users)[1]
         return torch.cat([q, torch.ones_like(q[:, :1])], dim=1)
 
     @torch.no_grad()
-    def score_candidates(self, history: InteractionData, users: np.ndarray, items: torch.Tensor) -> torch.Tensor:
+    def score_candidates(self, batch: InteractionData, users: np.ndarray, items: torch.Tensor) -> torch.Tensor:
         net = self._net()
         enc, bias = net.encode_catalogue()
-        u = torch.as_tensor(np.asarray(users, dtype=np.int64), device=self.device)
-        q = net.user_vectors(u, self._windows(history, np.asarray(users)), enc)  # [B, D]
+        u, q = self._batch_vectors(batch, users)  # [B], [B, D]
         i = torch.as_tensor(items, device=self.device)  # [B, K]
         scores = (enc[i] * q.unsqueeze(1)).sum(-1) + bias[i]  # [B, K]
         if self.rating_model:

@@ -119,11 +119,12 @@ class EASE(Recommender):
         return x @ self.net.B  # [B, I]
 
     @torch.no_grad()
-    def score_candidates(self, history: InteractionData, users: np.ndarray, items: torch.Tensor) -> torch.Tensor:
-        """(B,), (B, K) -> (B, K): the history rows times the candidates' columns of B only."""
+    def score_candidates(self, batch: InteractionData, users: np.ndarray, items: torch.Tensor) -> torch.Tensor:
+        """(B,), (B, K) -> (B, K): the users' item rows times the candidates' columns of B only."""
         assert isinstance(self.net, _EASENet)
         half = self.config.recency_half_life
-        x = history_rows(history.indptr, history.items, users, history.n_items, half, self.device)  # [B, I]
+        rows_b = np.arange(len(users))
+        x = history_rows(batch.indptr, batch.items, rows_b, batch.n_items, half, self.device)  # [B, I]
         rows, cols = x.nonzero(as_tuple=True)  # the history entries, [H]
         i = torch.as_tensor(items, device=self.device)  # [B, K]
         part = self.net.B[cols.unsqueeze(1), i[rows]] * x[rows, cols].unsqueeze(1)  # [H, K]

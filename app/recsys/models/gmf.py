@@ -85,7 +85,7 @@ class GMF(PairRecommender):
         return torch.cat([net.gmf.item.weight, net.item_bias.weight], dim=1).detach()
 
     @torch.no_grad()
-    def user_queries(self, history: InteractionData, users: np.ndarray) -> torch.Tensor:
+    def user_queries(self, batch: InteractionData, users: np.ndarray) -> torch.Tensor:
         """(B,) training users -> (B, D + 1) the output layer's weights times their embedding, and a 1."""
         net = self._net()
         p = net.gmf.user(torch.as_tensor(np.asarray(users, dtype=np.int64), device=self.device)) * net.out.weight[0]

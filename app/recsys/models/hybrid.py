@@ -172,7 +172,8 @@ class Hybrid(Recommender):
             users = np.sort(np.random.default_rng(cfg.seed).choice(users, self.config.max_fit_users, replace=False))
         net.fit_lengths(train.user_counts(), train.user_counts()[users])
         with torch.no_grad():
-            z = self.member_scores(train, users, torch.arange(train.n_items).expand(len(users), -1))  # [U, I, M]
+            everything = torch.arange(train.n_items).expand(len(users), -1)
+            z = self.member_scores(train.select(users), users, everything)  # [U, I, M]
         seen = train.seen_mask(users, device=self.device)  # [U, I]
         targets = torch.as_tensor(valid.items[valid.indptr[users]], device=self.device)  # [U]
         lengths = torch.as_tensor(train.user_counts()[users], device=self.device)  # [U]
@@ -315,12 +316,6 @@ class Hybrid(Recommender):
         assert isinstance(self.net, RatingStackNet)
         return self.net
 
-    def _serves(self, member: Recommender, users: np.ndarray, history: bool) -> np.ndarray:
-        """(B,) -> (B,) bool: the member can score these users (training users, or any via history)."""
-        if member.reads_history and (history or not member.sequential):
-            return users >= 0
-        return (users >= 0) & (users < len(member.user_ids))
-
     def _fill(self, preds: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
         """(..., M) member ratings, (..., M) bool -> missing ones replaced by the mean of the others."""
         n = ok.sum(-1, keepdim=True)
@@ -335,36 +330,42 @@ class Hybrid(Recommender):
         preds = torch.zeros((len(users), len(self.members)), device=self.device)
         ok = torch.zeros_like(preds, dtype=torch.bool)
         for m, member in enumerate(self.members.values()):
-            serve = torch.as_tensor(self._serves(member, u, history=False), device=self.device)
+            serve = torch.as_tensor((u >= 0) & (u < len(member.user_ids)), device=self.device)
             if serve.any():
                 preds[serve, m] = member.predict_ratings(users[serve], items[serve]).float()
                 ok[serve, m] = True
         return self._fill(net.clamp(preds), ok)
 
-    def _member_rating_matrix(
-        self, history: InteractionData | None, users: np.ndarray
+    def _unseen_past_end(self, users: np.ndarray) -> torch.Tensor:
+        """(B,) users, -1 for one never seen -> the nets' convention: a row past the training users."""
+        return torch.as_tensor(np.where(users >= 0, users, self.dims.get("n_users", 0)), device=self.device)
+
+    def _member_candidate_ratings(
+        self, batch: InteractionData, users: np.ndarray, items: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B,) -> (B, I, M) member ratings for the whole catalogue, clamped to the rating range (a member
-        that cannot score a user stands in with the others' mean), and (B, 1, M) which members could."""
+        """(B,), (B, K) -> (B, K, M) member ratings clamped to the rating range (a member that cannot rate a
+        user stands in with the others' mean), and (B, 1, M) which members could."""
         net = self._stack()
-        preds = torch.zeros((len(users), self.n_items, len(self.members)), device=self.device)
+        preds = torch.zeros((*items.shape, len(self.members)), device=self.device)
         ok = torch.zeros((len(users), 1, len(self.members)), dtype=torch.bool, device=self.device)
         for m, member in enumerate(self.members.values()):
-            serve = self._serves(member, users, history=history is not None)
+            serve = self._serves_users(member, users)
             if serve.any():
-                rows = torch.as_tensor(serve, device=self.device)
-                preds[rows, :, m] = member.score_history(history, users[serve]).float()
-                ok[rows, :, m] = True
+                rows = np.flatnonzero(serve)
+                scored = member.score_candidates(batch.select(rows), users[rows], items[rows]).float()
+                preds[torch.as_tensor(rows, device=self.device), :, m] = scored
+                ok[torch.as_tensor(rows, device=self.device), :, m] = True
         return self._fill(net.clamp(preds), ok.expand_as(preds)), ok
 
-    def _rating_parts(self, users: np.ndarray, history: InteractionData | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B,) -> (B, I, M) each member's weighted rating and (B, I) the rest of the stacked rating."""
+    def _rating_parts(
+        self, batch: InteractionData, users: np.ndarray, items: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,), (B, K) -> (B, K, M) each member's weighted rating and (B, K) the rest of the stacked rating."""
         net = self._stack()
-        u = torch.as_tensor(users, device=self.device)
-        au = net.user_features(u).unsqueeze(1).expand(len(users), self.n_items)  # [B, I]
-        ai = net.item_feat.unsqueeze(0).expand(len(users), self.n_items)  # [B, I]
-        preds, ok = self._member_rating_matrix(history, users)  # [B, I, M], [B, 1, M]
-        contrib = preds * net.member_weights(au, ai)  # [B, I, M]
+        au = net.user_features(self._unseen_past_end(users)).unsqueeze(1).expand(items.shape)  # [B, K]
+        ai = net.item_features(items)  # [B, K]
+        preds, ok = self._member_candidate_ratings(batch, users, items)  # [B, K, M], [B, 1, M]
+        contrib = preds * net.member_weights(au, ai)  # [B, K, M]
         n_ok = ok.sum(-1, keepdim=True)  # [B, 1, 1]
         if bool(((n_ok > 0) & (n_ok < ok.shape[-1])).any()):  # credit stand-ins to the members that scored
             moved = (contrib * ~ok).sum(-1, keepdim=True) / n_ok.clamp(min=1)
@@ -382,10 +383,11 @@ class Hybrid(Recommender):
         return net.clamp((preds * net.member_weights(au, ai)).sum(-1) + net.offset(au, ai))
 
     # -- scoring --------------------------------------------------------------------------------
-    def reference_items(self) -> np.ndarray:
-        """The items whose member scores set each user's normalisation: every item of a catalogue of at
-        most ``reference_items``, else a fixed random sample of that many, whose mean and spread estimate
-        the catalogue's without bias. So K candidates cost K + reference_items member scores, not I."""
+    def reference_items(self) -> tuple[np.ndarray, np.ndarray]:
+        """The items whose member scores set each user's normalisation, and each item's position among
+        them (-1: not one). Every item of a catalogue of at most ``reference_items``, else a fixed random
+        sample of that many, whose mean and spread estimate the catalogue's without bias: K candidates
+        then cost K + reference_items member scores, not I."""
         n, size = self.n_items, self.config.reference_items
         cached = self.__dict__.get("_reference")
         if cached is None or cached[0] != n:
@@ -393,49 +395,49 @@ class Hybrid(Recommender):
             pos = np.full(n, -1, dtype=np.int64)
             pos[ref] = np.arange(ref.size)
             cached = self.__dict__["_reference"] = (n, ref, pos)
-        return cached[1]
+        return cached[1], cached[2]
 
     def _serves_users(self, member: Recommender, users: np.ndarray) -> np.ndarray:
         """(B,) -> (B,) bool: the member can score these users (its training users, or any from their items)."""
-        return users >= 0 if member.reads_history else users < len(member.user_ids)
+        if member.reads_history:
+            return np.ones(len(users), dtype=bool)
+        return (users >= 0) & (users < len(member.user_ids))
 
-    def member_scores(self, history: InteractionData, users: np.ndarray, items: torch.Tensor) -> torch.Tensor:
-        """(B,) users, (B, K) items -> (B, K, M) member scores normalised per user over the reference items
-        the user has not seen; 0 for a member that cannot score the user."""
+    def member_scores(self, batch: InteractionData, users: np.ndarray, items: torch.Tensor) -> torch.Tensor:
+        """(B,) users, (B, K) items (as ``score_candidates``) -> (B, K, M) member scores normalised per user
+        over the reference items the user has not seen; 0 for a member that cannot score the user."""
         users = np.asarray(users, dtype=np.int64)
         items = torch.as_tensor(items, device=self.device)
-        self.reference_items()
-        _, ref_np, ref_pos = self.__dict__["_reference"]
+        ref_np, ref_pos = self.reference_items()
         ref = torch.as_tensor(ref_np, device=self.device).expand(len(users), -1)  # [B, R]
         both = torch.cat([items, ref], dim=1)  # [B, K + R]
-        cols, oks = [], []
-        for member in self.members.values():
+        raw = torch.zeros((*both.shape, len(self.members)), device=self.device)  # [B, K + R, M]
+        oks = []
+        for m, member in enumerate(self.members.values()):
             ok = self._serves_users(member, users)
-            raw = torch.zeros(both.shape, device=self.device)
-            if ok.any():
-                rows = torch.as_tensor(ok, device=self.device)
-                raw[rows] = member.score_candidates(history, users[ok], both[rows]).float()
-            cols.append(raw)
+            if ok.all():
+                raw[:, :, m] = member.score_candidates(batch, users, both).float()
+            elif ok.any():
+                rows = np.flatnonzero(ok)
+                scored = member.score_candidates(batch.select(rows), users[rows], both[rows]).float()
+                raw[torch.as_tensor(rows, device=self.device), :, m] = scored
             oks.append(ok)
-        raw_all = torch.stack(cols, dim=-1)  # [B, K + R, M]
-        seen_rows, pos = history.rows_of(users)
-        at = ref_pos[history.items[pos]]
+        seen_rows, pos = batch.rows_of(np.arange(len(users)))
+        at = ref_pos[batch.items[pos]]
+        mine = at >= 0  # the users' items that are reference items
         free = torch.ones((len(users), ref_np.size), dtype=torch.bool)  # [B, R]
-        mine = at >= 0  # the user's items that are reference items
         free[torch.as_tensor(seen_rows[mine]), torch.as_tensor(at[mine])] = False
-        scale = self.n_items / ref_np.size
-        free = free.to(self.device)
-        z = normalise_candidates(raw_all, items.shape[1], free, self.config.normalise, self.config.rank_offset, scale)
+        how, offset, scale = self.config.normalise, self.config.rank_offset, self.n_items / ref_np.size
+        z = normalise_candidates(raw, items.shape[1], free.to(self.device), how, offset, scale)
         return z * torch.as_tensor(np.stack(oks, axis=1), device=self.device).unsqueeze(1)  # [B, K, M]
 
-    def user_weights(self, history: InteractionData, users: np.ndarray) -> torch.Tensor:
+    def user_weights(self, batch: InteractionData, users: np.ndarray) -> torch.Tensor:
         """(B,) -> (B, M) each user's member weights (gated on their history length)."""
-        lengths = torch.as_tensor(history.user_counts()[np.asarray(users, dtype=np.int64)], device=self.device)
-        return self._fusion().user_weights(lengths)
+        return self._fusion().user_weights(torch.as_tensor(batch.user_counts(), device=self.device))
 
     @torch.no_grad()
     def contributions(
-        self, history: InteractionData, users: np.ndarray, items: torch.Tensor, weights: torch.Tensor | None = None
+        self, batch: InteractionData, users: np.ndarray, items: torch.Tensor, weights: torch.Tensor | None = None
     ) -> torch.Tensor:
         """(B,), (B, K) -> (B, K, M) each member's weighted share of the score; the scores are the sums over
         M (for a rating hybrid, plus the stack's intercept and count terms, clamped to the rating range).
@@ -443,32 +445,36 @@ class Hybrid(Recommender):
         users = np.asarray(users, dtype=np.int64)
         items = torch.as_tensor(items, device=self.device)
         if self.rating_model:
-            parts = self._rating_parts(users, history)[0]  # [B, I, M]
-            return parts.gather(1, items.unsqueeze(-1).expand(-1, -1, parts.shape[2]))
-        w = self.user_weights(history, users) if weights is None else weights.to(self.device).expand(len(users), -1)
-        return self.member_scores(history, users, items) * w.unsqueeze(1)
+            return self._rating_parts(batch, users, items)[0]
+        w = self.user_weights(batch, users) if weights is None else weights.to(self.device).expand(len(users), -1)
+        return self.member_scores(batch, users, items) * w.unsqueeze(1)
 
     @torch.no_grad()
-    def score_candidates(self, history: InteractionData, users: np.ndarray, items: torch.Tensor) -> torch.Tensor:
-        return self.explain_candidates(history, users, items)[0]
+    def score_candidates(self, batch: InteractionData, users: np.ndarray, items: torch.Tensor) -> torch.Tensor:
+        return self.explain_candidates(batch, users, items)[0]
 
     @torch.no_grad()
     def explain_candidates(
-        self, history: InteractionData, users: np.ndarray, items: torch.Tensor, weights: torch.Tensor | None = None
+        self, batch: InteractionData, users: np.ndarray, items: torch.Tensor, weights: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, np.ndarray, torch.Tensor]:
         """(B,), (B, K) -> (B, K) scores, the member names and (B, K) the index of the member that added most
         to each score. ``weights`` as in ``contributions``."""
-        contrib = self.contributions(history, users, items, weights)  # [B, K, M]
-        scores = contrib.sum(-1)
+        users = np.asarray(users, dtype=np.int64)
+        items = torch.as_tensor(items, device=self.device)
         if self.rating_model:
-            rest = self._rating_parts(np.asarray(users, dtype=np.int64), history)[1]  # [B, I]
-            scores = self._stack().clamp(scores + rest.gather(1, torch.as_tensor(items, device=self.device)))
+            contrib, rest = self._rating_parts(batch, users, items)  # [B, K, M], [B, K]
+            scores = self._stack().clamp(contrib.sum(-1) + rest)
+        else:
+            contrib = self.contributions(batch, users, items, weights)
+            scores = contrib.sum(-1)
         return scores, np.asarray(list(self.members), dtype=object), contrib.argmax(-1)
 
     @torch.no_grad()
     def score_history(self, history: InteractionData, users: np.ndarray) -> torch.Tensor:
+        users = np.asarray(users, dtype=np.int64)
         everything = torch.arange(self.n_items, device=self.device).expand(len(users), -1)
-        return self.score_candidates(history, users, everything)
+        known = np.where(users < self.dims.get("n_users", 0), users, -1)  # rows past the training users: unseen
+        return self.score_candidates(history.select(users), known, everything)
 
     def score_users(self, users: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError("the hybrid scores from the users' items: call score_history(history, users)")

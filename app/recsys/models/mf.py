@@ -68,7 +68,7 @@ class MF(PairRecommender):
         return torch.cat([net.item.weight, net.item_bias.weight], dim=1).detach()
 
     @torch.no_grad()
-    def user_queries(self, history: InteractionData, users: np.ndarray) -> torch.Tensor:
+    def user_queries(self, batch: InteractionData, users: np.ndarray) -> torch.Tensor:
         """(B,) training users -> (B, D + 1) their factors and a 1 for the item bias."""
         p = self._net().user(torch.as_tensor(np.asarray(users, dtype=np.int64), device=self.device))
         return torch.cat([p, torch.ones_like(p[:, :1])], dim=1)

@@ -212,7 +212,7 @@ class PairRecommender(Recommender):
         return self._clamp(self.net(users, items.unsqueeze(1)).squeeze(1))
 
     @torch.no_grad()
-    def score_candidates(self, history: InteractionData, users: np.ndarray, items: torch.Tensor) -> torch.Tensor:
+    def score_candidates(self, batch: InteractionData, users: np.ndarray, items: torch.Tensor) -> torch.Tensor:
         """(B,) training users, (B, K) items -> (B, K), as ``score_users`` gives at those items."""
         assert isinstance(self.net, PairNet)
         u = torch.as_tensor(np.asarray(users, dtype=np.int64), device=self.device)

@@ -49,6 +49,6 @@ class Popularity(Recommender):
         assert self.net is not None
         return self.net.counts.unsqueeze(0).expand(len(users), -1)  # [B, I]
 
-    def score_candidates(self, history: InteractionData, users: np.ndarray, items: torch.Tensor) -> torch.Tensor:
+    def score_candidates(self, batch: InteractionData, users: np.ndarray, items: torch.Tensor) -> torch.Tensor:
         assert self.net is not None
         return self.net.counts[torch.as_tensor(items, device=self.device)]  # [B, K]

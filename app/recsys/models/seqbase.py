@@ -188,13 +188,13 @@ class SequentialRecommender(Recommender):
         width = max(int((seqs > 0).sum(1).max()) if seqs.numel() else 0, 1)
         return self._seqnet().encode(seqs[:, -width:])[:, -1]  # [B, D]
 
-    def user_queries(self, history: InteractionData, users: np.ndarray) -> torch.Tensor:
-        """(B,) users -> (B, D) from each user's latest ``max_len`` items in ``history``."""
-        seqs = history.sequences(self.config.max_len, np.asarray(users, dtype=np.int64))
+    def user_queries(self, batch: InteractionData, users: np.ndarray) -> torch.Tensor:
+        """(B,) users -> (B, D) from each one's latest ``max_len`` items (row b of ``batch``)."""
+        seqs = batch.sequences(self.config.max_len, np.arange(len(users)))
         return self.sequence_queries(torch.as_tensor(seqs, device=self.device))
 
     @torch.no_grad()
-    def score_candidates(self, history: InteractionData, users: np.ndarray, items: torch.Tensor) -> torch.Tensor:
-        q = self.user_queries(history, users)  # [B, D]
+    def score_candidates(self, batch: InteractionData, users: np.ndarray, items: torch.Tensor) -> torch.Tensor:
+        q = self.user_queries(batch, users)  # [B, D]
         w = self.item_vectors()[torch.as_tensor(items, device=self.device)]  # [B, K, D]
         return (w * q.unsqueeze(1)).sum(-1)
