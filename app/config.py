@@ -34,9 +34,14 @@ class Settings(BaseSettings):
     recommendation_cache_size: int = Field(
         default=4096,
         ge=0,
-        description="Users' score vectors kept per API process for reuse until their events or the models change "
-        "(about 5 bytes per catalogue item each), and on SQLite as many users' histories, reused until a commit "
-        "changes them; 0 turns both caches off",
+        description="Most users' ranked candidates kept per API process for reuse until their events or the models "
+        "change (a few kB each); 0 turns the cache off",
+    )
+    recommendation_cache_mb: int = Field(
+        default=256,
+        ge=0,
+        description="Memory bound of that cache per API process, in MiB: the least recently used lists go first "
+        "when either bound is reached",
     )
     gc_freeze: bool = Field(
         default=True,
@@ -44,31 +49,17 @@ class Settings(BaseSettings):
         "surviving objects out of later collections (gc.freeze): without it a full collection of them stalls "
         "the process (~180 ms) every few thousand requests",
     )
-    score_batch_size: int = Field(
-        default=32,
-        ge=1,
-        description="Most requests an API process hands to a serving thread at once (those that queued while it "
-        "was busy; none waits for company) and scores in one forward pass per model; 1: each alone",
-    )
-    score_refresh_interval_s: float = Field(
-        default=0.2,
-        ge=0,
-        description="How often each API process looks for users with new events and recomputes the scores it "
-        "keeps for them in the background, in shared forward passes behind the requests queued, so that their "
-        "next request finds them current; also rebuilds the catalogue before it expires. 0: never (a user's "
-        "next request after an event computes them)",
-    )
-    recommendation_cache_mb: int = Field(
-        default=256,
-        ge=0,
-        description="Memory bound of that cache per API process, in MiB: the least recently used users go first "
-        "when either bound is reached",
-    )
     serving_concurrency: int = Field(
         default=1,
         ge=1,
         description="Requests one API process computes at once; the others wait on its event loop "
         "(on the CPU, more than one per core only adds GIL hand-offs)",
+    )
+    catalogue_refresh_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="How often each API process brings its catalogue (active flags, categories, popularity) up to "
+        "date, in a background thread: new events are counted, items read again only after item writes",
     )
     ann_min_items: int = Field(
         default=50_000,

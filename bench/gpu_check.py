@@ -5,8 +5,8 @@ same versions on the CPU.
     python bench/gpu_check.py [--device cuda] [--batch 1,256] [--reps 20] [--workdir var/bench-serve]
 
 Uses the database and model store that bench/serve.py prepares under --workdir (ML-100K, `default`
-models; built here when missing). The app runs with its recommendation and history caches off, so
-every timed request computes its answer. Runs on the CPU too (--device cpu), which is how it is tested.
+models; built here when missing). The app runs with its cache of ranked lists off, so every timed
+request computes its answer. Runs on the CPU too (--device cpu), which is how it is tested.
 """
 
 from __future__ import annotations
@@ -76,25 +76,18 @@ def time_top_n(registry, batches: list[int], n: int = 10, reps: int = 20) -> lis
     return rows
 
 
-def time_handed_over(svc, sizes: list[int], reps: int) -> list[dict]:
-    """Median ms of ``svc.run_many`` over B recommendation requests for B different users (the caches are
-    off: each reads its history from the database, then the users of a model share one forward pass)."""
-    from app.serving.service import Filters
+def time_requests(svc, count: int, reps: int) -> dict:
+    """Median ms of one recommendation request computed in the service (the cache is off: each reads its
+    history from the database, retrieves and ranks), over ``count`` different users."""
+    from app.serving.pipeline import Filters
 
-    rows = []
-    for size in sizes:
-        users = [str(u) for u in range(1, size + 1)]
-        times = []
-        for _ in range(reps + 1):
+    times = []
+    for _ in range(reps + 1):
+        for u in range(1, count + 1):
             t0 = time.perf_counter()
-            out = svc.run_many([svc.recommend_steps(u, filters=Filters(n=10)) for u in users])
+            svc.recommend(str(u), filters=Filters(n=10))
             times.append((time.perf_counter() - t0) * 1000)
-            failed = [r for r in out if isinstance(r, BaseException)]
-            if failed:
-                raise failed[0]
-        ms = statistics.median(times[1:])
-        rows.append({"requests": size, "ms": ms, "per_request_ms": ms / size})
-    return rows
+    return {"requests": count, "ms": statistics.median(times[count:])}
 
 
 def compare_with_cpu(registry, store, batch: int = 64, n: int = 10) -> list[dict]:
@@ -136,7 +129,7 @@ def main() -> None:
     env = serve.prepare(args.workdir.resolve(), "default", retrain=False)
     os.environ.update(env)
     batches = [int(b) for b in args.batch.split(",")]
-    settings = Settings(_env_file=None, device=args.device, recommendation_cache_size=0, score_batch_size=max(batches))
+    settings = Settings(_env_file=None, device=args.device, recommendation_cache_size=0)
     with TestClient(create_app(settings)) as client:
         deadline = time.monotonic() + 300
         while client.get("/readyz").status_code != 200:
@@ -167,9 +160,8 @@ def main() -> None:
         print("\n| model | device | users in batch | scoring + top-10 ms (median) |\n|---|---|---|---|")
         for row in time_top_n(registry, batches, reps=args.reps):
             print(f"| {row['model']} | {row['device']} | {row['users']} | {row['ms']:.2f} |")
-        print("\n| recommendation requests handed over together | ms (median) | ms per request |\n|---|---|---|")
-        for row in time_handed_over(client.app.state.recommender, batches, args.reps):
-            print(f"| {row['requests']} | {row['ms']:.2f} | {row['per_request_ms']:.3f} |")
+        row = time_requests(client.app.state.recommender, 32, args.reps)
+        print(f"\nrecommendations computed: median {row['ms']:.2f} ms a request over {row['requests']} users")
         print(f"\n| model | max abs score diff, {registry.device} vs cpu | top-10 overlap | same items masked |\n"
               "|---|---|---|---|")  # fmt: skip
         for row in compare_with_cpu(registry, ModelStore(settings.models_dir)):

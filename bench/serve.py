@@ -4,18 +4,16 @@ same worker count, loaded by `wrk` from a separate process at 1, 8 and 32 connec
 Prerequisite (Debian/Ubuntu): apt-get update && apt-get install -y wrk
 
     python bench/serve.py [--workers 2] [--duration 5] [--rounds 3] [--connections 1,8,32] [--workdir var/bench-serve]
-                          [--warmup 2] [--cache-size N] [--batch-size N] [--ingest-rate EVENTS_PER_S]
+                          [--warmup 2] [--wrk-threads 2] [--cache-size N] [--ingest-rate EVENTS_PER_S]
 
 The first run imports ML-100K into SQLite under --workdir and trains the `default` models into its
 model store (a few minutes); later runs reuse both (--retrain to start over). Reports requests/s,
-p50 and p99 per endpoint and concurrency, and each endpoint's ratio to the floor. --cache-size sets
-the service's per-user score cache (DEEPREC_RECOMMENDATION_CACHE_SIZE; 0: off, every request computed);
-the share of the service's cache look-ups that hit during each run is reported with it. --ingest-rate
-writes that many events a second through the service while it is measured (on a copy of the database),
-as a live service would, so the caches see their entries go stale. --batch-size sets how many queued
-requests the service hands to its serving thread at once and scores in one forward pass per model
-(DEEPREC_SCORE_BATCH_SIZE; 1: each alone); the mean requests per hop and users per forward pass of
-each run are reported with it.
+p50 and p99 per endpoint and concurrency, and each endpoint's ratio to the floor, with the CPU each
+server used: its cores (CPU seconds per second of the run) and how that CPU split over its workers, so
+a floor that did not saturate the machine (a client too slow, connections on one worker) shows. --cache-size
+sets the service's cache of ranked candidates (DEEPREC_RECOMMENDATION_CACHE_SIZE; 0: off, every request
+computed); the share of look-ups that hit during each run is reported with it. --ingest-rate writes that
+many events a second through the service while it is measured (on a copy of the database).
 """
 
 from __future__ import annotations
@@ -169,15 +167,27 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def run_wrk(port: int, endpoint: str, connections: int, duration: int, workdir: Path, server: int) -> dict:
-    """One wrk run; also the server's CPU time per request, which other load on the machine barely moves."""
+def worker_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds of each worker process of a uvicorn server (its children), from /proc."""
+    try:
+        kids = [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
+    except OSError:
+        return {}
+    return {k: cpu_seconds(k) for k in kids}
+
+
+def run_wrk(port: int, endpoint: str, connections: int, duration: int, workdir: Path, server: int,
+            threads: int) -> dict:  # fmt: skip
+    """One wrk run; also the server's CPU time per request, which other load on the machine barely moves,
+    the cores it used and how its CPU split over its workers."""
     script = workdir / f"{re.sub(r'[^A-Za-z0-9]+', '_', endpoint)}.lua"
     script.write_text(f"request = function()\n  {ENDPOINTS[endpoint]}\nend\n")
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script),
-           f"http://127.0.0.1:{port}"]  # fmt: skip
-    cpu0 = cpu_seconds(server)
+    cmd = ["wrk", f"-t{min(threads, connections)}", f"-c{connections}", f"-d{duration}s", "--latency", "-s",
+           str(script), f"http://127.0.0.1:{port}"]  # fmt: skip
+    cpu0, workers0, t0 = cpu_seconds(server), worker_cpu(server), time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    cpu = cpu_seconds(server) - cpu0
+    cpu, wall = cpu_seconds(server) - cpu0, time.perf_counter() - t0
+    spent = sorted((v - workers0.get(k, 0.0) for k, v in worker_cpu(server).items()), reverse=True)
     n = int(re.search(r"(\d+) requests in", out).group(1))
     pct = {p: float(v) * UNITS[u] for p, v, u in re.findall(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)}
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -191,6 +201,8 @@ def run_wrk(port: int, endpoint: str, connections: int, duration: int, workdir: 
         "non_2xx": int(bad.group(1)) if bad else 0,
         "socket_errors": errors.group(1) if errors else "",
         "cpu_ms": 1000 * cpu / max(n, 1),
+        "cores": cpu / wall,
+        "split": "/".join(f"{100 * x / max(sum(spent), 1e-9):.0f}" for x in spent),
         "requests": n,
     }
 
@@ -235,22 +247,14 @@ def private_database(env: dict[str, str], workdir: Path) -> dict[str, str]:
 
 
 _CACHE = re.compile(r'^deeprec_recommendation_cache_total\{result="(hit|miss)"\} ([\d.e+]+)$', re.M)
-_BATCH = re.compile(r'^deeprec_score_batch_size_(sum|count)\{model="[^"]*"\} ([\d.e+]+)$', re.M)
-_HOP = re.compile(r"^deeprec_serving_batch_size_(sum|count) ([\d.e+]+)$", re.M)
-_REFRESHED = re.compile(r'^deeprec_score_refresh_total\{result="refreshed"\} ([\d.e+]+)$', re.M)
 _PROCESS = re.compile(r'^deeprec_process\{pid="(\d+)"\} 1\.0$', re.M)
 
 
-def cache_counts(port: int, workers: int, tries: int = 60) -> tuple[float, ...] | None:
-    """(hits, misses) of the service's score caches, (requests, passes) of its shared forward passes,
-    (requests, hops) handed to its serving threads and entries refreshed in the background, summed over its
-    worker processes, read while idle; None when not every worker answered a scrape.
-
-    Each worker keeps its own counters and each scrape reaches one of them. Workers are told apart by the
-    process id they report (``deeprec_process``), and the latest scrape of each counts (the background
-    refresher moves some counters while wrk is idle).
-    """
-    seen: dict[str, tuple[float, ...]] = {}
+def cache_counts(port: int, workers: int, tries: int = 60) -> tuple[float, float] | None:
+    """(hits, misses) of the service's caches of ranked candidates, summed over its worker processes;
+    None when not every worker answered a scrape (each worker keeps its own counters and each scrape
+    reaches one of them: they are told apart by the process id they report, ``deeprec_process``)."""
+    seen: dict[str, tuple[float, float]] = {}
     for _ in range(tries):
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
@@ -258,35 +262,18 @@ def cache_counts(port: int, workers: int, tries: int = 60) -> tuple[float, ...] 
         except OSError:
             continue
         counts, process = dict(_CACHE.findall(text)), _PROCESS.search(text)
-        batch = {"sum": 0.0, "count": 0.0}
-        for kind, value in _BATCH.findall(text):  # summed over models
-            batch[kind] += float(value)
-        hop = {kind: float(value) for kind, value in _HOP.findall(text)}
-        refreshed = _REFRESHED.search(text)
-        seven = (float(counts.get("hit", 0)), float(counts.get("miss", 0)), batch["sum"], batch["count"],
-                 hop.get("sum", 0.0), hop.get("count", 0.0),
-                 float(refreshed.group(1)) if refreshed else 0.0)  # fmt: skip
-        seen[process.group(1) if process else "?"] = seven
+        seen[process.group(1) if process else "?"] = (float(counts.get("hit", 0)), float(counts.get("miss", 0)))
         if len(seen) >= workers:
-            return tuple(sum(v[k] for v in seen.values()) for k in range(7))
+            return sum(v[0] for v in seen.values()), sum(v[1] for v in seen.values())
     return None
 
 
 def median_row(runs: list[dict]) -> dict:
     out = dict(runs[0])
-    for key in ("rps", "p50_ms", "p99_ms", "cpu_ms"):
+    for key in ("rps", "p50_ms", "p99_ms", "cpu_ms", "cores"):
         out[key] = statistics.median(r[key] for r in runs)
     looked_up = sum(r.get("cache_lookups", 0) for r in runs)
     out["cache_hit_rate"] = sum(r.get("cache_hits", 0) for r in runs) / looked_up if looked_up else None
-    passes = sum(r.get("batches", 0) for r in runs)
-    out["mean_batch"] = sum(r.get("batched_requests", 0) for r in runs) / passes if passes else None
-    hops = sum(r.get("hops", 0) for r in runs)
-    out["mean_hop"] = sum(r.get("hopped_requests", 0) for r in runs) / hops if hops else None
-    counted = [r for r in runs if "hops" in r]  # runs whose counters were read
-    answered = sum(r["requests"] for r in counted)
-    # requests cut off at the end of a run still reach a serving thread and count there, not in wrk's total
-    out["on_loop"] = max(0.0, 1 - sum(r["hopped_requests"] for r in counted) / answered) if answered else None
-    out["refreshed"] = sum(r.get("refreshed", 0) for r in counted) if counted else None
     out["non_2xx"] = sum(r["non_2xx"] for r in runs)
     out["rounds"] = len(runs)
     return out
@@ -308,21 +295,16 @@ def stop(proc: subprocess.Popen) -> None:
 def table(rows: list[dict]) -> str:
     floor = {r["connections"]: r for r in rows if r["endpoint"] == "floor"}
     lines = ["| endpoint | clients | req/s | p50 ms | p99 ms | req/s vs floor | p99 vs floor | server CPU ms/req "
-             "| floor CPU / CPU | cache hits | on the loop | requests per hop | users per pass | refreshed | non-2xx |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "| cores used | CPU split over workers % | cache hits | non-2xx |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         f = floor.get(r["connections"])
         ratio = f"{r['rps'] / f['rps']:.2f}" if f else ""
         p99 = f"{r['p99_ms'] / f['p99_ms']:.2f}" if f else ""
-        cpu = f"{f['cpu_ms'] / r['cpu_ms']:.2f}" if f and r["cpu_ms"] else ""
         hits = "" if r.get("cache_hit_rate") is None else f"{100 * r['cache_hit_rate']:.1f}%"
-        batch = "" if r.get("mean_batch") is None else f"{r['mean_batch']:.2f}"
-        hop = "" if r.get("mean_hop") is None else f"{r['mean_hop']:.2f}"
-        loop = "" if r.get("on_loop") is None else f"{100 * r['on_loop']:.1f}%"
-        refreshed = "" if r.get("refreshed") is None else f"{r['refreshed']:,.0f}"
         lines.append(f"| {r['endpoint']} | {r['connections']} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | "
-                     f"{r['p99_ms']:.2f} | {ratio} | {p99} | {r['cpu_ms']:.2f} | {cpu} | {hits} | {loop} | {hop} | "
-                     f"{batch} | {refreshed} | {r['non_2xx']} |")  # fmt: skip
+                     f"{r['p99_ms']:.2f} | {ratio} | {p99} | {r['cpu_ms']:.2f} | {r['cores']:.2f} | {r['split']} | "
+                     f"{hits} | {r['non_2xx']} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -352,8 +334,8 @@ def main() -> None:
                    "(on a copy of the database); 0: none")  # fmt: skip
     p.add_argument("--cache-size", type=int, default=None,
                    help="the service's DEEPREC_RECOMMENDATION_CACHE_SIZE (0: off); default: its own")  # fmt: skip
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="the service's DEEPREC_SCORE_BATCH_SIZE (1: each scored alone); default: its own")  # fmt: skip
+    p.add_argument("--wrk-threads", type=int, default=2,
+                   help="wrk threads (at most one per connection): one may not load a floor enough")  # fmt: skip
     args = p.parse_args()
     if not ml100k_available():
         sys.exit(f"skipped: MovieLens 100K not found at {ml100k_dir()} (set DEEPREC_ML100K_DIR)")
@@ -364,8 +346,6 @@ def main() -> None:
     env = {**prepare(args.workdir, args.models, args.retrain, params), "DEEPREC_DEVICE": args.device}
     if args.cache_size is not None:
         env["DEEPREC_RECOMMENDATION_CACHE_SIZE"] = str(args.cache_size)
-    if args.batch_size is not None:
-        env["DEEPREC_SCORE_BATCH_SIZE"] = str(args.batch_size)
     if args.ingest_rate > 0:
         env = private_database(env, args.workdir)
     service = start("app.main:create_app", args.port, args.workers, env, factory=True)
@@ -387,21 +367,16 @@ def main() -> None:
             return floor.pid if endpoint.startswith("floor") else service.pid
 
         def measure(endpoint: str, connections: int, duration: int) -> dict:
-            cached = endpoint.startswith("recommendations") or endpoint in ("predict", "next-items")  # score cache
+            cached = endpoint.startswith("recommendations") or endpoint == "next-items"  # the cache of ranked lists
             before = cache_counts(args.port, args.workers) if cached else None
             row = run_wrk(port_of(endpoint, args.port), endpoint, connections, duration, args.workdir,
-                          pid_of(endpoint))  # fmt: skip
+                          pid_of(endpoint), args.wrk_threads)  # fmt: skip
             if cached:
                 time.sleep(0.2)  # requests cut off at the end of the run finish first
                 after = cache_counts(args.port, args.workers)
                 if before is not None and after is not None:  # else this run's share is not counted
                     row["cache_hits"] = after[0] - before[0]
                     row["cache_lookups"] = after[0] + after[1] - before[0] - before[1]
-                    row["batched_requests"] = after[2] - before[2]
-                    row["batches"] = after[3] - before[3]
-                    row["hopped_requests"] = after[4] - before[4]
-                    row["hops"] = after[5] - before[5]
-                    row["refreshed"] = after[6] - before[6]
             return row
 
         # Warm-up in short runs: each wrk run opens new connections, and which uvicorn worker accepts them is
@@ -437,11 +412,9 @@ def main() -> None:
               f"/v1/interactions ({writes['failed']} failed)")  # fmt: skip
     print(f"models served: {', '.join(f'{n} ({d})' for n, d in loaded.items())}")
     cache = "service default" if args.cache_size is None else args.cache_size
-    batch_size = "service default" if args.batch_size is None else args.batch_size
     print(
-        f"{args.workers} uvicorn workers per app, wrk -t1, median of {args.rounds} runs of {args.duration}s "
-        f"after {args.warmup}s of warm-up, models: {args.models}, score cache size: {cache}, "
-        f"score batch size: {batch_size}, "
+        f"{args.workers} uvicorn workers per app, wrk -t{args.wrk_threads}, median of {args.rounds} runs of "
+        f"{args.duration}s after {args.warmup}s of warm-up, models: {args.models}, cache size: {cache}, "
         f"load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}\n"
     )
     print(table(rows))

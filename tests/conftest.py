@@ -55,7 +55,6 @@ def _hermetic(database_url: str, tmp_path: Path, **overrides: Any) -> Settings:
         "retrain_interval": None,
         "retrain_min_new_events": None,
         "gc_freeze": False,  # process-wide: tests that check it turn it on and thaw afterwards
-        "score_refresh_interval_s": 0.0,  # a background thread: its tests turn it on (cache counts stay exact)
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

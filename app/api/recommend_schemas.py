@@ -18,6 +18,11 @@ class ScoredItemRead(BaseModel):
     item_id: str
     score: float = Field(description="The model's relevance score (higher is better; scale depends on the model)")
     reason: str = Field(description="Why: the seed item it came from, the ensemble member, or 'popular'")
+    retrieved_by: str | None = Field(
+        default=None,
+        description="The retriever that found it: a model's ANN index (its name), 'popular', or 'all' when every "
+        "item was ranked (a small catalogue, or exact=true)",
+    )
 
 
 class RecommendationsRead(BaseModel):
@@ -123,6 +128,7 @@ class SessionRequest(BaseModel):
     n: int = Field(default=10, gt=0, le=MAX_N)
     model: str | None = None
     exclude_seen: bool = Field(default=True, description="Leave out the session's own items")
+    exact: bool = Field(default=False, description="Rank every item instead of the retrieved candidates")
 
 
 class ModelRead(BaseModel):
@@ -135,6 +141,10 @@ class ModelRead(BaseModel):
     trained_at: datetime | None
     loaded: bool = Field(description="Serving now (false: not trained yet, or its version was refused)")
     error: str | None = None
+    weights: dict[str, float] | None = Field(
+        default=None, description="An ensemble's learned member weights (a request can re-blend them: weights=)"
+    )
+    indexes: list[str] = Field(default_factory=list, description="ANN index files loaded with the version")
 
 
 class ModelsRead(BaseModel):

@@ -4,7 +4,6 @@ that loads every active model version in the background (requests get 503 until 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from contextlib import ExitStack
@@ -15,17 +14,15 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.api import observability
-from app.api.batcher import background_submitter, serving_lanes
 from app.api.routes import models as models_routes
 from app.api.routes import recommend as recommend_routes
 from app.config import Settings
 from app.jobs.publish import open_store
-from app.serving.history import CatalogueCache, DataVersion
+from app.serving.catalogue import CatalogueKeeper
 from app.serving.metrics import mark_process, set_loaded
-from app.serving.refresh import ChangeFeed, ScoreRefresher
+from app.serving.pipeline import RecommendationService
 from app.serving.registry import ModelRegistry, select_device
 from app.serving.results import ServingError
-from app.serving.service import RecommendationService
 
 log = logging.getLogger(__name__)
 
@@ -47,19 +44,21 @@ def install_serving(app: FastAPI) -> None:
 
 
 def build_serving(app: FastAPI, settings: Settings, sessions: sessionmaker[Session]) -> ModelRegistry:
-    """Registry and service on app.state; raises at once when DEEPREC_DEVICE=cuda has no GPU."""
+    """Registry, catalogue and pipeline on app.state; raises at once when DEEPREC_DEVICE=cuda has no GPU."""
     torch.set_num_threads(max(1, settings.torch_threads))  # small per-request ops: thread hand-off costs more
     device = select_device(settings.device)
     store = open_store(settings, sessions)  # model_version says what is active
     registry = ModelRegistry(store, device, freeze_heap=settings.gc_freeze)
     app.state.registry = registry
+    app.state.catalogue = CatalogueKeeper(sessions, interval_s=settings.catalogue_refresh_s)
     app.state.recommender = RecommendationService(
         registry,
         sessions,
-        CatalogueCache(sessions, watch=DataVersion(sessions.kw["bind"])),  # SQLite: rebuilt only after commits
-        settings.recommendation_cache_size,
+        app.state.catalogue,
+        ann_min_items=settings.ann_min_items,
+        depth=settings.retrieval_depth,
         cache_bytes=settings.recommendation_cache_mb * 2**20,
-        batch_size=settings.score_batch_size,
+        cache_entries=settings.recommendation_cache_size,
     )
     return registry
 
@@ -76,41 +75,26 @@ def load_models(registry: ModelRegistry) -> None:
 
 
 def start_serving(app: FastAPI, stack: ExitStack) -> None:
-    """Lifespan component (after the database): load every active model version in a background
-    thread; model routes answer 503 with Retry-After and /readyz is not ready until it is done."""
+    """Lifespan component (after the database): load every active model version in a background thread
+    and keep the catalogue current in another; model routes answer 503 with Retry-After and /readyz is
+    not ready until both have loaded."""
     mark_process()
     registry = build_serving(app, app.state.settings, app.state.sessionmaker)
     loader = threading.Thread(target=load_models, args=(registry,), name="model-loader", daemon=True)
     loader.start()
     stack.callback(loader.join, 60)
-    stack.callback(app.state.recommender.close)
+    app.state.catalogue.start()
+    stack.callback(app.state.catalogue.stop)
     app.state.ready_checks["models"] = check_models
-    start_refresh(app, stack)
-
-
-def start_refresh(app: FastAPI, stack: ExitStack) -> None:
-    """The background score refresher (``app.serving.refresh``), every DEEPREC_SCORE_REFRESH_INTERVAL_S
-    (0: none), handing its work to this event loop's serving lanes. Called in the lifespan, on that loop."""
-    interval = app.state.settings.score_refresh_interval_s
-    if interval <= 0:
-        return
-    svc: RecommendationService = app.state.recommender
-    _, batcher = serving_lanes(app.state)
-    feed = ChangeFeed(svc.engine, svc.catalogue.watch)
-    stopping = threading.Event()
-    refresher = ScoreRefresher(svc, feed, background_submitter(batcher, asyncio.get_running_loop(), stopping),
-                               interval, stopping=stopping)  # fmt: skip
-    app.state.score_refresher = refresher
-    svc.on_history_change(lambda users: refresher.wake() if users else None)  # a user's event seen: refresh now
-    refresher.start()
-    stack.callback(refresher.stop)
 
 
 def check_models(app: FastAPI) -> str:
-    """Readiness check: raises until the model registry has loaded the active versions."""
+    """Readiness check: raises until the model registry has loaded the active versions and the catalogue."""
     registry: ModelRegistry | None = getattr(app.state, "registry", None)
     if registry is None or not registry.ready:
         raise ModelsLoading("models loading")
+    if not app.state.catalogue.ready:
+        raise ModelsLoading("catalogue loading")
     if not registry.models:
         return "no trained model yet: serving popularity from the database"
     return ", ".join(f"{n}@{v}" for n, v in registry.models.versions().items())

@@ -9,6 +9,7 @@ catalogue below ``min_items`` gets none: an exact scan is fast and exact there.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,16 +92,17 @@ def index_vectors(model: Recommender) -> dict[str, np.ndarray]:
     return out
 
 
-def write_indexes(model: Recommender, folder: Path, min_items: int | None, threads: int = 0) -> list[str]:
+def write_indexes(model: Recommender, folder: Path, min_items: int | None, threads: int = 0) -> dict[str, float]:
     """Build and save ``model``'s indexes into ``folder`` when its catalogue has ``min_items`` or more
-    items (None: never); returns the files written."""
+    items (None: never); returns the seconds each file took to build and write."""
     if min_items is None or model.n_items < min_items:
-        return []
-    written = []
+        return {}
+    took = {}
     for name, vectors in index_vectors(model).items():
+        t0 = time.perf_counter()
         VectorIndex.build(vectors, METRICS[name], threads).save(Path(folder) / name)
-        written.append(name)
-    return written
+        took[name] = round(time.perf_counter() - t0, 3)
+    return took
 
 
 def load_indexes(folder: Path) -> dict[str, VectorIndex]:

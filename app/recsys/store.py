@@ -187,12 +187,13 @@ class ModelStore:
         tmp = folder / f"{_TMP_PREFIX}{version}"
         try:
             model.save(tmp)
-            write_indexes(model, tmp, self.index_min_items)
+            index_seconds = write_indexes(model, tmp, self.index_min_items)
             files = sorted(p for p in tmp.rglob("*") if p.is_file())
             manifest = {
                 "name": name,
                 "version": version,
                 "created_at": datetime.now(UTC).isoformat(),
+                "index_build_seconds": index_seconds,
                 "files": {str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files},
             }
             (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1))

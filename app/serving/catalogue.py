@@ -1,8 +1,8 @@
 """The catalogue serving reads: each item's ids, active flag, categories and popularity, as numpy arrays.
 
-It is loaded in full once, then kept current off the request path by ``CatalogueKeeper``'s thread: the
-events past the last interaction id counted are added to the popularity counts (a range scan of the
-primary key); the items are read again only when the item table was written (``catalogue_rewrite``)
+It is loaded in full once, then kept current off the request path by ``CatalogueKeeper``'s thread: items
+and events past the last ids it read are appended and added to the popularity counts (range scans of the
+primary keys); every item is read again only when an item was changed or deleted (``catalogue_rewrite``)
 and popularity is counted again only when events were deleted or changed (``history_rewrite``), both
 counts kept by triggers (migrations 0004, 0005). Requests only read the current, immutable ``Catalogue``;
 an item id it lacks is looked up in the database (``find_items``), so a new item is never unknown.
@@ -99,6 +99,27 @@ class Catalogue:
             self._popular = top[np.isfinite(score[top])]
         return self._popular
 
+    def with_items(self, new: Catalogue) -> Catalogue:
+        """This catalogue with the items of ``new`` (all newer) appended, their popularity included; models
+        know none of them, so the per-model look-ups built so far are kept, extended."""
+        offset = self.size
+        cats = dict(self.category_rows)
+        for c, rows in new.category_rows.items():
+            cats[c] = np.concatenate([cats[c], rows + offset]) if c in cats else rows + offset
+        out = Catalogue(
+            item_ids=np.concatenate([self.item_ids, new.item_ids]),
+            db_ids=np.concatenate([self.db_ids, new.db_ids]),
+            active=np.concatenate([self.active, new.active]),
+            category_rows=cats,
+            popularity=np.concatenate([self.popularity, new.popularity]),
+            generation=self.generation + 1,
+        )
+        out._models = {
+            k: (rows, np.concatenate([cols, np.full(new.size, -1)])) for k, (rows, cols) in self._models.items()
+        }
+        out.rows_of(new.item_ids[:1])  # pandas builds an index's hash table on first use: here, not in a request
+        return out
+
     def with_popularity(self, popularity: np.ndarray) -> Catalogue:
         """The same items (and everything derived from them, shared) with other popularity counts."""
         out = copy.copy(self)
@@ -113,6 +134,7 @@ class Marks:
     items: int | None
     rewrites: int | None
     last_id: int
+    last_item: int
 
 
 _LAST_ID = select(func.max(Interaction.id))
@@ -122,6 +144,7 @@ _NEW_EVENTS = select(Interaction.item_id).where(
     Interaction.id > bindparam("after"), Interaction.id <= bindparam("upto")
 )
 _ITEMS = select(Item.id, Item.external_id, Item.active, Item.categories).order_by(Item.id)
+_LAST_ITEM = select(func.max(Item.id))
 
 
 def read_marks(session: Session) -> Marks:
@@ -129,13 +152,18 @@ def read_marks(session: Session) -> Marks:
         session.execute(_ITEM_WRITES).scalar(),
         session.execute(_REWRITES).scalar(),
         int(session.execute(_LAST_ID).scalar() or 0),
+        int(session.execute(_LAST_ITEM).scalar() or 0),
     )
 
 
-def count_events(session: Session, upto: int, db_ids: np.ndarray) -> np.ndarray:
-    """[C] events per item of ``db_ids`` (ascending database ids), counting those with an id up to ``upto``."""
-    stmt = select(Interaction.item_id, func.count()).where(Interaction.id <= upto).group_by(Interaction.item_id)
-    counted = np.array(session.execute(stmt).tuples().all(), dtype=np.int64).reshape(-1, 2)  # [n, (item, count)]
+def count_events(session: Session, upto: int, db_ids: np.ndarray, after_item: int = 0) -> np.ndarray:
+    """[C] events per item of ``db_ids`` (ascending database ids), counting those with an id up to ``upto``;
+    items past ``after_item`` only (a range of ix_interaction_item_id)."""
+    stmt = select(Interaction.item_id, func.count()).where(Interaction.id <= upto)
+    if after_item:
+        stmt = stmt.where(Interaction.item_id > after_item)
+    stmt = stmt.group_by(Interaction.item_id)
+    counted = np.array(session.execute(stmt).all(), dtype=np.int64).reshape(-1, 2)  # [n, (item, count)]
     out = np.zeros(db_ids.size, dtype=np.float64)
     at = np.searchsorted(db_ids, counted[:, 0])
     known = (at < db_ids.size) & (db_ids[np.minimum(at, db_ids.size - 1)] == counted[:, 0]) if db_ids.size else at < 0
@@ -143,9 +171,10 @@ def count_events(session: Session, upto: int, db_ids: np.ndarray) -> np.ndarray:
     return out
 
 
-def load_catalogue(session: Session, upto: int, generation: int = 1) -> Catalogue:
-    """Every item, and the events up to id ``upto`` counted per item."""
-    frame = pd.DataFrame(session.execute(_ITEMS).tuples().all(), columns=["db_id", "item_id", "active", "categories"])
+def load_catalogue(session: Session, upto: int, generation: int = 1, after_item: int = 0) -> Catalogue:
+    """Every item (with a database id past ``after_item``), and the events up to id ``upto`` counted per item."""
+    rows = session.execute(_ITEMS.where(Item.id > after_item)).all()
+    frame = pd.DataFrame(rows, columns=["db_id", "item_id", "active", "categories"])
     db_ids = frame["db_id"].to_numpy(np.int64)
     exploded = frame["categories"].explode().dropna().astype(str)
     groups = exploded.groupby(exploded).indices if len(exploded) else {}
@@ -155,7 +184,7 @@ def load_catalogue(session: Session, upto: int, generation: int = 1) -> Catalogu
         db_ids=db_ids,
         active=frame["active"].to_numpy(dtype=bool),
         category_rows=category_rows,
-        popularity=count_events(session, upto, db_ids),
+        popularity=count_events(session, upto, db_ids, after_item),
         generation=generation,
     )
 
@@ -167,7 +196,7 @@ def find_items(session: Session, item_ids: list[str]) -> pd.DataFrame:
     stmt = select(Item.external_id, Item.title, Item.categories, Item.attributes, Item.active).where(
         Item.external_id.in_(item_ids)
     )
-    rows = session.execute(stmt).tuples().all()
+    rows = session.execute(stmt).all()
     return pd.DataFrame(rows, columns=["item_id", "title", "categories", "attributes", "active"])
 
 
@@ -179,6 +208,7 @@ class CatalogueKeeper:
         self.sessions = sessions
         self.interval_s = interval_s
         self.loads = 0  # full loads
+        self.appends = 0  # new items read alone
         self.updates = 0  # popularity brought up to date from new events alone
         self._current: Catalogue | None = None
         self._marks: Marks | None = None
@@ -210,25 +240,33 @@ class CatalogueKeeper:
                 before, current = self._marks, self._current
                 if current is not None and marks == before:
                     return False
-                if (
-                    current is None
-                    or before is None
-                    or (marks.items, marks.rewrites) != (before.items, before.rewrites)
-                ):
+                if current is None or before is None or self._rewritten(before, marks):
                     new = load_catalogue(session, marks.last_id, current.generation + 1 if current else 1)
                     self.loads += 1
-                elif before.last_id < marks.last_id <= before.last_id + MAX_NEW_EVENTS:
-                    new = self._count_new(session, current, before.last_id, marks.last_id)
-                else:  # events went away without a rewrite count (a database without 0005) or a bulk load
-                    new = current.with_popularity(count_events(session, marks.last_id, current.db_ids))
+                else:
+                    new = current
+                    if marks.last_item > before.last_item:  # new items: read them alone, counted up to last_id
+                        appended = load_catalogue(session, before.last_id, after_item=before.last_item)
+                        new = new.with_items(appended)
+                        self.appends += 1
+                    if before.last_id < marks.last_id <= before.last_id + MAX_NEW_EVENTS:
+                        new = self._count_new(session, new, before.last_id, marks.last_id)
+                    elif marks.last_id != before.last_id:  # events gone without a rewrite count, or a bulk load
+                        new = new.with_popularity(count_events(session, marks.last_id, new.db_ids))
             self._current, self._marks = new, marks
         self._ready.set()
         return True
 
+    @staticmethod
+    def _rewritten(before: Marks, now: Marks) -> bool:
+        """Rows changed or deleted since ``before``: everything is read again."""
+        return (now.items, now.rewrites) != (before.items, before.rewrites) or now.last_item < before.last_item
+
     def _count_new(self, session: Session, current: Catalogue, after: int, upto: int) -> Catalogue:
         ids = np.fromiter(session.execute(_NEW_EVENTS, {"after": after, "upto": upto}).scalars(), dtype=np.int64)
         rows = current.rows_of_db_ids(ids)
-        if (rows < 0).any():  # an event on an item inserted since the last load: its insert moved the item count
+        if (rows < 0).any():  # an event on an item committed after the items were read: read everything
+            self.loads += 1
             return load_catalogue(session, upto, current.generation + 1)
         self.updates += 1
         return current.with_popularity(current.popularity + np.bincount(rows, minlength=current.size))

@@ -24,21 +24,11 @@ INFERENCE = Histogram("deeprec_inference_seconds", "Model forward pass + top-N t
                       ["model"], buckets=LATENCY_BUCKETS)  # fmt: skip
 LOADED = Gauge("deeprec_model_loaded", "1 for each loaded model version", ["model", "version", "device"])
 STRATEGY = Counter("deeprec_recommendation_strategy", "Recommendation lists by strategy", ["strategy"])
-CACHE_REQUESTS = Counter("deeprec_recommendation_cache", "Look-ups in this process's per-user score cache",
-                         ["result"])  # fmt: skip
-CACHE_ENTRIES = Gauge("deeprec_recommendation_cache_entries", "Entries in this process's per-user score cache")
-BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-SCORE_BATCH = Histogram("deeprec_score_batch_size", "Requests scored in one forward pass, by model", ["model"],
-                        buckets=BATCH_BUCKETS)  # fmt: skip
-SERVING_HOP = Histogram("deeprec_serving_batch_size", "Requests handed to a serving thread in one hop (those "
-                        "queued on the event loop while it was busy)", buckets=BATCH_BUCKETS)  # fmt: skip
-REFRESHES = Counter("deeprec_score_refresh", "Cached score entries of users with new events, recomputed in the "
-                    "background before their next request (refreshed), found current already (current) or failed",
-                    ["result"])  # fmt: skip
+CACHE_REQUESTS = Counter("deeprec_recommendation_cache", "Look-ups in this process's cache of users' ranked "
+                         "candidates", ["result"])  # fmt: skip
+CACHE_ENTRIES = Gauge("deeprec_recommendation_cache_entries", "Entries in this process's cache of ranked candidates")
 PROCESS = Gauge("deeprec_process", "1, labelled with the id of the API process that answered this scrape (each "
                 "keeps its own counters unless PROMETHEUS_MULTIPROC_DIR is set)", ["pid"])  # fmt: skip
-HISTORY_CACHE = Counter("deeprec_history_cache", "Look-ups in this process's cache of users' histories (SQLite: "
-                        "reused while no connection has committed since)", ["result"])  # fmt: skip
 
 
 @contextmanager

@@ -13,6 +13,7 @@ class ScoredItem:
     item_id: str
     score: float
     reason: str
+    retrieved_by: str | None = None  # the retriever that found it ("all": every item was ranked)
 
 
 @dataclass
@@ -62,3 +63,19 @@ class NotReady(ServingError):
 
     def __init__(self, retry_after_s: int = 2) -> None:
         super().__init__("models are loading; retry shortly", {"Retry-After": str(retry_after_s)})
+
+
+class BadRequest(ServingError):
+    status = 422
+
+    def __init__(self, message: str) -> None:
+        super().__init__({"message": message})
+
+
+class ModelUnavailable(ServingError):
+    """A model asked for by name whose active version could not be loaded: never silently replaced."""
+
+    status = 503
+
+    def __init__(self, name: str, why: str, retry_after_s: int = 30) -> None:
+        super().__init__({"message": f"model {name!r} is unavailable: {why}"}, {"Retry-After": str(retry_after_s)})

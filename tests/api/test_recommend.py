@@ -52,7 +52,7 @@ def test_recommendations(api):
     body = r.json()
     assert set(body) >= {"user_id", "model", "version", "strategy", "items"}
     assert body["user_id"] == "u1" and body["strategy"] == "personalized" and len(body["items"]) == 5
-    assert set(body["items"][0]) == {"item_id", "score", "reason"}
+    assert set(body["items"][0]) == {"item_id", "score", "reason", "retrieved_by"}
     versions = {m["name"]: m["active_version"] for m in api.get("/v1/models").json()["models"]}
     assert body["version"] == versions["mf"]
 
@@ -236,10 +236,10 @@ def test_cuda_requested_without_a_gpu_refuses_to_start(make_client, monkeypatch)
 def test_scoring_runs_off_the_event_loop(api, monkeypatch):
     import asyncio
 
-    from app.serving.service import RecommendationService
+    from app.serving.pipeline import RecommendationService
 
     seen = []
-    original = RecommendationService.run_many  # the API hands requests to the service through it
+    original = RecommendationService.recommend
 
     def spy(self, *args, **kwargs):
         try:
@@ -249,30 +249,6 @@ def test_scoring_runs_off_the_event_loop(api, monkeypatch):
             seen.append("worker thread")
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(RecommendationService, "run_many", spy)
+    monkeypatch.setattr(RecommendationService, "recommend", spy)
     assert api.get("/v1/users/u1/recommendations").status_code == 200
     assert seen == ["worker thread"]
-
-
-def test_a_repeated_recommendation_is_answered_on_the_event_loop(api, db_url):
-    """SQLite: the same user asking for the same recommendations or next items again, with nothing committed
-    since, is answered from memory without a hop to the serving thread, with the same bytes; an event sends
-    the next one to the serving thread again, and its answer counts the event."""
-    from prometheus_client import REGISTRY
-
-    def hops() -> float:
-        return REGISTRY.get_sample_value("deeprec_serving_batch_size_count") or 0.0
-
-    params = {"n": 5, "model": "mf"}
-    kept = db_url.startswith("sqlite")  # PostgreSQL: the history is always queried, in the serving thread
-    for path in ("/v1/users/u4/next-items", "/v1/users/u4/recommendations"):
-        first = api.get(path, params={"n": 5} if "next" in path else params)
-        before = hops()
-        again = api.get(path, params={"n": 5} if "next" in path else params)
-        assert again.status_code == 200 and again.content == first.content
-        assert hops() - before == (0 if kept else 1), path
-    top = first.json()["items"][0]["item_id"]
-    api.post("/v1/interactions", json={"interactions": [{"user_id": "u4", "item_id": top, "type": "view"}]})
-    before = hops()
-    after = api.get("/v1/users/u4/recommendations", params=params)
-    assert hops() - before == 1 and top not in {i["item_id"] for i in after.json()["items"]}

@@ -107,9 +107,9 @@ def test_first_connections_to_a_new_file_never_fail(tmp_path: Path) -> None:
     assert errors == []
 
 
-def test_item_writes_are_counted_by_triggers_on_sqlite(session, db_url: str) -> None:
-    """catalogue_rewrite (0004): every item created, changed or deleted, by DeepRec or raw SQL, bumps the
-    count on SQLite; a new event does not. PostgreSQL has the row only (its catalogue reloads on expiry)."""
+def test_item_writes_are_counted_by_triggers(session, db_url: str) -> None:
+    """catalogue_rewrite (0004, 0005): every item changed or deleted, by DeepRec or raw SQL, bumps the count
+    (SQLite: each row; PostgreSQL: each statement); a new item or a new event does not (both found by id)."""
     from sqlalchemy import text
 
     from app.db.repository import ItemUpsert, add_interactions, upsert_items
@@ -120,6 +120,7 @@ def test_item_writes_are_counted_by_triggers_on_sqlite(session, db_url: str) -> 
     start = count()
     upsert_items(session=session, items=[ItemUpsert("a", "A", ["X"], {})])  # created
     session.commit()
+    assert count() == start
     upsert_items(session=session, items=[ItemUpsert("a", active=False)])  # changed
     session.commit()
     after_upserts = count()
@@ -130,7 +131,30 @@ def test_item_writes_are_counted_by_triggers_on_sqlite(session, db_url: str) -> 
     session.execute(text("UPDATE item SET title = 'B' WHERE external_id = 'a'"))
     session.execute(text("DELETE FROM item WHERE external_id = 'a'"))
     session.commit()
-    if db_url.startswith("sqlite"):
-        assert after_upserts >= start + 2 and count() == after_upserts + 2
-    else:
-        assert count() == start == 0
+    assert after_upserts == start + 1 and count() == after_upserts + 2
+
+
+def test_rewritten_events_are_counted_by_triggers(session, db_url: str) -> None:
+    """history_rewrite (0003, 0005): an event deleted or moved bumps the count; new events and new users do not."""
+    from sqlalchemy import text
+
+    from app.db.repository import add_interactions
+
+    def count() -> int:
+        return int(session.execute(text("SELECT count FROM history_rewrite WHERE id = 1")).scalar_one())
+
+    start = count()
+    events = [{"user_id": u, "item_id": "a", "type": "view", "value": float("nan"), "ts": 1_700_000_000 + k}
+              for k, u in enumerate(("u", "v", "w"))]  # fmt: skip
+    add_interactions(session=session, rows=pd.DataFrame(events))
+    session.commit()
+    assert count() == start  # new users and events: followed by id, not counted
+    session.execute(
+        text("UPDATE interaction SET occurred_at = occurred_at WHERE id = (SELECT min(id) FROM interaction)")
+    )
+    session.commit()
+    moved = count()
+    assert moved > start
+    session.execute(text("DELETE FROM interaction WHERE id = (SELECT max(id) FROM interaction)"))
+    session.commit()
+    assert count() > moved

@@ -61,7 +61,7 @@ def test_brand_new_items_matching_taste_rank_first(model, split):
     frame = new_items()
     feats = model.feature_schema.encode(frame)  # the service's encoding of items added after training
     users = np.arange(split.train.n_users)
-    scores = model.score_new_items(users, feats, history=split.train)  # [U, 10]
+    scores = model.score_new_items(split.train.select(users), users, feats)  # [U, 10]
     assert scores.shape == (len(users), len(frame)) and torch.isfinite(scores).all()
     item_cat = np.repeat(np.arange(len(CATEGORIES)), 2)
     match = torch.as_tensor(item_cat[None, :] == favourites(split.train)[:, None])  # [U, 10]
@@ -140,7 +140,7 @@ def test_rating_head_beats_global_mean_and_rates_new_items(split, tmp_path):
     liked, disliked = m.predict_ratings(users, taste_item), m.predict_ratings(users, other_item)
     assert (liked > disliked).float().mean() >= 0.9
     assert 0.0 < float(liked.mean()) < 6.0
-    new = m.score_new_items(users.numpy(), m.feature_schema.encode(new_items(1)))  # [U, 5] ratings
+    new = m.score_new_items(split.train.select(users.numpy()), users.numpy(), m.feature_schema.encode(new_items(1)))
     assert (new.argmax(1).numpy() == fav).mean() >= 0.9
     m.save(tmp_path / "content")
     loaded = Content.load(tmp_path / "content")

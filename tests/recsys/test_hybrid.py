@@ -119,6 +119,31 @@ def test_learned_weights_combine_complementary_members():
     assert torch.equal(codes, contrib.gather(1, top.unsqueeze(-1).expand(-1, -1, 2)).argmax(-1))
 
 
+def test_a_large_catalogue_learns_the_weights_on_each_users_candidates():
+    """Above fit_all_items the weights are fitted on the held-out item and every member's top unseen items
+    (what retrieval gives ranking), and still learn the blend that beats each member."""
+    data = InteractionData.from_frames(popular_within_taste(), items_frame(60))
+    split = leave_one_out(data)
+    members = [Popularity(), Taste()]
+    for m in members:
+        m.fit(split.train, split.valid, CFG)
+    hybrid = Hybrid.from_members(members, HybridConfig(fit_all_items=10, fit_depth=8))
+    users = np.unique(split.valid.users)
+    held = torch.as_tensor(split.valid.items[split.valid.indptr[users]])
+    candidates, repeat = hybrid.fit_candidates(split.train, users, held)
+    assert candidates.shape == (len(users), 1 + 2 * 8) and torch.equal(candidates[:, 0], held)
+    assert not repeat[:, 0].any() and not split.train.seen_mask(users).gather(1, candidates).any()
+    for row, flags in zip(candidates.tolist(), repeat.tolist(), strict=True):  # each item counted once
+        assert sorted(c for c, f in zip(row, flags, strict=True) if not f) == sorted(set(row))
+    report = hybrid.fit(split.train, split.valid, CFG)
+    assert report.best_metric is not None and np.isfinite(report.best_metric)
+    w = torch.tensor(list(hybrid.weights.values()))
+    assert not torch.allclose(w / w.abs().sum(), torch.full_like(w, 1 / len(w)), atol=0.05)
+    full = ranking_score(hybrid, split.train, split.valid)["ndcg@10"]
+    solo = {m.name: ranking_score(m, split.train, split.valid)["ndcg@10"] for m in members}
+    assert full >= max(solo.values()) + 0.05, (full, solo)
+
+
 @pytest.fixture(scope="module")
 def trained():
     split = leave_one_out(taste_data())

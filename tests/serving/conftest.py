@@ -7,6 +7,8 @@ import torch
 
 from app.db.session import make_sessionmaker
 from app.recsys.store import ModelStore
+from app.serving.catalogue import CatalogueKeeper
+from app.serving.pipeline import RecommendationService
 from app.serving.registry import ModelRegistry
 from tests.serving import support
 
@@ -33,3 +35,14 @@ def loaded(models_dir, engine, session):
     registry.refresh()
     yield registry, make_sessionmaker(engine)
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def svc(models_dir, engine, session):
+    """The serving pipeline over the seeded database and the stored models (no hybrid), its catalogue loaded
+    on first use and brought up to date by ``svc.catalogue.refresh()`` (no background thread in tests)."""
+    support.seed_database(session)
+    registry = ModelRegistry(ModelStore(models_dir), torch.device("cpu"))
+    registry.refresh()
+    sessions = make_sessionmaker(engine)
+    return RecommendationService(registry, sessions, CatalogueKeeper(sessions))

@@ -4,11 +4,12 @@ import gc
 import threading
 import weakref
 
+import numpy as np
 import pytest
 import torch
 
 from app.recsys.store import ModelStore
-from app.serving import scoring
+from app.serving.pipeline import user_batch
 from app.serving.registry import LoadedModel, ModelRegistry, ModelSet, select_device
 from tests.serving.support import SERVED
 
@@ -89,8 +90,9 @@ def test_requests_during_swaps_never_fail(models_dir):
         while not stop.is_set():
             try:
                 lm = registry.models["mf"]
-                scores = scoring.score_user(lm, 0, lm.items_of(["i1"]))
-                assert scores.shape == (lm.n_items,) and torch.isfinite(scores).all()
+                items = torch.arange(lm.n_items).unsqueeze(0)
+                scores = lm.model.score_candidates(user_batch(lm, lm.items_of(["i1"])), np.array([0]), items)
+                assert scores.shape == (1, lm.n_items) and torch.isfinite(scores).all()
             except BaseException as e:  # noqa: BLE001
                 errors.append(e)
 
@@ -113,7 +115,9 @@ def test_prepare_for_serving_caches_without_changing_scores(models_dir):
     net = served.model.net
     assert net.encode_catalogue()[0] is net.encode_catalogue()[0]  # cached, not recomputed
     cols = served.items_of(["i1", "i2", "i3"])
-    assert torch.equal(scoring.score_user(served, 0, cols), scoring.score_user(plain, 0, cols))
+    items = torch.arange(served.n_items).unsqueeze(0)
+    one, two = (lm.model.score_candidates(user_batch(lm, cols), np.array([0]), items) for lm in (served, plain))
+    assert torch.equal(one, two)
     net.train()  # training again drops the cache
     assert net.encode_catalogue()[0] is not net.encode_catalogue()[0]
     net.eval()

@@ -8,21 +8,12 @@ import torch
 from app.db.repository import ItemUpsert, upsert_items
 from app.db.session import make_sessionmaker
 from app.recsys.store import ModelStore
-from app.serving.history import CatalogueCache
+from app.serving.catalogue import CatalogueKeeper
+from app.serving.pipeline import Filters, RecommendationService
 from app.serving.registry import LoadedModel, ModelRegistry, ModelSet
 from app.serving.results import NotFound, NotReady, UnknownModel
-from app.serving.service import Filters, RecommendationService
 from tests.recsys.synthetic import CATEGORIES
-from tests.serving.support import N_ITEMS, add_event, events, seed_database
-
-
-@pytest.fixture
-def svc(models_dir, engine, session):
-    seed_database(session)
-    registry = ModelRegistry(ModelStore(models_dir), torch.device("cpu"))
-    registry.refresh()
-    sessions = make_sessionmaker(engine)
-    return RecommendationService(registry, sessions, CatalogueCache(sessions, ttl_s=0.0))
+from tests.serving.support import N_ITEMS, add_event, events
 
 
 def only(svc, *names):
@@ -137,7 +128,7 @@ def test_inactive_items_are_never_recommended(svc, session):
     top = svc.recommend("u4", model="mf", filters=Filters(n=1)).items[0].item_id
     upsert_items(session=session, items=[ItemUpsert(top, active=False)])
     session.commit()
-    svc.catalogue.invalidate()
+    svc.catalogue.refresh()
     assert top not in {i.item_id for i in svc.recommend("u4", model="mf", filters=Filters(n=10)).items}
 
 
@@ -160,19 +151,19 @@ def test_session_next_items_ignore_and_report_unknown_ids(svc):
     assert cold.strategy == "popular"
 
 
-def test_scores_are_one_forward_pass_per_request(svc, monkeypatch):
+def test_candidates_are_scored_in_one_pass_per_request(svc, monkeypatch):
     lm = svc.registry.models["mf"]
     calls = []
-    original = lm.model.score_users
-    monkeypatch.setattr(lm.model, "score_users", lambda users: calls.append(len(users)) or original(users))
+    original = lm.model.score_candidates
+    monkeypatch.setattr(lm.model, "score_candidates", lambda b, u, i: calls.append(i.shape) or original(b, u, i))
     svc.recommend("u1", model="mf", filters=Filters(n=50))
-    assert calls == [1]
+    assert calls == [(1, N_ITEMS)]  # a small catalogue: every item is a candidate
 
 
 def test_not_ready_until_loaded(models_dir, engine):
     sessions = make_sessionmaker(engine)
     registry = ModelRegistry(ModelStore(models_dir), torch.device("cpu"))
-    svc = RecommendationService(registry, sessions, CatalogueCache(sessions))
+    svc = RecommendationService(registry, sessions, CatalogueKeeper(sessions))
     with pytest.raises(NotReady) as err:
         svc.recommend("u1", filters=Filters())
     assert err.value.headers["Retry-After"].isdigit()

@@ -10,6 +10,7 @@ from app.api.deps import SessionDep
 from app.api.recommend_schemas import ModelsRead, VersionsRead
 from app.jobs.versions import list_versions as list_recorded
 from app.recsys.models import model_names
+from app.recsys.models.hybrid import Hybrid
 from app.recsys.store import StoreError, served_names, version_time
 from app.serving.registry import ModelRegistry
 from app.serving.results import UnknownModel
@@ -36,8 +37,10 @@ def list_models(registry: Registry) -> dict[str, Any]:
             continue
         lm = loaded.get(name)
         if lm is not None:
+            weights = lm.model.weights if isinstance(lm.model, Hybrid) else None
             row = {"name": name, "active_version": lm.version, "metrics": lm.metrics, "device": str(lm.device),
-                   "trained_at": lm.trained_at, "loaded": True}  # fmt: skip
+                   "trained_at": lm.trained_at, "loaded": True, "weights": weights,
+                   "indexes": sorted(lm.indexes)}  # fmt: skip
         else:
             active = registry.store.active_version(name)
             row = {"name": name, "active_version": active, "metrics": {}, "device": None,

@@ -72,3 +72,18 @@ class ExplainsCandidates(Protocol):
         """As ``score_candidates``: (B, K) scores, the member names and (B, K) the index of the member that
         added most to each; ``weights`` ([M]) replace the learned member weights."""
         ...
+
+
+@runtime_checkable
+class FeatureEncoder(Protocol):
+    """Encodes items from their features alone, so items newer than the model can be scored and matched."""
+
+    def encode_items(self, features: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """[M, F] encoded features (``feature_schema.encode``) -> [M, D], comparable with ``item_embeddings``."""
+        ...
+
+    def score_new_items(
+        self, batch: InteractionData, users: np.ndarray, features: np.ndarray | torch.Tensor
+    ) -> torch.Tensor:
+        """(B,) users and their items, as for ``score_candidates``, and [M, F] features -> [B, M] scores."""
+        ...

@@ -207,14 +207,12 @@ class Content(Recommender):
 
     @torch.no_grad()
     def score_new_items(
-        self, users: np.ndarray, features: np.ndarray | torch.Tensor, history: InteractionData | None = None
+        self, batch: InteractionData, users: np.ndarray, features: np.ndarray | torch.Tensor
     ) -> torch.Tensor:
-        """(B,) users, [M, F] features of items without interactions -> [B, M] scores (ratings if rating model)."""
+        """(B,) users with their items in ``batch`` (as ``score_candidates``), [M, F] features of items without
+        interactions -> [B, M] scores (ratings if rating model)."""
         net = self._net()
-        users = np.asarray(users, dtype=np.int64)
-        enc_cat, _ = net.encode_catalogue()
-        u = torch.as_tensor(users, device=self.device)
-        q = net.user_vectors(u, self._windows(history, users), enc_cat)  # [B, D]
+        u, q = self._batch_vectors(batch, users)  # [B], [B, D]
         enc, bias = net.encode_features(torch.as_tensor(features, dtype=torch.float32, device=self.device))
         scores = q @ enc.T + bias  # [B, M]
         if self.rating_model:

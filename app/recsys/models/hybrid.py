@@ -56,6 +56,9 @@ class HybridConfig:
     gated: bool = True  # member weights also depend on the user's history length
     max_fit_users: int = 4096  # validation users whose member scores are cached for fitting the weights
     reference_items: int = 4096  # items whose scores normalise each member per user (all, in a smaller catalogue)
+    # A larger catalogue learns the weights on each user's candidates: every member's top fit_depth items.
+    fit_all_items: int = 20_000
+    fit_depth: int = 100
     # Rating objective (see stacking.py):
     rating_members: tuple[str, ...] = ()  # empty: every registered name of RATING_MEMBERS
     rating_counts: str = "auto"  # count terms in the stack: auto (cross-validated) | on | off
@@ -171,11 +174,15 @@ class Hybrid(Recommender):
         if len(users) > self.config.max_fit_users:
             users = np.sort(np.random.default_rng(cfg.seed).choice(users, self.config.max_fit_users, replace=False))
         net.fit_lengths(train.user_counts(), train.user_counts()[users])
+        first = torch.as_tensor(valid.items[valid.indptr[users]], device=self.device)  # [U] held-out items
         with torch.no_grad():
-            everything = torch.arange(train.n_items).expand(len(users), -1)
-            z = self.member_scores(train.select(users), users, everything)  # [U, I, M]
-        seen = train.seen_mask(users, device=self.device)  # [U, I]
-        targets = torch.as_tensor(valid.items[valid.indptr[users]], device=self.device)  # [U]
+            if train.n_items <= self.config.fit_all_items:  # every item: the weights see what ranking sees
+                candidates = torch.arange(train.n_items, device=self.device).expand(len(users), -1)
+                seen, targets = train.seen_mask(users, device=self.device), first  # [U, I], [U]
+            else:  # each user's retrieval candidates, as ranking will see them on a large catalogue
+                candidates, seen = self.fit_candidates(train, users, first)  # [U, W], [U, W]
+                targets = torch.zeros_like(first)  # the held-out item is the first candidate
+            z = self.member_scores(train.select(users), users, candidates)  # [U, W, M]
         lengths = torch.as_tensor(train.user_counts()[users], device=self.device)  # [U]
 
         def step(idx: torch.Tensor) -> torch.Tensor:
@@ -204,6 +211,31 @@ class Hybrid(Recommender):
         self.extra["gates"] = dict(zip(names, net.gate.detach().cpu().tolist(), strict=True))
         self.metrics["valid_" + metric] = report.best_metric
         return report
+
+    @torch.no_grad()
+    def fit_candidates(
+        self, train: InteractionData, users: np.ndarray, targets: torch.Tensor, chunk: int = 256
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(U,) users and their held-out items -> (U, W) candidates: the held-out item first, then each
+        member's top ``fit_depth`` unseen items, what retrieval gives the ranking stage; and (U, W) the
+        repeats among them (an item two members found), left out of the softmax."""
+        tops = []
+        for member in self.members.values():
+            member.prepare_for_serving()  # frozen weights from here: an encoder's catalogue encoded once
+            ok = self._serves_users(member, users)
+            part = targets.unsqueeze(1).repeat(1, self.config.fit_depth)  # users it cannot score: repeats only
+            for start in range(0, len(users), chunk):
+                rows = np.flatnonzero(ok[start : start + chunk]) + start
+                if rows.size:
+                    scores = member.score_history(train, users[rows]).float()  # [B, I]
+                    scores = scores.masked_fill(train.seen_mask(users[rows], device=scores.device), float("-inf"))
+                    part[torch.as_tensor(rows, device=self.device)] = scores.topk(self.config.fit_depth, 1).indices
+            tops.append(part)
+        candidates = torch.cat([targets.unsqueeze(1), *tops], dim=1)  # [U, W]
+        order = candidates.sort(dim=1, stable=True)  # a repeat sorts after its first occurrence
+        repeat = torch.zeros_like(candidates, dtype=torch.bool)
+        repeat.scatter_(1, order.indices[:, 1:], order.values[:, 1:] == order.values[:, :-1])
+        return candidates, repeat
 
     def _train_members(
         self,

@@ -1,0 +1,85 @@
+"""Retrieval, the first stage: the few hundred items the ranking stage scores, out of the whole catalogue.
+
+Each retriever gives its top ``depth`` items: a model's index over its item vectors searched with a query
+vector (a user's, or a sequence's), and the most popular items. A model version without an index (its
+catalogue is below DEEPREC_ANN_MIN_ITEMS) is searched exactly, every item scored. Candidates are kept in
+the ranking model's columns, each with the retriever that found it first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from app.recsys.index import RETRIEVAL_FILE, SIMILAR_FILE
+from app.recsys.models.abilities import ItemEmbeddings, ItemVectors
+from app.serving.catalogue import Catalogue
+from app.serving.registry import LoadedModel
+
+POPULAR = "popular"
+EVERY_ITEM = "all"
+
+
+@dataclass(frozen=True)
+class Candidates:
+    cols: np.ndarray  # [K] distinct columns of the ranking model
+    found_by: np.ndarray  # [K] index into ``sources`` of the retriever that found each first
+    sources: tuple[str, ...]
+    complete: bool  # every item the ranking model knows is a candidate: nothing to widen
+
+    @classmethod
+    def everything(cls, ranker: LoadedModel) -> Candidates:
+        return cls(np.arange(ranker.n_items), np.zeros(ranker.n_items, np.int16), (EVERY_ITEM,), True)
+
+    @classmethod
+    def union(cls, ranker: LoadedModel, cat: Catalogue, found: list[tuple[str, LoadedModel, np.ndarray]]) -> Candidates:
+        """The items each retriever found ([k] columns of its own model), in the ranker's columns, each once."""
+        parts, owners = [], []
+        for s, (_, lm, cols) in enumerate(found):
+            rows = cat.aligned(lm)[0][cols[cols >= 0]]
+            mine = cat.aligned(ranker)[1][rows[rows >= 0]]
+            parts.append(mine[mine >= 0])
+            owners.append(np.full(parts[-1].size, s, dtype=np.int16))
+        cols = np.concatenate(parts) if parts else np.empty(0, np.int64)
+        owner = np.concatenate(owners) if owners else np.empty(0, np.int16)
+        first = np.sort(np.unique(cols, return_index=True)[1])  # each item once, found first where it was
+        return cls(cols[first], owner[first], tuple(name for name, _, _ in found), False)
+
+
+def popular_cols(lm: LoadedModel, cat: Catalogue, depth: int) -> np.ndarray:
+    """The ``depth`` most popular active items the model knows, as its columns."""
+    cols = cat.aligned(lm)[1][cat.popular_rows()[: 4 * depth]]
+    return cols[cols >= 0][:depth]
+
+
+def vectors(lm: LoadedModel, file: str) -> torch.Tensor:
+    """[I, D] the vectors an index file searches (cosine ones normalised), kept with the loaded version."""
+    if file not in lm.cache:
+        model = lm.model
+        with torch.no_grad():
+            if file == RETRIEVAL_FILE and isinstance(model, ItemVectors):
+                lm.cache[file] = model.item_vectors().float()
+            elif file == SIMILAR_FILE and isinstance(model, ItemEmbeddings):
+                lm.cache[file] = torch.nn.functional.normalize(model.item_embeddings().float(), dim=1)
+            else:
+                raise ValueError(f"{lm.name} has no vectors for {file}")
+    return lm.cache[file]
+
+
+@torch.no_grad()
+def search(
+    lm: LoadedModel, file: str, queries: torch.Tensor, k: int, exact: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """(B, D) queries -> (B, k) columns of ``lm`` (-1: none) and their similarities, best first: from the
+    version's index, or by scoring every item when it has none or ``exact`` is asked."""
+    cosine = file == SIMILAR_FILE
+    index = None if exact else lm.index(file)
+    if index is not None:
+        q = torch.nn.functional.normalize(queries.float(), dim=1) if cosine else queries.float()
+        return index.search(q.cpu().numpy(), k)
+    v = vectors(lm, file)
+    q = torch.nn.functional.normalize(queries.float(), dim=1) if cosine else queries.float()
+    values, cols = torch.topk(q.to(v.device) @ v.T, min(k, v.shape[0]), dim=1)  # [B, k]
+    return cols.cpu().numpy(), values.cpu().numpy()
