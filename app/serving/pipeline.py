@@ -510,25 +510,24 @@ class RecommendationService:
         exact: bool,
         key: tuple | None,
     ) -> RecList:
-        lm = self.loaded(models, model, True) if model else _best(models, self.sequential(models))
+        lm = self.loaded(models, model, True) if model else None
+        detail = None if lm is not None or model is None else f"model {model!r} has no trained version yet"
+        lm = lm or _best(models, self.sequential(models))  # an untrained one asked for: the best trained one
         seen = hist.rows if f.exclude_seen else np.empty(0, np.int64)
         if lm is None or hist.empty:
             out = self.popular(cat, models, f, seen)
-            if lm is None:
-                out.detail = f"model {model!r} has no trained version yet" if model else "no sequence model trained yet"
-            else:
-                out.detail = "no events to continue from"
+            out.detail = detail or ("no sequence model trained yet" if lm is None else "no events to continue from")
             return out
         if not (hist.cols(lm) >= 0).any():
             out = self.popular(cat, models, f, seen)
             out.detail = f"{lm.name} knows none of these items"
             return out
-        plan = Plan(lm, -1, "sequential")
+        plan = Plan(lm, -1, "sequential", detail)
         ranked, picked = self.top(
             plan, hist, cat, f, None if key is None else (models.token, "next", lm.name, *key), exact
         )
         STRATEGY.labels("sequential").inc()
-        return RecList(lm.name, lm.version, "sequential", self.items(plan, hist, ranked, picked))
+        return RecList(lm.name, lm.version, "sequential", self.items(plan, hist, ranked, picked), detail)
 
     def similar(self, item_id: str, *, n: int = 10, model: str | None = None, exact: bool = False) -> RecList:
         self.check_model(model)

@@ -143,6 +143,12 @@ def test_next_items_use_the_sequence_in_the_database_now(svc, session):
         svc.next_items("u5", model="mf", filters=Filters())
 
 
+def test_next_items_of_an_untrained_sequence_model_come_from_a_trained_one(svc):
+    out = svc.next_items("u5", model="sasrec", filters=Filters(n=3))
+    assert (out.model, out.strategy) == ("gru4rec", "sequential")
+    assert out.detail == "model 'sasrec' has no trained version yet"
+
+
 def test_session_next_items_ignore_and_report_unknown_ids(svc):
     out = svc.session_next(["i1", "i2", "nope"], model=None, filters=Filters(n=5))
     assert out.strategy == "sequential" and out.extra["unknown_item_ids"] == ["nope"]
