@@ -7,13 +7,20 @@ import math
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, WithJsonSchema
 
 from app.db.repository import EVENT_TYPES
 from app.db.tables import ID_LENGTH
 
 ID_MAX = ID_LENGTH
 ATTRIBUTES_MAX_BYTES = 65_536
+ATTRIBUTES_MAX_DEPTH = 8  # {"a": 1} is depth 1, {"a": [1]} depth 2: deeper JSON is refused before it is stored
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)  # events before the Unix epoch are refused as mistakes
+INT64 = 2**63
+# The rules an id follows, in the OpenAPI document too: not blank, no NUL, and addressable as one path
+# segment (no "/", not "." or "..", which clients normalise away).
+ID_PATTERN = r"^(?!\.{1,2}$)[^/\x00]*[^\s/\x00][^/\x00]*$"
+ID_SCHEMA = {"type": "string", "minLength": 1, "maxLength": ID_MAX, "pattern": ID_PATTERN}
 
 
 def _check_text(value: str, what: str, max_len: int) -> str:
@@ -37,6 +44,26 @@ def _check_chars(value: str, what: str) -> None:
 
 def _check_id(value: str) -> str:
     return _check_text(value, "id", ID_MAX)
+
+
+def _check_path_id(value: str) -> str:
+    _check_text(value, "id", ID_MAX)
+    if "/" in value:
+        raise ValueError("id contains '/', which no URL path segment can carry")
+    if value in (".", ".."):
+        raise ValueError(f"id {value!r} is a relative path segment, which clients drop from URLs")
+    return value
+
+
+def _id_from_json(value: Any) -> Any:
+    """Ids are strings; an integer is taken as its decimal digits (a float is refused: 50.0 is not "50")."""
+    if isinstance(value, bool) or isinstance(value, float):
+        raise ValueError(f"an id is a string or an integer, got {json.dumps(value)}")
+    if isinstance(value, int):
+        if not -INT64 <= value < INT64:
+            raise ValueError("an integer id must fit in 64 bits; send larger ones as strings")
+        return str(value)
+    return value
 
 
 def _check_finite(value: float | None) -> float | None:
@@ -85,23 +112,35 @@ def _parse_timestamp(value: Any) -> Any:
             parsed = datetime.fromisoformat(text)
         except ValueError:
             raise ValueError(f"timestamp {value!r} is neither ISO-8601 nor Unix seconds") from None
-        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        try:  # a zone can push a date at either end of the calendar out of it
+            return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        except OverflowError:
+            raise ValueError(f"timestamp {value!r} is out of range in UTC") from None
     raise ValueError("timestamp must be ISO-8601 or Unix seconds")
 
 
-def _check_json(value: Any, path: str = "") -> Any:
-    """Values that every backend can store as JSON: finite numbers, no NUL characters."""
+def _not_before_epoch(value: datetime | None) -> datetime | None:
+    if value is not None and value < EARLIEST:
+        raise ValueError(f"timestamp {value.isoformat()} is before {EARLIEST.isoformat()}, the earliest accepted")
+    return value
+
+
+def _check_json(value: Any, path: str = "", depth: int = 0) -> Any:
+    """Values that every backend can store and serve as JSON: finite numbers, no NUL characters, and
+    at most ATTRIBUTES_MAX_DEPTH levels of objects and arrays (checked before going deeper)."""
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{path or 'value'} is {value}; JSON numbers must be finite")
     if isinstance(value, str):
         _check_chars(value, path or "value")
+    if isinstance(value, dict | list) and depth >= ATTRIBUTES_MAX_DEPTH:
+        raise ValueError(f"{path} nests objects and arrays more than {ATTRIBUTES_MAX_DEPTH} deep")
     if isinstance(value, dict):
         for key, item in value.items():
-            _check_json(key, f"{path}.{key}" if path else str(key))
-            _check_json(item, f"{path}.{key}" if path else str(key))
+            _check_json(key, f"{path}.{key}" if path else str(key), depth + 1)
+            _check_json(item, f"{path}.{key}" if path else str(key), depth + 1)
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            _check_json(item, f"{path}[{i}]")
+            _check_json(item, f"{path}[{i}]", depth + 1)
     return value
 
 
@@ -113,15 +152,28 @@ def _check_attributes(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-Id = Annotated[str, AfterValidator(_check_id)]
+INT_ID = {"type": "integer", "minimum": -INT64, "maximum": INT64 - 1}
+EVENT_ID = {"type": "string", "minLength": 1, "maxLength": ID_MAX, "pattern": r"^[^\x00]*[^\s\x00][^\x00]*$"}
+Id = Annotated[str, AfterValidator(_check_path_id), WithJsonSchema(ID_SCHEMA)]  # a user or an item
+JsonId = Annotated[
+    str, BeforeValidator(_id_from_json), AfterValidator(_check_path_id), WithJsonSchema({"anyOf": [ID_SCHEMA, INT_ID]})
+]
+EventId = Annotated[
+    str, BeforeValidator(_id_from_json), AfterValidator(_check_id), WithJsonSchema({"anyOf": [EVENT_ID, INT_ID]})
+]
 Rating = Annotated[float, BeforeValidator(_not_bool), AfterValidator(_check_finite)]
 EventType = Annotated[str, AfterValidator(_check_type)]
-Timestamp = Annotated[datetime, BeforeValidator(_parse_timestamp)]
+Timestamp = Annotated[
+    datetime,
+    BeforeValidator(_parse_timestamp),
+    AfterValidator(_not_before_epoch),
+    WithJsonSchema({"anyOf": [{"type": "string", "format": "date-time"}, {"type": "number", "minimum": 0}]}),
+]
 Attributes = Annotated[dict[str, Any], AfterValidator(_check_attributes)]
 Title = Annotated[str, AfterValidator(lambda v: _check_text(v, "title", 1024))]
 Category = Annotated[str, AfterValidator(lambda v: _check_text(v, "category", ID_MAX))]
 
-IN = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+IN = ConfigDict(extra="forbid")
 
 
 class InteractionIn(BaseModel):
@@ -135,14 +187,14 @@ class InteractionIn(BaseModel):
         },
     )
 
-    user_id: Id
-    item_id: Id
+    user_id: JsonId
+    item_id: JsonId
     rating: Rating | None = Field(default=None, description="Explicit rating on the configured scale")
     type: EventType | None = Field(
         default=None, description=f"One of {', '.join(EVENT_TYPES)}; default rating if a rating is given, else view"
     )
     timestamp: Timestamp | None = Field(default=None, description="ISO-8601 or Unix seconds; default now")
-    event_id: Id | None = Field(default=None, description="Client id of the event; re-sent ids are stored once")
+    event_id: EventId | None = Field(default=None, description="Client id of the event; re-sent ids are stored once")
 
     @property
     def event_type(self) -> str:
@@ -220,7 +272,7 @@ class ItemUpdate(BaseModel):
     title: Title | None = None
     categories: list[Category] | None = Field(default=None, max_length=100)
     attributes: Attributes | None = Field(default=None, description="Free JSON: year, price, text, ...")
-    active: bool | None = Field(default=None, description="Inactive items are kept but not recommended")
+    active: StrictBool | None = Field(default=None, description="Inactive items are kept but not recommended")
 
 
 class ItemIn(ItemUpdate):
@@ -228,7 +280,7 @@ class ItemIn(ItemUpdate):
         json_schema_extra={"examples": [{"item_id": "i7", "title": "Alien (1979)", "categories": ["Horror", "Sci-Fi"]}]}
     )
 
-    item_id: Id
+    item_id: JsonId
 
 
 class ItemsUpsert(BaseModel):

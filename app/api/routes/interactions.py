@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query
 
-from app.api.deps import SessionDep, SettingsDep, UserIdPath, WriteAccess
+from app.api.deps import ReadAccess, SessionDep, SettingsDep, UserIdPath, WriteAccess
 from app.api.errors import ERROR_RESPONSES, NOT_FOUND, WRITE_RESPONSES, FieldError, InvalidInput
 from app.api.schemas import InteractionPage, InteractionRead, InteractionsCreate, InteractionsResult
 from app.config import Settings
@@ -69,6 +69,7 @@ def add_interactions(body: InteractionsCreate, session: SessionDep, settings: Se
 @router.get(
     "/users/{user_id}/interactions",
     response_model=InteractionPage,
+    dependencies=[ReadAccess],
     responses={**ERROR_RESPONSES, **NOT_FOUND},
 )
 def list_interactions(

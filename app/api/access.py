@@ -1,0 +1,95 @@
+"""Scoped API keys: read < write < admin, each including the ones before it.
+
+A route states the scope it needs with a ``Requires`` dependency (on the route or where its router is
+included); ``app.api.guard`` enforces it before the body is read, and the dependency checks it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import APIKeyHeader
+
+from app.config import SCOPES
+
+RANK = {scope: rank for rank, scope in enumerate(SCOPES)}
+GRANTED = "deeprec.api_scope"  # the request scope's key for the scope the guard granted
+KEY_HEADER = "X-API-Key"
+
+api_key_header = APIKeyHeader(
+    name=KEY_HEADER,
+    auto_error=False,
+    description="Needed on every /v1 route when DEEPREC_API_KEY or DEEPREC_API_KEYS is set: "
+    "a read key for reads and recommendations, a write key for ingest, an admin key for training and versions",
+)
+
+
+class Keyring:
+    """The configured keys, compared in constant time: every key is compared on every call."""
+
+    def __init__(self, key_scopes: dict[str, str]) -> None:
+        self._keys = [(hashlib.sha256(key.encode()).digest(), scope) for key, scope in key_scopes.items()]
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._keys)
+
+    def scope_of(self, key: bytes | None) -> str | None:
+        if key is None:
+            return None
+        digest = hashlib.sha256(key).digest()  # equal lengths: compare_digest then takes the same time
+        found = None
+        for known, scope in self._keys:
+            if hmac.compare_digest(known, digest):
+                found = scope
+        return found
+
+
+def denial(granted: str | None, needed: str) -> HTTPException | None:
+    """401 without a valid key, 403 with a key whose scope is below ``needed``, None when allowed."""
+    if granted is None:
+        return HTTPException(401, f"missing or invalid {KEY_HEADER} header", headers={"WWW-Authenticate": "APIKey"})
+    if RANK[granted] < RANK[needed]:
+        return HTTPException(403, f"this key's scope is {granted!r}; this route needs {needed!r}")
+    return None
+
+
+class Requires:
+    """The scope a route needs (None: open to anyone), as a dependency that also documents the key in OpenAPI."""
+
+    def __init__(self, scope: str | None) -> None:
+        assert scope is None or scope in RANK
+        self.scope = scope
+
+    async def __call__(self, request: Request, key: Annotated[str | None, Security(api_key_header)] = None) -> None:
+        keyring: Keyring = request.app.state.keyring
+        if self.scope is None or not keyring.enabled:
+            return
+        granted = request.scope.get(GRANTED)
+        if granted is None and key is not None:
+            granted = keyring.scope_of(key.encode("latin-1", "replace"))
+        error = denial(granted, self.scope)
+        if error is not None:
+            raise error
+
+    def __repr__(self) -> str:
+        return f"Requires({self.scope!r})"
+
+
+class Public(Requires):
+    """An explicit decision that a route is open (health checks): nothing to check, no key documented."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+
+    async def __call__(self) -> None:  # type: ignore[override]
+        return None
+
+
+OpenAccess = Depends(Public())
+ReadAccess = Depends(Requires("read"))
+WriteAccess = Depends(Requires("write"))
+AdminAccess = Depends(Requires("admin"))
