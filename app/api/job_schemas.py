@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.db.tables import TrainingJob
+from app.recsys.models import model_names
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 Promote = Literal["auto", "always", "never"]
@@ -19,7 +20,9 @@ class TrainCreate(BaseModel):
         json_schema_extra={"example": {"models": ["popularity", "mf"], "params": {"epochs": 5}, "promote": "auto"}},
     )
 
-    models: list[str] = Field(min_length=1, max_length=32, description="Model names, or 'default' / 'all'")
+    models: list[Annotated[str, Field(json_schema_extra={"enum": [*model_names(), "all", "default"]})]] = Field(
+        min_length=1, max_length=32, description="Model names, or 'default' / 'all'"
+    )
     params: dict[str, Any] = Field(
         default_factory=dict,
         description="TrainConfig or model-config overrides for every model, or {model: {...}} for one",

@@ -1,5 +1,6 @@
 """The OpenAPI document with the answers every route can give besides its own: the key's 401 and 403,
-the 413 for a body over the limit, the 422 for an unknown query parameter, and the database's 503.
+the 413 for a body over the limit, the 422 for an unknown query parameter, and the database's 503;
+and the rules the settings set (the rating scale).
 
 Added here once, for every route, so the document states what ``app.api.guard`` and ``app.api.errors``
 do, routes added later included.
@@ -13,6 +14,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from app.api.errors import RETRY_AFTER_S, ErrorBody
+from app.config import Settings
 
 ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
 RETRY_AFTER = {
@@ -47,6 +49,14 @@ def _add_common(operation: dict[str, Any], path: str) -> None:
         responses[code].setdefault("content", ERROR)
 
 
+def _settings_rules(schema: dict[str, Any], settings: Settings) -> None:
+    """Rules that come from the settings rather than the models: the rating scale."""
+    rating = schema["components"]["schemas"].get("InteractionIn", {}).get("properties", {}).get("rating", {})
+    for option in rating.get("anyOf", [rating]):
+        if option.get("type") == "number":
+            option.update(minimum=settings.rating_min, maximum=settings.rating_max)
+
+
 def install_openapi(app: FastAPI) -> None:
     """Replace ``app.openapi`` with one that adds COMMON to each operation (built once, then cached)."""
 
@@ -63,6 +73,7 @@ def install_openapi(app: FastAPI) -> None:
             for path, item in schema.get("paths", {}).items():
                 for operation in item.values():
                     _add_common(operation, path)
+            _settings_rules(schema, app.state.settings)
             app.openapi_schema = schema
         return app.openapi_schema
 

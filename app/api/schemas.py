@@ -153,7 +153,8 @@ def _check_attributes(value: dict[str, Any]) -> dict[str, Any]:
 
 
 INT_ID = {"type": "integer", "minimum": -INT64, "maximum": INT64 - 1}
-EVENT_ID = {"type": "string", "minLength": 1, "maxLength": ID_MAX, "pattern": r"^[^\x00]*[^\s\x00][^\x00]*$"}
+TEXT_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"  # not blank, no NUL
+EVENT_ID = {"type": "string", "minLength": 1, "maxLength": ID_MAX, "pattern": TEXT_PATTERN}
 Id = Annotated[str, AfterValidator(_check_path_id), WithJsonSchema(ID_SCHEMA)]  # a user or an item
 JsonId = Annotated[
     str, BeforeValidator(_id_from_json), AfterValidator(_check_path_id), WithJsonSchema({"anyOf": [ID_SCHEMA, INT_ID]})
@@ -170,8 +171,16 @@ Timestamp = Annotated[
     WithJsonSchema({"anyOf": [{"type": "string", "format": "date-time"}, {"type": "number", "minimum": 0}]}),
 ]
 Attributes = Annotated[dict[str, Any], AfterValidator(_check_attributes)]
-Title = Annotated[str, AfterValidator(lambda v: _check_text(v, "title", 1024))]
-Category = Annotated[str, AfterValidator(lambda v: _check_text(v, "category", ID_MAX))]
+Title = Annotated[
+    str,
+    AfterValidator(lambda v: _check_text(v, "title", 1024)),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 1024, "pattern": TEXT_PATTERN}),
+]
+Category = Annotated[
+    str,
+    AfterValidator(lambda v: _check_text(v, "category", ID_MAX)),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": ID_MAX, "pattern": TEXT_PATTERN}),
+]
 
 IN = ConfigDict(extra="forbid")
 

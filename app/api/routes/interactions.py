@@ -76,7 +76,14 @@ def list_interactions(
     user_id: UserIdPath,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size")] = 50,
-    cursor: Annotated[str | None, Query(max_length=200, description="next_cursor of the previous page")] = None,
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            pattern=r"^[A-Za-z0-9_-]+$",
+            description="next_cursor of the previous page, as handed out (base64url); any other value is a 422",
+        ),
+    ] = None,
 ) -> InteractionPage:
     """A user's events, newest first, one page at a time."""
     try:

@@ -132,7 +132,7 @@ def cancel_job(session: SessionDep, job_id: JobId) -> JobRead:
 def activate_version(
     request: Request,
     session: SessionDep,
-    name: Annotated[str, Path(examples=["mf"])],
+    name: Annotated[str, Path(examples=["mf"], json_schema_extra={"enum": served_names()})],
     version: Annotated[str, Path(examples=["20250101T120000000000Z-1f2e3d"])],
 ) -> ActivationRead:
     """Make a stored version the active one (promote a candidate or roll back); every API process swaps it in."""
