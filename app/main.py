@@ -6,12 +6,12 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import ExitStack, asynccontextmanager
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 
 from app import __version__
-from app.api.access import Keyring, OpenAccess
+from app.api.access import Keyring
 from app.api.errors import CatchAll, install_error_handlers
-from app.api.guard import RequestGuard, reject_unknown_query
+from app.api.guard import RequestGuard
 from app.api.jobs_app import start_embedded_worker, start_hot_swap
 from app.api.observability import configure_logging, start_metrics_server
 from app.api.openapi import install_openapi
@@ -59,7 +59,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def include_routers(app: FastAPI) -> None:
     """Every router of the service, in one place (the serving routers: ``install_serving``). Each route
     says which key scope it needs (``app.api.access``); the health checks are open."""
-    app.include_router(health.router, dependencies=[OpenAccess])
+    app.include_router(health.router)
     for module in (interactions, catalog, jobs):
         app.include_router(module.router, prefix=API_PREFIX)
 
@@ -76,7 +76,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "header: a read key for reads and recommendations, a write key for ingest, an admin key for training, "
         "jobs and versions. /healthz and /readyz are open.",
         lifespan=lifespan,
-        dependencies=[Depends(reject_unknown_query)],  # every route, those added later included
         redirect_slashes=False,  # a slash redirect built its Location from the client's Host header
     )
     app.state.settings = settings
@@ -85,7 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.info("no API key configured: every route is open to anyone who can reach this port")
     app.state.ready_checks = health.default_ready_checks()
     install_error_handlers(app)
-    app.add_middleware(RequestGuard)  # innermost of ours: the key and the body size, before the body is read
+    app.add_middleware(RequestGuard)  # innermost of ours: key, query and body size, before the body is read
     app.add_middleware(CatchAll)
     install_serving(app)  # first: routes are matched in order, and the serving routes take most requests
     include_routers(app)

@@ -1,16 +1,16 @@
 """Scoped API keys: read < write < admin, each including the ones before it.
 
 A route states the scope it needs with a ``Requires`` dependency (on the route or where its router is
-included); ``app.api.guard`` enforces it before the body is read, and the dependency checks it again.
+included). ``app.api.guard`` checks that the key is valid before the body is read; ``Requires`` checks
+its scope.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, Security
+from fastapi import Depends, HTTPException, Request
 from fastapi.security import APIKeyHeader
 
 from app.config import SCOPES
@@ -19,11 +19,9 @@ RANK = {scope: rank for rank, scope in enumerate(SCOPES)}
 GRANTED = "deeprec.api_scope"  # the request scope's key for the scope the guard granted
 KEY_HEADER = "X-API-Key"
 
-api_key_header = APIKeyHeader(
-    name=KEY_HEADER,
-    auto_error=False,
-    description="Needed on every /v1 route when DEEPREC_API_KEY or DEEPREC_API_KEYS is set: "
-    "a read key for reads and recommendations, a write key for ingest, an admin key for training and versions",
+KEY_DOC = (
+    "Needed on every /v1 route when DEEPREC_API_KEY or DEEPREC_API_KEYS is set: a read key for reads and "
+    "recommendations, a write key for ingest, an admin key for training, jobs and versions"
 )
 
 
@@ -57,20 +55,23 @@ def denial(granted: str | None, needed: str) -> HTTPException | None:
     return None
 
 
-class Requires:
-    """The scope a route needs (None: open to anyone), as a dependency that also documents the key in OpenAPI."""
+class Requires(APIKeyHeader):
+    """The scope a route needs, as one dependency that is also the X-API-Key security scheme of the
+    OpenAPI document. The guard has checked that the key is valid; this checks its scope (403)."""
 
-    def __init__(self, scope: str | None) -> None:
-        assert scope is None or scope in RANK
+    def __init__(self, scope: str) -> None:
+        assert scope in RANK
+        super().__init__(name=KEY_HEADER, auto_error=False, scheme_name="APIKeyHeader", description=KEY_DOC)
         self.scope = scope
 
-    async def __call__(self, request: Request, key: Annotated[str | None, Security(api_key_header)] = None) -> None:
+    async def __call__(self, request: Request) -> None:  # type: ignore[override]
         keyring: Keyring = request.app.state.keyring
-        if self.scope is None or not keyring.enabled:
+        if not keyring.enabled:
             return
         granted = request.scope.get(GRANTED)
-        if granted is None and key is not None:
-            granted = keyring.scope_of(key.encode("latin-1", "replace"))
+        if granted is None:  # not through the guard (an app without it): check the key here
+            key = request.headers.get(KEY_HEADER)
+            granted = keyring.scope_of(None if key is None else key.encode("latin-1", "replace"))
         error = denial(granted, self.scope)
         if error is not None:
             raise error
@@ -79,17 +80,6 @@ class Requires:
         return f"Requires({self.scope!r})"
 
 
-class Public(Requires):
-    """An explicit decision that a route is open (health checks): nothing to check, no key documented."""
-
-    def __init__(self) -> None:
-        super().__init__(None)
-
-    async def __call__(self) -> None:  # type: ignore[override]
-        return None
-
-
-OpenAccess = Depends(Public())
 ReadAccess = Depends(Requires("read"))
 WriteAccess = Depends(Requires("write"))
 AdminAccess = Depends(Requires("admin"))

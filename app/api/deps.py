@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 from sqlalchemy.orm import Session
 
-from app.api.access import AdminAccess, OpenAccess, ReadAccess, WriteAccess
+from app.api.access import AdminAccess, ReadAccess, WriteAccess
 from app.api.schemas import Id
 from app.config import Settings
 
@@ -27,6 +27,6 @@ def get_session(request: Request) -> Iterator[Session]:
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 
-__all__ = ["AdminAccess", "OpenAccess", "ReadAccess", "WriteAccess", "SessionDep", "SettingsDep"]
+__all__ = ["AdminAccess", "ReadAccess", "WriteAccess", "SessionDep", "SettingsDep"]
 UserIdPath = Annotated[Id, Path(description="External user id")]
 ItemIdPath = Annotated[Id, Path(description="External item id")]

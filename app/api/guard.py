@@ -1,29 +1,27 @@
-"""What every request passes before its body is read, and the checks every route gets without listing them.
+"""What every request passes before its body is read (one ASGI middleware, no route listed by hand).
 
-``RequestGuard`` (ASGI middleware, so before any body is read): when keys are configured, a valid
-X-API-Key on every path but the open ones (401), the body size (DEEPREC_MAX_BODY_BYTES: 413 by
-Content-Length, or by counting a chunked body), and a 405's ``Allow`` naming every method of the path.
-The scope a route needs is its ``Requires`` dependency's to check (403); a key below it costs at most
-one bounded body. ``reject_unknown_query`` (an app-wide dependency): a 422 for any query parameter the
-route does not declare, as unknown body fields already get.
+- When keys are configured, a valid X-API-Key on every path but the open ones (401). The scope a route
+  needs is its ``Requires`` dependency's to check (403); a key below it costs at most one bounded body.
+- A query parameter the operation does not declare is a 422, as unknown body fields already are.
+- The body size: DEEPREC_MAX_BODY_BYTES, by Content-Length or by counting a chunked body (413).
+- A 405 names in ``Allow`` every method of the path (the router names only its first route's).
+
+Operations and their parameters come from the app's OpenAPI document, the one public list of every
+route: a route added later is covered as soon as it is in the document.
 """
 
 from __future__ import annotations
 
 import re
-import weakref
-from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.dependencies.models import Dependant
+from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
-from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.access import GRANTED, KEY_HEADER, Keyring
-from app.api.errors import FieldError, InvalidInput
 
 HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
@@ -37,17 +35,51 @@ def open_paths(app: FastAPI) -> frozenset[str]:
     return HEALTH_PATHS | {p for p in docs if p}
 
 
+@dataclass(frozen=True)
+class Operations:
+    """Each documented path as a regular expression, with its methods and their query parameters."""
+
+    paths: list[tuple[re.Pattern[str], dict[str, frozenset[str]]]]
+
+    @classmethod
+    def of(cls, spec: dict[str, Any]) -> Operations:
+        paths = []
+        for template, item in spec.get("paths", {}).items():
+            pattern = re.compile("^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template)) + "$")
+            methods = {
+                m.upper(): frozenset(p["name"] for p in op.get("parameters", []) if p.get("in") == "query")
+                for m, op in item.items()
+                if m in METHODS
+            }
+            paths.append((pattern, methods))
+        return cls(paths)
+
+    def methods(self, path: str) -> dict[str, frozenset[str]]:
+        """method -> its query parameters, for every documented path that ``path`` matches (first wins)."""
+        out: dict[str, frozenset[str]] = {}
+        for pattern, methods in self.paths:
+            if pattern.match(path):
+                out = {**methods, **out}
+        return out
+
+
 def _too_large(limit: int) -> HTTPException:
     return HTTPException(413, f"request body over {limit} bytes (DEEPREC_MAX_BODY_BYTES)", {"Connection": "close"})
 
 
 class RequestGuard:
-    """ASGI middleware: 401 without a valid key, 413 for a large body, every allowed method on a 405."""
+    """ASGI middleware: 401 without a valid key, 422 for unknown query parameters, 413 for a large body,
+    and every allowed method on a 405."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self._open: frozenset[str] | None = None
-        self._templates: list[tuple[re.Pattern[str], set[str]]] | None = None
+        self._operations: Operations | None = None
+
+    def operations(self, app: FastAPI) -> Operations:
+        if self._operations is None:
+            self._operations = Operations.of(app.openapi())
+        return self._operations
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -61,10 +93,16 @@ class RequestGuard:
         if keyring.enabled and scope["path"] not in self._open:
             granted = keyring.scope_of(headers.get(KEY_HEADER.lower().encode()))
             if granted is None:
-                await _answer(HTTPException(401, f"missing or invalid {KEY_HEADER} header",
-                                            {"WWW-Authenticate": "APIKey"}), scope, receive, send)  # fmt: skip
+                error = HTTPException(401, f"missing or invalid {KEY_HEADER} header", {"WWW-Authenticate": "APIKey"})
+                await _answer(error, scope, receive, send)
                 return
             scope[GRANTED] = granted
+        if scope["query_string"]:
+            declared = self.operations(app).methods(scope["path"]).get(scope["method"])
+            keys = {k for k, _ in parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)}
+            if declared is not None and not keys <= declared:
+                await _unknown_query(sorted(keys - declared), declared)(scope, receive, send)
+                return
         limit: int = app.state.settings.body_limit
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
@@ -74,31 +112,26 @@ class RequestGuard:
         await self.app(scope, body, self._allow(app, scope, send))
 
     def _allow(self, app: FastAPI, scope: Scope, send: Send) -> Send:
-        """``send`` that lists every method of the path on a 405 (the router names only the first route's)."""
-
         async def sending(message: Message) -> None:
             if message["type"] == "http.response.start" and message["status"] == 405:
-                methods = ", ".join(sorted(self.methods_of(app, scope["path"])))
+                methods = ", ".join(sorted(self.operations(app).methods(scope["path"])))
                 kept = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"allow"]
                 message["headers"] = [*kept, (b"allow", methods.encode())]
             await send(message)
 
         return sending
 
-    def methods_of(self, app: FastAPI, path: str) -> set[str]:
-        if self._templates is None:  # from the OpenAPI document: the one public list of every route
-            spec = app.openapi()
-            self._templates = [
-                (re.compile("^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template)) + "$"),
-                 {m.upper() for m in item if m in METHODS})
-                for template, item in spec.get("paths", {}).items()
-            ]  # fmt: skip
-        return set().union(*(methods for pattern, methods in self._templates if pattern.match(path)))
-
 
 async def _answer(error: HTTPException, scope: Scope, receive: Receive, send: Send) -> None:
     response = JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=error.headers)
     await response(scope, receive, send)
+
+
+def _unknown_query(unknown: list[str], declared: frozenset[str]) -> JSONResponse:
+    """The 422 of app.api.errors: a detail line and one entry per unknown parameter."""
+    known = ", ".join(sorted(declared)) or "none"
+    errors = [{"field": k, "message": f"unknown query parameter; known: {known}", "index": None} for k in unknown]
+    return JSONResponse({"detail": "; ".join(f"{e['field']}: {e['message']}" for e in errors), "errors": errors}, 422)
 
 
 def _counted(receive: Receive, limit: int) -> Receive:
@@ -115,33 +148,3 @@ def _counted(receive: Receive, limit: int) -> Receive:
         return message
 
     return counted
-
-
-def _query_names(dependant: Dependant) -> Iterable[str]:
-    for field in dependant.query_params:
-        annotation: Any = getattr(field.field_info, "annotation", None)
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):  # a query parameter model
-            yield from (f.alias or name for name, f in annotation.model_fields.items())
-        else:
-            yield field.alias
-    for sub in dependant.dependencies:
-        yield from _query_names(sub)
-
-
-# id(route) -> (the route, its query parameters); the weak reference tells a reused id from the same route
-_DECLARED: dict[int, tuple[weakref.ref[APIRoute], frozenset[str]]] = {}
-
-
-async def reject_unknown_query(request: Request) -> None:
-    """App-wide dependency: a 422 naming each query parameter the matched route does not declare."""
-    route = request.scope.get("route")
-    if not isinstance(route, APIRoute) or not request.query_params:
-        return
-    ref, known = _DECLARED.get(id(route), (None, frozenset()))
-    if ref is None or ref() is not route:
-        known = frozenset(_query_names(route.dependant))
-        _DECLARED[id(route)] = (weakref.ref(route), known)
-    unknown = sorted(set(request.query_params) - known)
-    if unknown:
-        names = ", ".join(sorted(known)) or "none"
-        raise InvalidInput([FieldError(field=k, message=f"unknown query parameter; known: {names}") for k in unknown])
