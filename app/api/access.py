@@ -1,9 +1,6 @@
-"""Scoped API keys: read < write < admin, each including the ones before it.
-
-A route states the scope it needs with a ``Requires`` dependency (on the route or where its router is
-included). ``app.api.guard`` checks that the key is valid before the body is read; ``Requires`` checks
-its scope.
-"""
+"""Scoped API keys (read < write < admin, each including the ones before it). A route states its scope with
+a ``Requires`` dependency; ``app.api.guard`` checks the key is valid before the body is read, ``Requires``
+checks its scope."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from fastapi import Depends, Path, Request
 from sqlalchemy.orm import Session
 
 from app.api.access import AdminAccess, ReadAccess, WriteAccess
-from app.api.schemas import Id
+from app.api.fields import Id
 from app.config import Settings
 
 

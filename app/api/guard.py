@@ -1,14 +1,5 @@
-"""What every request passes before its body is read (one ASGI middleware, no route listed by hand).
-
-- When keys are configured, a valid X-API-Key on every path but the open ones (401). The scope a route
-  needs is its ``Requires`` dependency's to check (403); a key below it costs at most one bounded body.
-- A query parameter the operation does not declare is a 422, as unknown body fields already are.
-- The body size: DEEPREC_MAX_BODY_BYTES, by Content-Length or by counting a chunked body (413).
-- A 405 names in ``Allow`` every method of the path (the router names only its first route's).
-
-Operations and their parameters come from the app's OpenAPI document, the one public list of every
-route: a route added later is covered as soon as it is in the document.
-"""
+"""The checks every request passes before its body is read: a valid key (401), no undeclared query
+parameter (422), the body size (413), and a 405 that names every method of its path."""
 
 from __future__ import annotations
 
@@ -68,8 +59,14 @@ def _too_large(limit: int) -> HTTPException:
 
 
 class RequestGuard:
-    """ASGI middleware: 401 without a valid key, 422 for unknown query parameters, 413 for a large body,
-    and every allowed method on a 405."""
+    """ASGI middleware. When keys are configured, a valid X-API-Key on every path but the open ones; the
+    scope a route needs is its ``Requires`` dependency's to check (403), so a key below it costs at most
+    one bounded body. A query parameter the operation does not declare is a 422, as unknown body fields
+    are. DEEPREC_MAX_BODY_BYTES holds by Content-Length, or by counting a chunked body. A 405's Allow
+    names every method of the path (the router names only its first route's).
+
+    Operations and their parameters come from the app's OpenAPI document, the one public list of every
+    route: a route added later is covered as soon as it is documented."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

@@ -1,10 +1,6 @@
-"""Lifespan parts for background training: the hot-swap poller and the embedded worker process.
-
-Training never runs in the API process: ``deeprec serve`` starts one ``deeprec worker``
-subprocess (DEEPREC_EMBEDDED_WORKER=false turns it off when workers run separately), restarts it
-when it dies, and stops it on shutdown. Every API process polls model_version and swaps newly
-active versions in.
-"""
+"""Lifespan parts for background training: the hot-swap poller, and the embedded ``deeprec worker``
+subprocess (DEEPREC_EMBEDDED_WORKER=false turns it off), restarted when it dies and stopped on shutdown.
+Training never runs in the API process."""
 
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
-"""The OpenAPI document with the answers every route can give besides its own: the key's 401 and 403,
-the 413 for a body over the limit, the 422 for an unknown query parameter, and the database's 503;
-and the rules the settings set (the rating scale).
-
-Added here once, for every route, so the document states what ``app.api.guard`` and ``app.api.errors``
-do, routes added later included.
-"""
+"""The OpenAPI document with what every route can answer besides its own (401, 403, 413, 422, 503: what
+``app.api.guard`` and ``app.api.errors`` do, added once for all routes) and the rules the settings set."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""Types and ranges of the POST /v1/train ``params``, checked at the API so that a bad value is a 422 naming
-its field rather than a job that fails, or "succeeds" with an untrained model, later.
-
-The bounds are sanity limits on one value; whether a model of that size fits the worker's memory
-depends on the data and is the worker's to check.
-"""
+"""Types and ranges of the POST /v1/train ``params``: a bad value is a 422 naming its field, not a job that
+fails later. Sanity limits on one value each; whether a model fits the worker's memory is the worker's."""
 
 from __future__ import annotations
 

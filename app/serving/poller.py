@@ -1,10 +1,6 @@
-"""Hot swap: every API process polls model_version for newly active versions and swaps them in.
-
-The swap itself is the registry's (one reference assignment: requests in flight keep the set they
-hold). A version that cannot be loaded (missing or corrupt files) is refused, logged, and the previous
-version keeps serving; it is tried again when it is activated again or its files change, so every
-process converges on model_version, or says in ``registry.errors`` (/readyz, /v1/models) why not.
-"""
+"""Hot swap: every API process polls model_version and swaps newly active versions in (the registry's one
+reference assignment). A version that fails to load is refused and the previous one keeps serving, until
+it is activated again or its files change; ``registry.errors`` (/readyz, /v1/models) says why meanwhile."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.api.schemas import ATTRIBUTES_MAX_DEPTH
+from app.api.fields import ATTRIBUTES_MAX_DEPTH
 
 
 def nested(depth: int) -> Any:

@@ -1,10 +1,6 @@
-"""Schemathesis over the whole OpenAPI document, with the admin key, on SQLite and PostgreSQL: no 5xx,
-and every response as documented (status, content type, headers, body schema).
-
-Bounded: EXAMPLES positive and as many negative cases per operation, derandomized (a fixed seed), with
-the embedded worker off so fuzzed training jobs only queue. Each operation is its own test, so a case
-that fails is reported, or marked, by its operation.
-"""
+"""Schemathesis over every operation of the OpenAPI document with the admin key, on SQLite and PostgreSQL:
+no 5xx, every response as documented. EXAMPLES positive and negative cases each, a fixed seed, the worker
+off (fuzzed jobs only queue); one test per operation, so a failure is reported or marked by operation."""
 
 from __future__ import annotations
 

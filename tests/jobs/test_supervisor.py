@@ -1,9 +1,6 @@
-"""The embedded worker is supervised: a worker that dies is reaped (no zombie), its job is handed back at
-once, a new one starts after a doubling backoff, and readiness says when none is alive (issue 16 item 9).
-
-A stand-in process (a sleeping Python) plays the worker here; tests/fault/test_worker_kill.py kills a
-real one mid-training.
-"""
+"""The supervised embedded worker (issue 16 item 9), played by a sleeping Python: a dead one is reaped, its
+job handed back at once, a new one started after a doubling backoff, and readiness says when none is alive.
+tests/fault/test_worker_kill.py kills a real one mid-training."""
 
 from __future__ import annotations
 
@@ -24,6 +21,8 @@ from app.config import Settings
 from app.db.session import make_engine, make_sessionmaker
 from app.jobs import queue
 from tests.jobs.support import wait_for
+
+pytestmark = pytest.mark.slow  # starts processes
 
 
 def sleeper(_settings: Settings) -> subprocess.Popen[bytes]:
