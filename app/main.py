@@ -53,6 +53,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     with ExitStack() as stack:
         for start in COMPONENTS:
             start(app, stack)
+        app.openapi()  # built once now: the request guard reads it, and no client request pays for it
         yield
 
 
