@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+SCOPES = ("read", "write", "admin")  # each includes the ones before it
+
 
 class Settings(BaseSettings):
     # env_ignore_empty: DEEPREC_X= (as compose writes an unset ${VAR:-}) means "use the default".
@@ -20,7 +22,34 @@ class Settings(BaseSettings):
     )
     models_dir: Path = Field(default=Path("models_store"), description="Root of the versioned model store")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Where models are loaded")
-    api_key: str | None = Field(default=None, description="When set, write endpoints need X-API-Key")
+    api_key: str | None = Field(
+        default=None, description="An admin key: when set (or DEEPREC_API_KEYS is), every /v1 route needs X-API-Key"
+    )
+    api_keys: str | None = Field(
+        default=None,
+        description="Scoped keys as comma-separated scope:key pairs, e.g. read:k1,write:k2,admin:k3 "
+        "(admin: everything; write: ingest and reads; read: reads and recommendations)",
+    )
+    max_body_bytes: int | None = Field(
+        default=None,
+        ge=1024,
+        description="Largest request body accepted (413 above it, before reading it); default 512 bytes "
+        "per DEEPREC_MAX_BATCH event, about twice what such a batch takes",
+    )
+    open_docs: bool = Field(default=True, description="/docs, /redoc and /openapi.json need no key; false: a read key")
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Serve /metrics without a key on this port of DEEPREC_METRICS_HOST; unset: only on the API "
+        "port, behind a read key",
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Address the DEEPREC_METRICS_PORT server binds")
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = Field(
+        default="NORMAL",
+        description="SQLite durability: NORMAL (WAL; a commit acknowledged just before a power loss can be lost) "
+        "or FULL (every commit synced to disk, slower writes)",
+    )
     rating_min: float = Field(default=0.5, description="Lowest accepted rating")
     rating_max: float = Field(default=5.0, description="Highest accepted rating")
     log_level: str = Field(default="INFO", description="Python logging level")
@@ -95,7 +124,28 @@ class Settings(BaseSettings):
     def _check_scale(self) -> Settings:
         if self.rating_min >= self.rating_max:
             raise ValueError("DEEPREC_RATING_MIN must be below DEEPREC_RATING_MAX")
+        self.key_scopes()  # a malformed DEEPREC_API_KEYS fails at start, not at the first request
         return self
+
+    def key_scopes(self) -> dict[str, str]:
+        """key -> scope for every configured key; DEEPREC_API_KEY is an admin key. Empty: no key is needed."""
+        out: dict[str, str] = {}
+        pairs = [("admin", self.api_key)] if self.api_key else []
+        for part in (self.api_keys or "").split(","):
+            if part.strip():
+                scope, sep, key = part.strip().partition(":")
+                if not sep or scope.strip() not in SCOPES or not key.strip():
+                    raise ValueError(f"DEEPREC_API_KEYS: expected scope:key with scope one of {SCOPES}, got {part!r}")
+                pairs.append((scope.strip(), key.strip()))
+        for scope, key in pairs:
+            if out.get(key, scope) != scope:
+                raise ValueError("DEEPREC_API_KEYS: one key is given two scopes")
+            out[key] = scope
+        return out
+
+    @property
+    def body_limit(self) -> int:
+        return self.max_body_bytes or max(1 << 20, 512 * self.max_batch)
 
     @property
     def is_sqlite(self) -> bool:

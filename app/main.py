@@ -9,9 +9,12 @@ from contextlib import ExitStack, asynccontextmanager
 from fastapi import FastAPI
 
 from app import __version__
-from app.api.errors import install_error_handlers
+from app.api.access import Keyring
+from app.api.errors import CatchAll, install_error_handlers
+from app.api.guard import RequestGuard
 from app.api.jobs_app import start_embedded_worker, start_hot_swap
-from app.api.observability import configure_logging
+from app.api.observability import configure_logging, start_metrics_server
+from app.api.openapi import install_openapi
 from app.api.routes import catalog, health, interactions, jobs
 from app.api.serving_app import install_serving, start_serving
 from app.config import Settings, get_settings
@@ -19,6 +22,7 @@ from app.db.migrations import upgrade
 from app.db.session import make_engine, make_sessionmaker
 
 API_PREFIX = "/v1"
+log = logging.getLogger(__name__)
 
 
 def start_database(app: FastAPI, stack: ExitStack) -> None:
@@ -36,6 +40,7 @@ def start_database(app: FastAPI, stack: ExitStack) -> None:
 # and may add a readiness check to app.state.ready_checks. The model registry and the embedded
 # worker go after the database.
 COMPONENTS: tuple[Callable[[FastAPI, ExitStack], None], ...] = (
+    start_metrics_server,
     start_database,
     start_serving,
     start_hot_swap,
@@ -48,11 +53,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     with ExitStack() as stack:
         for start in COMPONENTS:
             start(app, stack)
+        app.openapi()  # built once now: the request guard reads it, and no client request pays for it
         yield
 
 
 def include_routers(app: FastAPI) -> None:
-    """Every router of the service, in one place."""
+    """Every router of the service, in one place (the serving routers: ``install_serving``). Each route
+    says which key scope it needs (``app.api.access``); the health checks are open."""
     app.include_router(health.router)
     for module in (interactions, catalog, jobs):
         app.include_router(module.router, prefix=API_PREFIX)
@@ -66,12 +73,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="DeepRec",
         version=__version__,
         summary="Deep recommenders behind an HTTP API",
-        description="Write endpoints need the X-API-Key header when DEEPREC_API_KEY is set.",
+        description="When DEEPREC_API_KEY or DEEPREC_API_KEYS is set, every /v1 route needs the X-API-Key "
+        "header: a read key for reads and recommendations, a write key for ingest, an admin key for training, "
+        "jobs and versions. /healthz and /readyz are open.",
         lifespan=lifespan,
+        redirect_slashes=False,  # a slash redirect built its Location from the client's Host header
     )
     app.state.settings = settings
+    app.state.keyring = Keyring(settings.key_scopes())
+    if not app.state.keyring.enabled:
+        log.info("no API key configured: every route is open to anyone who can reach this port")
     app.state.ready_checks = health.default_ready_checks()
     install_error_handlers(app)
+    app.add_middleware(RequestGuard)  # innermost of ours: key, query and body size, before the body is read
+    app.add_middleware(CatchAll)
     install_serving(app)  # first: routes are matched in order, and the serving routes take most requests
     include_routers(app)
+    install_openapi(app)
     return app

@@ -7,20 +7,34 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import exc as sa
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 SHOWN_IN_DETAIL = 5  # problems spelled out in "detail"; "errors" lists them all (up to MAX_LISTED)
 MAX_LISTED = 100
 SOURCES = {"body", "query", "path", "header", "cookie"}
+RETRY_AFTER_S = 2  # the database was unreachable: a client should come back after this long
+# The database is away or refused the connection: SQLAlchemy's wrappers, and the drivers' own errors
+# for code that talks to a driver connection directly (the serving history reads do).
+DATABASE_DOWN: tuple[type[Exception], ...] = (
+    sa.OperationalError,
+    sa.InterfaceError,
+    sa.TimeoutError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    sqlite3.OperationalError,
+)
 
 
 class FieldError(BaseModel):
@@ -109,22 +123,69 @@ async def _http(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
+def database_unavailable() -> JSONResponse:
+    headers = {"Retry-After": str(RETRY_AFTER_S)}
+    return JSONResponse({"detail": "database unavailable, retry later"}, status_code=503, headers=headers)
+
+
 async def _database_down(_request: Request, exc: Exception) -> JSONResponse:
-    log.error("database unavailable: %s", exc)
-    return JSONResponse({"detail": "database unavailable, retry later"}, status_code=503)
+    log.error("database unavailable: %s: %s", type(exc).__name__, str(exc).strip())
+    return database_unavailable()
 
 
-async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error", exc_info=exc)
-    return JSONResponse({"detail": "internal server error"}, status_code=500)
+def _is_database_down(exc: BaseException) -> bool:
+    """A DATABASE_DOWN error, or a SQLAlchemy error raised while handling one (a rollback on a dead link)."""
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, DATABASE_DOWN) or (isinstance(exc, sa.DBAPIError) and exc.connection_invalidated):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1  # type: ignore[assignment]
+    return False
+
+
+class CatchAll:
+    """ASGI middleware answering an unhandled error with a JSON 500 and keeping the connection.
+
+    Starlette's outermost handler sends its 500 and then re-raises, and uvicorn then closes the
+    connection without a ``Connection: close``: the client's next request on it fails. Here the error
+    is logged and answered, and the server sees a request that ended normally. A database that went
+    away mid-request answers 503 with Retry-After, whatever raised it.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:
+            if started:  # half a response went out: only closing the connection can tell the client
+                raise
+            if _is_database_down(exc):
+                log.error("database unavailable: %s: %s", type(exc).__name__, str(exc).strip())
+                response = database_unavailable()
+            else:
+                log.exception("unhandled error", exc_info=exc)
+                response = JSONResponse({"detail": "internal server error"}, status_code=500)
+            await response(scope, receive, send)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(InvalidInput, _invalid_input)
     app.add_exception_handler(HTTPException, _http)
-    app.add_exception_handler(OperationalError, _database_down)
-    app.add_exception_handler(Exception, _unexpected)
+    for kind in DATABASE_DOWN:
+        app.add_exception_handler(kind, _database_down)
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -132,6 +193,5 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
     **ERROR_RESPONSES,
-    401: {"model": ErrorBody, "description": "Missing or wrong X-API-Key (only when DEEPREC_API_KEY is set)"},
 }
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody, "description": "Unknown id"}}

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.db.tables import TrainingJob
+from app.recsys.models import model_names
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 Promote = Literal["auto", "always", "never"]
@@ -19,7 +20,9 @@ class TrainCreate(BaseModel):
         json_schema_extra={"example": {"models": ["popularity", "mf"], "params": {"epochs": 5}, "promote": "auto"}},
     )
 
-    models: list[str] = Field(min_length=1, max_length=32, description="Model names, or 'default' / 'all'")
+    models: list[Annotated[str, Field(json_schema_extra={"enum": [*model_names(), "all", "default"]})]] = Field(
+        min_length=1, max_length=32, description="Model names, or 'default' / 'all'"
+    )
     params: dict[str, Any] = Field(
         default_factory=dict,
         description="TrainConfig or model-config overrides for every model, or {model: {...}} for one",
@@ -76,7 +79,7 @@ class JobRead(BaseModel):
                 "timings": {"created_at": "2025-01-01T12:00:00Z", "started_at": "2025-01-01T12:00:01Z",
                             "heartbeat_at": "2025-01-01T12:00:09Z", "finished_at": None, "queued_s": 1.0,
                             "running_s": 8.2},
-                "error": None, "result": None,
+                "error": None, "result": None, "live": None,
             }
         }
     )  # fmt: skip
@@ -94,6 +97,11 @@ class JobRead(BaseModel):
     timings: Timings
     error: str | None
     result: dict[str, Any] | None = Field(description="Per model: version, promoted and why; timings; snapshot")
+    live: bool | None = Field(
+        default=None,
+        description="Succeeded jobs: true once the API process that answers serves every version the job "
+        "activated (or one activated since); null before the job succeeded",
+    )
 
 
 class JobsRead(BaseModel):
@@ -118,7 +126,7 @@ def _seconds(start: datetime | None, end: datetime | None) -> float | None:
     return None if start is None or end is None else round((end - start).total_seconds(), 3)
 
 
-def job_read(job: TrainingJob, now: datetime) -> JobRead:
+def job_read(job: TrainingJob, now: datetime, live: bool | None = None) -> JobRead:
     p = job.progress or None
     progress = None
     if p is not None:
@@ -131,7 +139,7 @@ def job_read(job: TrainingJob, now: datetime) -> JobRead:
     return JobRead(
         job_id=job.id, status=job.status, models=job.models, params=job.params, promote=job.promote,  # type: ignore[arg-type]
         trigger=job.trigger, attempts=job.attempts, worker=job.worker, cancel_requested=job.cancel_requested,
-        progress=progress, error=job.error, result=job.result,
+        progress=progress, error=job.error, result=job.result, live=live,
         timings=Timings(
             created_at=job.created_at, started_at=job.started_at, heartbeat_at=job.heartbeat_at,
             finished_at=job.finished_at, queued_s=_seconds(job.created_at, job.started_at),

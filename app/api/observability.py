@@ -14,10 +14,11 @@ import random
 import re
 import sys
 import time
+from contextlib import ExitStack
 from typing import Any
 
-from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi import APIRouter, FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest, start_http_server
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.serving.metrics import LATENCY, REQUESTS
@@ -134,3 +135,21 @@ router = APIRouter(tags=["health"])
 def metrics() -> Response:
     """Requests and latency by route, inference time by model, loaded model versions."""
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def start_metrics_server(app: FastAPI, stack: ExitStack) -> None:
+    """Lifespan component: with DEEPREC_METRICS_PORT, /metrics also on that port of DEEPREC_METRICS_HOST,
+    without a key (keep the port off the public network). One process per host binds it; with uvicorn
+    --workers N the others log that the port is taken and serve /metrics behind the key only."""
+    settings = app.state.settings
+    if settings.metrics_port is None:
+        return
+    try:
+        server, thread = start_http_server(settings.metrics_port, settings.metrics_host)
+    except OSError as exc:
+        logging.getLogger(__name__).warning("metrics port not bound", extra={"port": settings.metrics_port,
+                                                                              "error": str(exc)})  # fmt: skip
+        return
+    stack.callback(thread.join, 5)
+    stack.callback(server.server_close)
+    stack.callback(server.shutdown)

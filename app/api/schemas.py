@@ -2,126 +2,24 @@
 
 from __future__ import annotations
 
-import json
-import math
-from datetime import UTC, datetime
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
+from app.api.fields import (
+    Attributes,
+    Category,
+    EventId,
+    EventType,
+    JsonId,
+    Rating,
+    Timestamp,
+    Title,
+)
 from app.db.repository import EVENT_TYPES
-from app.db.tables import ID_LENGTH
 
-ID_MAX = ID_LENGTH
-ATTRIBUTES_MAX_BYTES = 65_536
-
-
-def _check_text(value: str, what: str, max_len: int) -> str:
-    if not value.strip():
-        raise ValueError(f"empty {what}")
-    if len(value) > max_len:
-        raise ValueError(f"{what} longer than {max_len} characters ({len(value)})")
-    _check_chars(value, what)
-    return value
-
-
-def _check_chars(value: str, what: str) -> None:
-    """Text every backend stores: no NUL (PostgreSQL rejects it) and no lone surrogates (not UTF-8)."""
-    if "\x00" in value:
-        raise ValueError(f"{what} contains a NUL character")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError(f"{what} is not valid Unicode (a lone surrogate)") from None
-
-
-def _check_id(value: str) -> str:
-    return _check_text(value, "id", ID_MAX)
-
-
-def _check_finite(value: float | None) -> float | None:
-    if value is not None and not math.isfinite(value):
-        raise ValueError(f"must be a finite number, got {value}")
-    return value
-
-
-def _not_bool(value: Any) -> Any:
-    if isinstance(value, bool):  # pydantic would read true as 1.0
-        raise ValueError(f"must be a number, got {str(value).lower()}")
-    return value
-
-
-def _check_type(value: str) -> str:
-    if value not in EVENT_TYPES:
-        raise ValueError(f"unknown event type {value!r}; expected one of {', '.join(EVENT_TYPES)}")
-    return value
-
-
-def _unix(seconds: float) -> datetime:
-    if not math.isfinite(seconds):
-        raise ValueError(f"timestamp must be finite, got {seconds}")
-    try:
-        return datetime.fromtimestamp(seconds, UTC)
-    except (OverflowError, OSError, ValueError) as exc:
-        hint = "; it looks like milliseconds, send Unix seconds" if abs(seconds) > 1e11 else ""
-        raise ValueError(f"timestamp {seconds:g} out of range{hint}") from exc
-
-
-def _parse_timestamp(value: Any) -> Any:
-    """ISO-8601 (naive means UTC) or Unix seconds, as a number or a numeric string."""
-    if value is None or isinstance(value, datetime):
-        return value
-    if isinstance(value, bool):
-        raise ValueError("timestamp must be ISO-8601 or Unix seconds")
-    if isinstance(value, int | float):
-        return _unix(float(value))
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            return _unix(float(text))
-        except ValueError:
-            pass
-        try:
-            parsed = datetime.fromisoformat(text)
-        except ValueError:
-            raise ValueError(f"timestamp {value!r} is neither ISO-8601 nor Unix seconds") from None
-        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-    raise ValueError("timestamp must be ISO-8601 or Unix seconds")
-
-
-def _check_json(value: Any, path: str = "") -> Any:
-    """Values that every backend can store as JSON: finite numbers, no NUL characters."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{path or 'value'} is {value}; JSON numbers must be finite")
-    if isinstance(value, str):
-        _check_chars(value, path or "value")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _check_json(key, f"{path}.{key}" if path else str(key))
-            _check_json(item, f"{path}.{key}" if path else str(key))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            _check_json(item, f"{path}[{i}]")
-    return value
-
-
-def _check_attributes(value: dict[str, Any]) -> dict[str, Any]:
-    _check_json(value)
-    size = len(json.dumps(value))
-    if size > ATTRIBUTES_MAX_BYTES:
-        raise ValueError(f"attributes take {size} bytes as JSON; at most {ATTRIBUTES_MAX_BYTES}")
-    return value
-
-
-Id = Annotated[str, AfterValidator(_check_id)]
-Rating = Annotated[float, BeforeValidator(_not_bool), AfterValidator(_check_finite)]
-EventType = Annotated[str, AfterValidator(_check_type)]
-Timestamp = Annotated[datetime, BeforeValidator(_parse_timestamp)]
-Attributes = Annotated[dict[str, Any], AfterValidator(_check_attributes)]
-Title = Annotated[str, AfterValidator(lambda v: _check_text(v, "title", 1024))]
-Category = Annotated[str, AfterValidator(lambda v: _check_text(v, "category", ID_MAX))]
-
-IN = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+IN = ConfigDict(extra="forbid")
 
 
 class InteractionIn(BaseModel):
@@ -135,14 +33,14 @@ class InteractionIn(BaseModel):
         },
     )
 
-    user_id: Id
-    item_id: Id
+    user_id: JsonId
+    item_id: JsonId
     rating: Rating | None = Field(default=None, description="Explicit rating on the configured scale")
     type: EventType | None = Field(
         default=None, description=f"One of {', '.join(EVENT_TYPES)}; default rating if a rating is given, else view"
     )
     timestamp: Timestamp | None = Field(default=None, description="ISO-8601 or Unix seconds; default now")
-    event_id: Id | None = Field(default=None, description="Client id of the event; re-sent ids are stored once")
+    event_id: EventId | None = Field(default=None, description="Client id of the event; re-sent ids are stored once")
 
     @property
     def event_type(self) -> str:
@@ -220,7 +118,7 @@ class ItemUpdate(BaseModel):
     title: Title | None = None
     categories: list[Category] | None = Field(default=None, max_length=100)
     attributes: Attributes | None = Field(default=None, description="Free JSON: year, price, text, ...")
-    active: bool | None = Field(default=None, description="Inactive items are kept but not recommended")
+    active: StrictBool | None = Field(default=None, description="Inactive items are kept but not recommended")
 
 
 class ItemIn(ItemUpdate):
@@ -228,7 +126,7 @@ class ItemIn(ItemUpdate):
         json_schema_extra={"examples": [{"item_id": "i7", "title": "Alien (1979)", "categories": ["Horror", "Sci-Fi"]}]}
     )
 
-    item_id: Id
+    item_id: JsonId
 
 
 class ItemsUpsert(BaseModel):

@@ -14,8 +14,10 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.api import observability
+from app.api.access import ReadAccess
 from app.api.routes import models as models_routes
 from app.api.routes import recommend as recommend_routes
+from app.api.routes.health import NotReady
 from app.config import Settings
 from app.jobs.publish import open_store
 from app.serving.catalogue import CatalogueKeeper
@@ -35,10 +37,11 @@ async def _serving_error(_request: Request, exc: Exception) -> JSONResponse:
 
 
 def install_serving(app: FastAPI) -> None:
-    """Routers, the request-id/metrics middleware and the ServingError -> JSON mapping."""
-    app.include_router(recommend_routes.router)
-    app.include_router(models_routes.router)
-    app.include_router(observability.router)
+    """Routers (each behind a read key when keys are configured), the request-id/metrics middleware and
+    the ServingError -> JSON mapping."""
+    app.include_router(recommend_routes.router, dependencies=[ReadAccess])
+    app.include_router(models_routes.router, dependencies=[ReadAccess])
+    app.include_router(observability.router, dependencies=[ReadAccess])
     app.add_middleware(observability.RequestContextMiddleware)
     app.add_exception_handler(ServingError, _serving_error)
 
@@ -89,15 +92,24 @@ def start_serving(app: FastAPI, stack: ExitStack) -> None:
 
 
 def check_models(app: FastAPI) -> str:
-    """Readiness check: raises until the model registry has loaded the active versions and the catalogue."""
+    """Readiness check: raises until the model registry has loaded the active versions and the catalogue,
+    and while an active model failed to load with no version of it serving; names a model kept on an
+    older version."""
     registry: ModelRegistry | None = getattr(app.state, "registry", None)
     if registry is None or not registry.ready:
         raise ModelsLoading("models loading")
     if not app.state.catalogue.ready:
         raise ModelsLoading("catalogue loading")
-    if not registry.models:
+    loaded, errors = registry.models, dict(registry.errors)
+    failed = {name: why for name, why in errors.items() if name not in loaded}
+    if failed:
+        raise NotReady("; ".join(f"{name} failed to load: {why}" for name, why in sorted(failed.items())))
+    if not loaded:
         return "no trained model yet: serving popularity from the database"
-    return ", ".join(f"{n}@{v}" for n, v in registry.models.versions().items())
+    text = ", ".join(f"{n}@{v}" for n, v in loaded.versions().items())
+    behind = [f"{name} still on {loaded[name].version}: its active version failed to load: {why}"
+              for name, why in sorted(errors.items())]  # fmt: skip
+    return "; ".join([text, *behind])
 
 
 class ModelsLoading(Exception):

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+PG_CONNECT_TIMEOUT_S = 5  # an unreachable server fails a request in seconds (then 503), not minutes
 
 
 def _enable_wal(cur: Any) -> None:
@@ -51,10 +52,13 @@ def make_engine(settings: Settings, *, migrating: bool = False) -> Engine:
     """
     url = make_url(settings.database_url)
     if url.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+        # pre-ping: a pooled connection the server dropped (restart, failover) is replaced, not handed out
+        pg_args = {} if "connect_timeout" in url.query else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+        return create_engine(url, pool_pre_ping=True, connect_args=pg_args)
 
     if url.database and url.database != ":memory:":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    synchronous = {"NORMAL": "NORMAL", "FULL": "FULL"}[settings.sqlite_synchronous]
     connect_args: dict[str, Any] = {"check_same_thread": False}
     if migrating:
         connect_args["isolation_level"] = None  # we emit BEGIN ourselves, below
@@ -65,7 +69,9 @@ def make_engine(settings: Settings, *, migrating: bool = False) -> Engine:
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         _enable_wal(cur)
-        cur.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; safe with WAL
+        # NORMAL: a commit is durable at the next checkpoint, so a power loss (not a crash) can lose the
+        # last ones; FULL syncs every commit. README "Security and operations".
+        cur.execute(f"PRAGMA synchronous={synchronous}")
         cur.execute("PRAGMA cache_size=-65536")  # 64 MiB of pages: bulk inserts touch several indexes
         cur.execute(f"PRAGMA foreign_keys={'OFF' if migrating else 'ON'}")
         cur.close()

@@ -240,22 +240,35 @@ class Reaped:
 
 
 def reap_stale(
-    *, session: Session, stale_after_s: float, max_attempts: int, at: datetime | None = None
+    *,
+    session: Session,
+    stale_after_s: float,
+    max_attempts: int,
+    at: datetime | None = None,
+    dead_worker: str | None = None,
 ) -> list[Reaped]:
     """Running jobs whose worker stopped heartbeating: re-queued while attempts remain, else failed.
 
-    A job with a pending cancel is cancelled instead. Each is one conditional UPDATE that re-checks
-    the heartbeat, so a heartbeat landing meanwhile wins and nothing is read then written.
+    With ``dead_worker`` (a worker name prefix, ``host:pid:``), the running jobs of a worker known to
+    have exited are taken at once instead, whatever their heartbeat. A job with a pending cancel is
+    cancelled instead. Each is one conditional UPDATE that re-checks the heartbeat, so a heartbeat
+    landing meanwhile wins and nothing is read then written. A re-queued job drops the dead attempt's
+    progress: it is not the next attempt's.
     """
     at = at or now()
-    cutoff = at - timedelta(seconds=stale_after_s)
-    stale = and_(TrainingJob.status == "running", TrainingJob.heartbeat_at < cutoff)
-    why = literal("worker ") + func.coalesce(TrainingJob.worker, "?") + f" sent no heartbeat for {stale_after_s:g}s"
+    who = literal("worker ") + func.coalesce(TrainingJob.worker, "?")
+    if dead_worker is None:
+        cutoff = at - timedelta(seconds=stale_after_s)
+        stale = and_(TrainingJob.status == "running", TrainingJob.heartbeat_at < cutoff)
+        why = who + f" sent no heartbeat for {stale_after_s:g}s"
+    else:
+        stale = and_(TrainingJob.status == "running", TrainingJob.worker.startswith(dead_worker, autoescape=True))
+        why = who + " exited"
     attempts = cast(TrainingJob.attempts, String)
     rules: list[tuple[str, ColumnElement[bool], dict[str, Any]]] = [
         ("cancelled", TrainingJob.cancel_requested.is_(True), {"finished_at": at, "error": why}),
         ("queued", and_(~TrainingJob.cancel_requested, TrainingJob.attempts < max_attempts),
-         {"worker": None, "started_at": None, "heartbeat_at": None,
+         {"worker": None, "started_at": None, "heartbeat_at": None, "progress": None,
           "error": why + "; re-queued after attempt " + attempts + f" of {max_attempts}"}),
         ("failed", and_(~TrainingJob.cancel_requested, TrainingJob.attempts >= max_attempts),
          {"finished_at": at, "error": why + "; failed after " + attempts + " attempt(s)"}),

@@ -65,6 +65,16 @@ def active_versions(*, session: Session) -> dict[str, str]:
     return {name: version for name, version in rows}
 
 
+def active_activations(*, session: Session) -> dict[str, tuple[str, datetime | None]]:
+    """name -> (active version, when it was activated): a version activated again gets a new time."""
+    rows = session.execute(
+        select(ModelVersion.name, ModelVersion.version, ModelVersion.activated_at).where(
+            ModelVersion.status == "active"
+        )
+    )
+    return {name: (version, at) for name, version, at in rows}
+
+
 def record_version(
     *,
     session: Session,

@@ -1,9 +1,6 @@
-"""Hot swap: every API process polls model_version for newly active versions and swaps them in.
-
-The swap itself is the registry's (one reference assignment: requests in flight keep the set they
-hold). A version that cannot be loaded (missing or corrupt files) is refused once, logged, and not
-retried until another version is activated; the previous version keeps serving.
-"""
+"""Hot swap: every API process polls model_version and swaps newly active versions in (the registry's one
+reference assignment). A version that fails to load is refused and the previous one keeps serving, until
+it is activated again or its files change; ``registry.errors`` (/readyz, /v1/models) says why meanwhile."""
 
 from __future__ import annotations
 
@@ -11,11 +8,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.jobs.versions import active_versions
-from app.recsys.store import served_names
+from app.jobs.versions import active_activations
+from app.recsys.store import StoreError, served_names
 from app.serving.metrics import set_loaded
 from app.serving.registry import ModelRegistry
 
@@ -26,24 +25,39 @@ class VersionPoller:
     def __init__(self, registry: ModelRegistry, sessions: sessionmaker[Session]) -> None:
         self.registry = registry
         self.sessions = sessions
-        self.refused: set[tuple[str, str]] = set()
+        self.refused: dict[tuple[str, str], tuple[Any, ...]] = {}  # (name, version) -> what it was refused at
         self.swaps = 0
         self.last_swap_s: float | None = None  # seconds the last load-and-swap took
 
-    def wanted(self) -> dict[str, str]:
-        """Active versions in the database, minus refused ones (the loaded version stays instead)."""
+    def attempt(self, name: str, version: str, activated_at: datetime | None) -> tuple[Any, ...]:
+        """What a load of this version depends on: its activation and its files (names, sizes, times)."""
+        try:
+            folder = self.registry.store.path(name, version)
+            files = tuple(sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")))
+        except (StoreError, OSError):
+            files = ()
+        return activated_at, files
+
+    def active(self) -> dict[str, tuple[str, datetime | None]]:
         with self.sessions() as session:
-            active = active_versions(session=session)
+            return active_activations(session=session)
+
+    def wanted(self, active: dict[str, tuple[str, datetime | None]] | None = None) -> dict[str, str]:
+        """Active versions in the database, minus refused ones whose activation and files are as they
+        were when refused (the loaded version stays instead)."""
+        active = self.active() if active is None else active
         current = self.registry.models.versions()
         out: dict[str, str] = {}
         valid = served_names()
-        for name, version in active.items():
+        for name, (version, activated_at) in active.items():
             if name not in valid:
                 continue
-            if (name, version) in self.refused:
+            refused_at = self.refused.get((name, version))
+            if refused_at is not None and refused_at == self.attempt(name, version, activated_at):
                 if name in current:
                     out[name] = current[name]
                 continue
+            self.refused.pop((name, version), None)
             out[name] = version
         return out
 
@@ -51,7 +65,8 @@ class VersionPoller:
         """Swap in what changed; True when a new set was published."""
         if not self.registry.ready:  # the startup load has not finished; it reads the same table
             return False
-        wanted = self.wanted()
+        active = self.active()
+        wanted = self.wanted(active)
         if wanted == self.registry.models.versions():
             return False
         t0 = time.perf_counter()
@@ -59,7 +74,7 @@ class VersionPoller:
         self.last_swap_s = time.perf_counter() - t0
         for name, version in wanted.items():
             if name not in models or models[name].version != version:
-                self.refused.add((name, version))
+                self.refused[(name, version)] = self.attempt(name, version, active[name][1])
                 log.error(
                     "active version refused; previous version keeps serving",
                     extra={"model": name, "version": version, "error": self.registry.errors.get(name),

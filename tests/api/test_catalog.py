@@ -125,11 +125,13 @@ def test_api_key_guards_every_write(make_client: Callable[..., TestClient]) -> N
             r = client.request(method, path, json=body, headers=headers)
             assert r.status_code == 401, (method, path, r.text)
             assert r.json() == {"detail": "missing or invalid X-API-Key header"}
-    assert client.get("/v1/users/u").status_code == 404  # the rejected writes stored nothing
+    key = {"X-API-Key": "s3cret"}
+    assert client.get("/v1/users/u", headers=key).status_code == 404  # the rejected writes stored nothing
     for method, path, body in WRITES:
-        r = client.request(method, path, json=body, headers={"X-API-Key": "s3cret"})
+        r = client.request(method, path, json=body, headers=key)
         assert r.status_code == 200, (method, path, r.text)
-    assert client.get("/v1/items/i").status_code == 200  # reads need no key
+    assert client.get("/v1/items/i").status_code == 401  # reads need a key too (tests/api/test_access.py)
+    assert client.get("/v1/items/i", headers=key).status_code == 200
 
 
 def test_without_api_key_setting_writes_are_open(client: TestClient) -> None:

@@ -57,11 +57,14 @@ def test_train_queues_dedupes_lists_and_cancels(client) -> None:
     assert client.post("/v1/train", json={"models": ["mf", "popularity"]}).json()["job_id"] != job["job_id"]
 
 
-def test_write_endpoints_need_the_api_key(make_client) -> None:
-    c = make_client(api_key="secret")
+def test_job_endpoints_need_the_admin_key(make_client) -> None:
+    c = make_client(api_key="secret", api_keys="read:r,write:w")
     assert c.post("/v1/train", json={"models": ["mf"]}).status_code == 401
+    assert c.post("/v1/train", json={"models": ["mf"]}, headers={"X-API-Key": "w"}).status_code == 403
     job_id = c.post("/v1/train", json={"models": ["mf"]}, headers={"X-API-Key": "secret"}).json()["job_id"]
-    assert c.get(f"/v1/jobs/{job_id}").status_code == 200  # reads stay open
+    assert c.get(f"/v1/jobs/{job_id}").status_code == 401  # jobs show parameters, errors and hosts
+    assert c.get(f"/v1/jobs/{job_id}", headers={"X-API-Key": "r"}).status_code == 403
+    assert c.get(f"/v1/jobs/{job_id}", headers={"X-API-Key": "secret"}).status_code == 200
     assert c.post(f"/v1/jobs/{job_id}/cancel").status_code == 401
     assert c.post("/v1/models/mf/versions/x/activate").status_code == 401
     assert c.post(f"/v1/jobs/{job_id}/cancel", headers={"X-API-Key": "secret"}).status_code == 200

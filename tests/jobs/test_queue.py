@@ -147,6 +147,32 @@ def test_reaper_requeues_then_fails(session: Session) -> None:
     assert job.error is not None and "after 2 attempt(s)" in job.error
 
 
+def test_a_requeued_job_drops_the_dead_attempts_progress(session: Session) -> None:
+    job_id = queue.enqueue(session=session, models=["mf"]).job.id
+    claim = queue.claim(session=session, worker="dead-1")
+    assert claim is not None
+    queue.report_progress(session=session, claim=claim, progress={"model": "mf", "stage": "epoch", "epoch": 7})
+    later = queue.now() + timedelta(seconds=61)
+    assert queue.reap_stale(session=session, stale_after_s=60, max_attempts=2, at=later)[0].status == "queued"
+    job = queue.get_job(session=session, job_id=job_id)
+    assert job is not None and job.status == "queued" and not job.progress
+
+
+def test_a_dead_workers_jobs_are_released_at_once(session: Session) -> None:
+    """The supervisor saw its worker exit: its job goes back without waiting for the heartbeat to age;
+    a worker whose pid merely starts with the same digits keeps its job."""
+    mine = queue.enqueue(session=session, models=["mf"]).job.id
+    other = queue.enqueue(session=session, models=["ease"]).job.id
+    assert queue.claim(session=session, worker="host:123:ab") is not None
+    assert queue.claim(session=session, worker="host:1234:cd") is not None
+    reaped = queue.reap_stale(session=session, stale_after_s=60, max_attempts=2, dead_worker="host:123:")
+    assert [(r.job_id, r.status) for r in reaped] == [(mine, "queued")]
+    job = queue.get_job(session=session, job_id=mine)
+    assert job is not None and job.error is not None and "host:123:ab exited" in job.error
+    still = queue.get_job(session=session, job_id=other)
+    assert still is not None and still.status == "running"
+
+
 def test_reaper_cancels_a_dead_job_with_a_pending_cancel(session: Session) -> None:
     job_id = queue.enqueue(session=session, models=["mf"]).job.id
     assert queue.claim(session=session, worker="w") is not None

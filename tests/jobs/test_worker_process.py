@@ -100,7 +100,7 @@ def test_serve_starts_and_stops_one_embedded_worker(make_settings, session):
     seed_database(session)
     settings = make_settings(embedded_worker=True, **FAST_BEATS)
     with TestClient(create_app(settings)) as client:
-        proc = client.app.state.embedded_worker
+        proc = client.app.state.worker_supervisor.proc
         assert alive(proc.pid) and proc.pid != os.getpid()
         job_id = client.post("/v1/train", json={"models": ["popularity"], "params": FAST}).json()["job_id"]
         job = wait_for(lambda: (j := job_of(client, job_id))["status"] in ("succeeded", "failed") and j, 120)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException
 from sqlalchemy.orm import Session
 
-from app.api.deps import ItemIdPath, SessionDep, SettingsDep, UserIdPath, WriteAccess
+from app.api.deps import ItemIdPath, ReadAccess, SessionDep, SettingsDep, UserIdPath, WriteAccess
 from app.api.errors import ERROR_RESPONSES, NOT_FOUND, WRITE_RESPONSES, FieldError, InvalidInput
 from app.api.schemas import (
     ItemIn,
@@ -81,7 +81,13 @@ def put_item(item_id: ItemIdPath, body: ItemUpdate, session: SessionDep) -> Item
     return _item_read(session, item)
 
 
-@router.get("/items/{item_id}", response_model=ItemRead, responses={**ERROR_RESPONSES, **NOT_FOUND}, tags=["items"])
+@router.get(
+    "/items/{item_id}",
+    response_model=ItemRead,
+    dependencies=[ReadAccess],
+    responses={**ERROR_RESPONSES, **NOT_FOUND},
+    tags=["items"],
+)
 def get_item(item_id: ItemIdPath, session: SessionDep) -> ItemRead:
     """One item with its number of events."""
     item = repository.get_item(session=session, item_id=item_id)
@@ -100,7 +106,13 @@ def put_user(user_id: UserIdPath, body: UserIn, session: SessionDep) -> UserRead
     return _user_read(session, user)
 
 
-@router.get("/users/{user_id}", response_model=UserRead, responses={**ERROR_RESPONSES, **NOT_FOUND}, tags=["users"])
+@router.get(
+    "/users/{user_id}",
+    response_model=UserRead,
+    dependencies=[ReadAccess],
+    responses={**ERROR_RESPONSES, **NOT_FOUND},
+    tags=["users"],
+)
 def get_user(user_id: UserIdPath, session: SessionDep) -> UserRead:
     """One user with their number of events."""
     user = repository.get_user(session=session, user_id=user_id)

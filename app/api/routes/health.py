@@ -14,6 +14,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, text
 
+from app.api.errors import RETRY_AFTER_S
 from app.api.schemas import Health, Readiness
 from app.db.migrations import current_revisions, head_revisions
 
@@ -70,4 +71,5 @@ def readyz(request: Request) -> JSONResponse:
             checks[name] = {"ok": False, "detail": str(exc) or exc.__class__.__name__}
     ready = all(c["ok"] for c in checks.values())
     body = Readiness(status="ready" if ready else "not ready", checks=checks)
-    return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+    headers = None if ready else {"Retry-After": str(RETRY_AFTER_S)}
+    return JSONResponse(body.model_dump(), status_code=200 if ready else 503, headers=headers)

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query
 
-from app.api.deps import SessionDep, SettingsDep, UserIdPath, WriteAccess
+from app.api.deps import ReadAccess, SessionDep, SettingsDep, UserIdPath, WriteAccess
 from app.api.errors import ERROR_RESPONSES, NOT_FOUND, WRITE_RESPONSES, FieldError, InvalidInput
 from app.api.schemas import InteractionPage, InteractionRead, InteractionsCreate, InteractionsResult
 from app.config import Settings
@@ -69,13 +69,21 @@ def add_interactions(body: InteractionsCreate, session: SessionDep, settings: Se
 @router.get(
     "/users/{user_id}/interactions",
     response_model=InteractionPage,
+    dependencies=[ReadAccess],
     responses={**ERROR_RESPONSES, **NOT_FOUND},
 )
 def list_interactions(
     user_id: UserIdPath,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size")] = 50,
-    cursor: Annotated[str | None, Query(max_length=200, description="next_cursor of the previous page")] = None,
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            pattern=r"^[A-Za-z0-9_-]+$",
+            description="next_cursor of the previous page, as handed out (base64url); any other value is a 422",
+        ),
+    ] = None,
 ) -> InteractionPage:
     """A user's events, newest first, one page at a time."""
     try:

@@ -6,57 +6,28 @@ newly active version within DEEPREC_MODEL_POLL_INTERVAL_S and swaps it in.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from sqlalchemy.orm import Session
 
-from app.api.deps import SessionDep, WriteAccess
+from app.api.deps import AdminAccess, SessionDep
 from app.api.errors import ERROR_RESPONSES, NOT_FOUND, WRITE_RESPONSES, FieldError, InvalidInput
 from app.api.job_schemas import ActivationRead, JobRead, JobsRead, JobStatus, TrainAccepted, TrainCreate, job_read
+from app.api.train_params import param_errors
+from app.db.tables import TrainingJob
 from app.jobs import queue
 from app.jobs import versions as repo
 from app.jobs.publish import VersionedStore
 from app.recsys.models import model_names
-from app.recsys.pipeline import check_params, configs_for, resolve_models, run_objective
+from app.recsys.pipeline import resolve_models, run_objective
 from app.recsys.store import CorruptVersion, StoreError, served_names
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["training"])
+router = APIRouter(tags=["training"], dependencies=[AdminAccess])  # jobs show parameters, errors, hosts
+MAX_JOB_ID = 2**63 - 1  # the largest id either database stores; above it is no job, not a server error
 CONFLICT: dict[int | str, dict[str, Any]] = {409: {"description": "The job already ended / the version is corrupt"}}
-
-
-def _type_ok(value: Any, default: Any) -> bool:
-    if default is None:
-        return True
-    if isinstance(default, bool) or isinstance(value, bool):
-        return isinstance(value, bool) and isinstance(default, bool)
-    if isinstance(default, float):
-        return isinstance(value, int | float)
-    if isinstance(default, tuple | list):
-        return isinstance(value, list | tuple)
-    return isinstance(value, type(default))
-
-
-def param_errors(names: list[str], params: dict[str, Any]) -> list[FieldError]:
-    """Unknown keys (listing the known ones) and values of the wrong type, each naming its field."""
-    try:
-        check_params(names, params)
-    except ValueError as e:
-        return [FieldError(field="params", message=str(e))]
-    errors: list[FieldError] = []
-    for name in names:
-        model_cfg, train_cfg = configs_for(name, None)
-        defaults = {**dataclasses.asdict(train_cfg), **dataclasses.asdict(model_cfg)}
-        own: Mapping[str, Any] = params[name] if isinstance(params.get(name), Mapping) else {}
-        for prefix, values in (("params", params), (f"params.{name}", own)):
-            for key, value in values.items():
-                if key in defaults and not isinstance(value, Mapping) and not _type_ok(value, defaults[key]):
-                    want = type(defaults[key]).__name__
-                    errors.append(FieldError(field=f"{prefix}.{key}", message=f"expected {want}, got {value!r}"))
-    return list({e.field: e for e in errors}.values())
 
 
 def resolve(body: TrainCreate) -> list[str]:
@@ -76,9 +47,7 @@ def resolve(body: TrainCreate) -> list[str]:
     return names
 
 
-@router.post(
-    "/train", status_code=202, response_model=TrainAccepted, responses=WRITE_RESPONSES, dependencies=[WriteAccess]
-)
+@router.post("/train", status_code=202, response_model=TrainAccepted, responses=WRITE_RESPONSES)
 def create_job(body: TrainCreate, session: SessionDep, response: Response) -> TrainAccepted:
     """Queue a training job; a queued or running job for the same models is returned instead."""
     names = resolve(body)
@@ -87,16 +56,40 @@ def create_job(body: TrainCreate, session: SessionDep, response: Response) -> Tr
     return TrainAccepted(job_id=out.job.id, status=out.job.status, deduplicated=not out.created, models=out.job.models)  # type: ignore[arg-type]
 
 
+class Liveness:
+    """Whether this process serves what each succeeded job activated: the loaded version of each model the
+    job promoted is the one model_version says is active now (the job's, or one activated after it)."""
+
+    def __init__(self, request: Request, session: Session) -> None:
+        self.request, self.session = request, session
+        self._active: dict[str, str] | None = None
+
+    def __call__(self, job: TrainingJob) -> bool | None:
+        registry = getattr(self.request.app.state, "registry", None)
+        if job.status != "succeeded" or registry is None:
+            return None
+        promoted = {v["model"] for v in (job.result or {}).get("versions", []) if v.get("promoted")}
+        if self._active is None and promoted:
+            self._active = repo.active_versions(session=self.session)
+        serving = registry.models.versions()
+        live = all(serving.get(name) == (self._active or {}).get(name) for name in promoted)
+        ticker = getattr(self.request.app.state, "hot_swap", None)
+        if not live and ticker is not None:
+            ticker.nudge()  # look at model_version now rather than at the next poll
+        return live
+
+
 @router.get("/jobs", response_model=JobsRead, responses=ERROR_RESPONSES)
 def list_jobs(
+    request: Request,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     status: Annotated[JobStatus | None, Query()] = None,
 ) -> JobsRead:
     """Recent jobs, newest first."""
     jobs = queue.list_jobs(session=session, limit=limit, status=status)
-    now = queue.now()
-    return JobsRead(jobs=[job_read(j, now) for j in jobs])
+    now, live = queue.now(), Liveness(request, session)
+    return JobsRead(jobs=[job_read(j, now, live(j)) for j in jobs])
 
 
 def _job_or_404(session: SessionDep, job_id: int) -> Any:
@@ -106,19 +99,23 @@ def _job_or_404(session: SessionDep, job_id: int) -> Any:
     return job
 
 
+JobId = Annotated[int, Path(ge=1, le=MAX_JOB_ID, description="A job id (a 64-bit row id)")]
+
+
 @router.get("/jobs/{job_id}", response_model=JobRead, responses={**ERROR_RESPONSES, **NOT_FOUND})
-def get_job(session: SessionDep, job_id: Annotated[int, Path(ge=1)]) -> JobRead:
-    """Status, progress (model, epoch of epochs, validation metric), timings and error of one job."""
-    return job_read(_job_or_404(session, job_id), queue.now())
+def get_job(request: Request, session: SessionDep, job_id: JobId) -> JobRead:
+    """Status, progress (model, epoch of epochs, validation metric), timings, error, and whether this
+    process already serves the versions the job activated (``live``)."""
+    job = _job_or_404(session, job_id)
+    return job_read(job, queue.now(), Liveness(request, session)(job))
 
 
 @router.post(
     "/jobs/{job_id}/cancel",
     response_model=JobRead,
     responses={**WRITE_RESPONSES, **NOT_FOUND, **CONFLICT},
-    dependencies=[WriteAccess],
 )
-def cancel_job(session: SessionDep, job_id: Annotated[int, Path(ge=1)]) -> JobRead:
+def cancel_job(session: SessionDep, job_id: JobId) -> JobRead:
     """Cancel a job: a queued one at once, a running one at its next epoch (it publishes nothing)."""
     job = _job_or_404(session, job_id)
     if job.status in queue.TERMINAL:
@@ -130,13 +127,12 @@ def cancel_job(session: SessionDep, job_id: Annotated[int, Path(ge=1)]) -> JobRe
     "/models/{name}/versions/{version}/activate",
     response_model=ActivationRead,
     responses={**WRITE_RESPONSES, **NOT_FOUND, **CONFLICT},
-    dependencies=[WriteAccess],
     tags=["models"],
 )
 def activate_version(
     request: Request,
     session: SessionDep,
-    name: Annotated[str, Path(examples=["mf"])],
+    name: Annotated[str, Path(examples=["mf"], json_schema_extra={"enum": served_names()})],
     version: Annotated[str, Path(examples=["20250101T120000000000Z-1f2e3d"])],
 ) -> ActivationRead:
     """Make a stored version the active one (promote a candidate or roll back); every API process swaps it in."""

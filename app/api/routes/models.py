@@ -16,6 +16,7 @@ from app.serving.registry import ModelRegistry
 from app.serving.results import UnknownModel
 
 router = APIRouter(prefix="/v1", tags=["models"])
+NAMES = {"enum": served_names()}  # stated in the OpenAPI document; any other name is a 422 listing these
 
 
 async def get_registry(request: Request) -> ModelRegistry:
@@ -56,7 +57,7 @@ def list_models(registry: Registry) -> dict[str, Any]:
     summary="Model versions",
 )
 def list_versions(
-    registry: Registry, session: SessionDep, name: Annotated[str, Path(examples=["mf"])]
+    registry: Registry, session: SessionDep, name: Annotated[str, Path(examples=["mf"], json_schema_extra=NAMES)]
 ) -> dict[str, Any]:
     """Every recorded version of one model (the model_version table), oldest first; marks the active one."""
     if name not in served_names():
