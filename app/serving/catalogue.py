@@ -215,6 +215,7 @@ class CatalogueKeeper:
         self._ready = threading.Event()
         self._lock = threading.Lock()  # one refresh at a time
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="catalogue", daemon=True)
 
     def current(self, timeout_s: float | None = None) -> Catalogue:
@@ -274,8 +275,13 @@ class CatalogueKeeper:
     def start(self) -> None:
         self._thread.start()
 
+    def wake(self) -> None:
+        """Refresh now rather than at the end of the interval (this process just wrote items)."""
+        self._wake.set()
+
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         self._thread.join(timeout=30)
 
     def _run(self) -> None:
@@ -287,4 +293,5 @@ class CatalogueKeeper:
                 log.warning("catalogue refresh failed", extra={"error": str(exc)})
             except Exception:
                 log.exception("catalogue refresh failed")
-            self._stop.wait(max(0.05, self.interval_s - (time.monotonic() - t0)))
+            self._wake.wait(max(0.05, self.interval_s - (time.monotonic() - t0)))
+            self._wake.clear()

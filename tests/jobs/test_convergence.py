@@ -67,10 +67,10 @@ def test_a_refused_version_is_tried_again_when_activated_again(
     poller = client.app.state.version_poller
     real = ModelRegistry.load_version
 
-    def failing(self: ModelRegistry, name: str, version: str):  # a load that fails once, files untouched
+    def failing(self: ModelRegistry, name: str, version: str, *args):  # a load that fails once, files untouched
         if version == v1:
             raise RuntimeError("CUDA out of memory")
-        return real(self, name, version)
+        return real(self, name, version, *args)
 
     monkeypatch.setattr(ModelRegistry, "load_version", failing)
     activate_version(session=session, name="mf", version=v1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 from sqlalchemy.orm import Session
 
 from app.api.deps import ItemIdPath, ReadAccess, SessionDep, SettingsDep, UserIdPath, WriteAccess
@@ -58,23 +58,32 @@ def _user_read(session: Session, user: User) -> UserRead:
 @router.post(
     "/items", response_model=ItemsResult, dependencies=[WriteAccess], responses=WRITE_RESPONSES, tags=["items"]
 )
-def upsert_items(body: ItemsUpsert, session: SessionDep, settings: SettingsDep) -> ItemsResult:
+def upsert_items(body: ItemsUpsert, session: SessionDep, settings: SettingsDep, request: Request) -> ItemsResult:
     """Create or update items in one batch; fields left out keep their stored values. All or nothing."""
     if len(body.items) > settings.max_batch:
         message = f"{len(body.items)} items; at most {settings.max_batch} per call"
         raise InvalidInput([FieldError(field="items", message=message)])
     result = repository.upsert_items(session=session, items=[_upsert(it) for it in body.items])
     session.commit()
+    _catalogue_changed(request)
     return ItemsResult(created=result.created, updated=result.updated)
+
+
+def _catalogue_changed(request: Request) -> None:
+    """This process's serving catalogue reads the write at once (others within DEEPREC_CATALOGUE_REFRESH_S)."""
+    keeper = getattr(request.app.state, "catalogue", None)
+    if keeper is not None:
+        keeper.wake()
 
 
 @router.put(
     "/items/{item_id}", response_model=ItemRead, dependencies=[WriteAccess], responses=WRITE_RESPONSES, tags=["items"]
 )
-def put_item(item_id: ItemIdPath, body: ItemUpdate, session: SessionDep) -> ItemRead:
+def put_item(item_id: ItemIdPath, body: ItemUpdate, session: SessionDep, request: Request) -> ItemRead:
     """Create or update one item; fields left out keep their stored values."""
     repository.upsert_items(session=session, items=[_upsert(ItemIn(item_id=item_id, **body.model_dump()))])
     session.commit()
+    _catalogue_changed(request)
     item = repository.get_item(session=session, item_id=item_id)
     assert item is not None
     session.refresh(item)

@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 import anyio
 from fastapi import APIRouter, Path, Query, Request
 
+from app.api.fields import Id
 from app.api.recommend_schemas import (
     MAX_N,
     PredictRead,
@@ -22,6 +23,8 @@ from app.api.recommend_schemas import (
     SessionRequest,
     SimilarRead,
 )
+from app.recsys.models import get_model_class, model_names
+from app.recsys.store import served_names
 from app.serving.pipeline import Filters, RecommendationService
 from app.serving.results import RecList
 
@@ -54,8 +57,23 @@ def _svc(request: Request) -> RecommendationService:
 
 
 N = Annotated[int, Query(gt=0, le=MAX_N, description="How many items", examples=[10])]
-ModelName = Annotated[str | None, Query(description="Any model name; default: the hybrid", examples=["hybrid"])]
-UserId = Annotated[str, Path(min_length=1, max_length=256, examples=["196"])]
+ModelName = Annotated[
+    str | None,
+    Query(
+        description="Any served model name (default: the hybrid); any other name is a 422 listing them",
+        examples=["hybrid"],
+        json_schema_extra={"enum": served_names()},
+    ),  # fmt: skip
+]
+SequenceModel = Annotated[
+    str | None,
+    Query(
+        description="A sequence model; any other name is a 422 ('not a sequence model')",
+        examples=["gru4rec"],
+        json_schema_extra={"enum": [m for m in model_names() if get_model_class(m).sequential]},
+    ),  # fmt: skip
+]
+UserId = Annotated[Id, Path(description="External user id", examples=["u1"])]
 ExcludeSeen = Annotated[bool, Query(description="Leave out items the user interacted with")]
 Categories = Annotated[
     str | None, Query(max_length=10_000, description="Only items in any of these categories", examples=["Comedy"])
@@ -133,7 +151,7 @@ async def next_items(
     request: Request,
     user_id: UserId,
     n: N = 10,
-    model: Annotated[str | None, Query(description="A sequence model", examples=["sasrec"])] = None,
+    model: SequenceModel = None,
     exclude_seen: ExcludeSeen = True,
     exact: Exact = False,
 ) -> dict[str, Any]:
@@ -163,9 +181,16 @@ async def session_next_items(request: Request, body: SessionRequest) -> dict[str
 )
 async def similar_items(
     request: Request,
-    item_id: Annotated[str, Path(min_length=1, max_length=256, examples=["50"])],
+    item_id: Annotated[Id, Path(description="External item id", examples=["i1"])],
     n: N = 10,
-    model: Annotated[str | None, Query(description="A model with item embeddings", examples=["mf"])] = None,
+    model: Annotated[
+        str | None,
+        Query(
+            description="A model with item embeddings; others are a 422 listing them",
+            examples=["mf"],
+            json_schema_extra={"enum": served_names()},
+        ),  # fmt: skip
+    ] = None,
     exact: Exact = False,
 ) -> dict[str, Any]:
     """Item-to-item by learned embeddings; an item with features only is matched by the content model."""
