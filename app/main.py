@@ -12,7 +12,7 @@ from app import __version__
 from app.api.errors import install_error_handlers
 from app.api.jobs_app import start_embedded_worker, start_hot_swap
 from app.api.observability import configure_logging
-from app.api.routes import catalog, health, interactions, jobs
+from app.api.routes import browse, catalog, health, interactions, jobs, stats
 from app.api.serving_app import install_serving, start_serving
 from app.config import Settings, get_settings
 from app.db.migrations import upgrade
@@ -54,7 +54,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def include_routers(app: FastAPI) -> None:
     """Every router of the service, in one place."""
     app.include_router(health.router)
-    for module in (interactions, catalog, jobs):
+    for module in (interactions, catalog, browse, jobs, stats):
         app.include_router(module.router, prefix=API_PREFIX)
 
 

@@ -1,0 +1,122 @@
+"""Figures the console shows that the rest of the API lacks: data counts and events per day, and this
+process's request rate, latency and workers.
+
+The data figures are counted by the database (see app.db.stats) and reused for STATS_TTL_S by each API
+process, so consoles polling the overview cost the database one count every few seconds at most.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from cachetools import TTLCache
+from fastapi import APIRouter, Query, Request
+
+from app.api import request_stats
+from app.api.deps import SessionDep, SettingsDep
+from app.api.errors import ERROR_RESPONSES
+from app.api.stats_schemas import (
+    BusyWorker,
+    DataStatsRead,
+    DayCount,
+    EmbeddedWorker,
+    ProcessRead,
+    RequestStats,
+    RouteStats,
+    ServiceStatsRead,
+    WorkersRead,
+)
+from app.db.stats import data_stats
+from app.jobs import queue
+
+router = APIRouter(prefix="/stats", tags=["stats"])
+STATS_TTL_S = 5.0
+_cache_lock = threading.Lock()
+
+
+def _cache(request: Request) -> TTLCache[int, DataStatsRead]:
+    state: Any = request.app.state
+    with _cache_lock:
+        if not hasattr(state, "stats_cache"):
+            state.stats_cache = TTLCache(maxsize=16, ttl=STATS_TTL_S)
+        return state.stats_cache
+
+
+@router.get("", response_model=DataStatsRead, responses=ERROR_RESPONSES, summary="Data statistics")
+def get_stats(
+    request: Request,
+    session: SessionDep,
+    days: Annotated[int, Query(ge=1, le=3650, description="Days of events per day, up to the newest event")] = 90,
+) -> DataStatsRead:
+    """Counts of users, items and events, and events per day, counted with SQL aggregates."""
+    cache = _cache(request)
+    hit = cache.get(days)
+    if hit is not None:
+        return hit
+    s = data_stats(session=session, days=days)
+    out = DataStatsRead(
+        users=s.users,
+        items=s.items,
+        active_items=s.active_items,
+        interactions=s.interactions,
+        first_event_at=s.first_event_at,
+        last_event_at=s.last_event_at,
+        events_per_day=[DayCount(day=d, events=n) for d, n in zip(s.days, s.events, strict=True)],
+        computed_at=datetime.now(UTC),
+    )
+    cache[days] = out
+    return out
+
+
+def _workers(request: Request, session: SessionDep, stale_after_s: float) -> WorkersRead:
+    proc = getattr(request.app.state, "embedded_worker", None)
+    embedded = None
+    if proc is not None:
+        code = proc.poll()
+        embedded = EmbeddedWorker(pid=proc.pid, alive=code is None, exit_code=code)
+    now = queue.now()
+    busy = [
+        BusyWorker(
+            worker=job.worker or "",
+            job_id=job.id,
+            heartbeat_at=job.heartbeat_at,
+            alive=job.heartbeat_at is not None and now - job.heartbeat_at < timedelta(seconds=stale_after_s),
+        )
+        for job in queue.list_jobs(session=session, limit=100, status="running")
+    ]
+    return WorkersRead(embedded=embedded, busy=busy)
+
+
+@router.get("/service", response_model=ServiceStatsRead, summary="Service statistics")
+def get_service_stats(request: Request, session: SessionDep, settings: SettingsDep) -> ServiceStatsRead:
+    """This API process: request rate and latency percentiles from its own metrics, and the workers alive."""
+    now, routes = request_stats.read()
+    base = request_stats.WINDOW.observe(now)
+    window = now.t - base.t if base is not None else None
+    if base is not None and window and window > 0:
+        count = now.requests - base.requests
+        hist = now.buckets - base.buckets
+        rate: float | None = round(count / window, 3)
+    else:
+        count, hist, rate = now.requests, now.buckets, None
+    started = request_stats.process_start()
+    return ServiceStatsRead(
+        process=ProcessRead(
+            pid=os.getpid(),
+            started_at=datetime.fromtimestamp(started, UTC),
+            uptime_s=round(time.time() - started, 3),
+        ),
+        requests=RequestStats(
+            window_s=round(window, 3) if window else None,
+            requests=int(count),
+            rate_per_s=rate,
+            p50_ms=request_stats.ms(request_stats.quantile(0.5, hist)),
+            p99_ms=request_stats.ms(request_stats.quantile(0.99, hist)),
+            routes=[RouteStats(**vars(r)) for r in routes],
+        ),
+        workers=_workers(request, session, settings.job_stale_after_s),
+    )
