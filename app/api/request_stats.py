@@ -63,7 +63,7 @@ def ms(seconds: float | None) -> float | None:
 
 
 def read() -> tuple[Reading, list[RouteRow]]:
-    """The API's totals now, and every route's counts and percentiles since the process started."""
+    """The API's totals now, and each API route's counts and percentiles since the process started."""
     requests: dict[tuple[str, str], list[float]] = {}  # (route, method) -> [requests, 5xx]
     for metric in REQUESTS.collect():
         for s in metric.samples:
@@ -81,11 +81,11 @@ def read() -> tuple[Reading, list[RouteRow]]:
     rows, total, cumulative = [], 0.0, np.zeros(len(BOUNDS))
     for (route, method), (n, errors) in requests.items():
         hist = buckets.get((route, method), np.zeros(len(BOUNDS)))
-        if route not in NOT_API:
-            total += n
-            cumulative += hist
-        p50, p99 = ms(quantile(0.5, hist)), ms(quantile(0.99, hist))
-        rows.append(RouteRow(route, method, int(n), int(errors), p50, p99))
+        if route in NOT_API:
+            continue
+        total += n
+        cumulative += hist
+        rows.append(RouteRow(route, method, int(n), int(errors), ms(quantile(0.5, hist)), ms(quantile(0.99, hist))))
     rows.sort(key=lambda r: (-r.requests, r.route))
     return Reading(time.time(), total, cumulative), rows
 

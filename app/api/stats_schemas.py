@@ -49,15 +49,17 @@ class RouteStats(BaseModel):
 
 
 class RequestStats(BaseModel):
-    window_s: float | None = Field(description="The span the rate and percentiles cover; null before a second reading")
-    requests: int = Field(
-        description="API requests (pages, docs, health checks and /metrics left out) in the window, or since the "
-        "start without one"
+    window_s: float = Field(
+        description="The span the rate and percentiles cover: about the last minute, or since the process started "
+        "on its first reading"
     )
-    rate_per_s: float | None
+    requests: int = Field(
+        description="API requests in the window (pages, docs, health checks and /metrics left out)"
+    )
+    rate_per_s: float
     p50_ms: float | None = Field(description="Estimated from the latency histogram's buckets, as Prometheus does")
     p99_ms: float | None
-    routes: list[RouteStats] = Field(description="Every route since this process started, busiest first")
+    routes: list[RouteStats] = Field(description="Every API route since this process started, busiest first")
 
 
 class ProcessRead(BaseModel):

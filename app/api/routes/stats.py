@@ -96,14 +96,11 @@ def get_service_stats(request: Request, session: SessionDep, settings: SettingsD
     """This API process: request rate and latency percentiles from its own metrics, and the workers alive."""
     now, routes = request_stats.read()
     base = request_stats.WINDOW.observe(now)
-    window = now.t - base.t if base is not None else None
-    if base is not None and window and window > 0:
-        count = now.requests - base.requests
-        hist = now.buckets - base.buckets
-        rate: float | None = round(count / window, 3)
-    else:
-        count, hist, rate = now.requests, now.buckets, None
     started = request_stats.process_start()
+    if base is not None and now.t > base.t:
+        window, count, hist = now.t - base.t, now.requests - base.requests, now.buckets - base.buckets
+    else:  # the first reading of this process: everything since it started
+        window, count, hist = max(now.t - started, 1e-3), now.requests, now.buckets
     return ServiceStatsRead(
         process=ProcessRead(
             pid=os.getpid(),
@@ -111,9 +108,9 @@ def get_service_stats(request: Request, session: SessionDep, settings: SettingsD
             uptime_s=round(time.time() - started, 3),
         ),
         requests=RequestStats(
-            window_s=round(window, 3) if window else None,
+            window_s=round(window, 3),
             requests=int(count),
-            rate_per_s=rate,
+            rate_per_s=round(count / window, 3),
             p50_ms=request_stats.ms(request_stats.quantile(0.5, hist)),
             p99_ms=request_stats.ms(request_stats.quantile(0.99, hist)),
             routes=[RouteStats(**vars(r)) for r in routes],
