@@ -15,6 +15,7 @@ from app.api.observability import configure_logging
 from app.api.routes import browse, catalog, health, interactions, jobs, stats
 from app.api.serving_app import install_serving, start_serving
 from app.config import Settings, get_settings
+from app.console.web import install_console, install_docs
 from app.db.migrations import upgrade
 from app.db.session import make_engine, make_sessionmaker
 
@@ -68,10 +69,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Deep recommenders behind an HTTP API",
         description="Write endpoints need the X-API-Key header when DEEPREC_API_KEY is set.",
         lifespan=lifespan,
+        docs_url=None,  # install_docs serves Swagger UI from the package instead of a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.ready_checks = health.default_ready_checks()
     install_error_handlers(app)
     install_serving(app)  # first: routes are matched in order, and the serving routes take most requests
     include_routers(app)
+    install_docs(app)
+    install_console(app)
     return app
