@@ -53,9 +53,7 @@ class RequestStats(BaseModel):
         description="The span the rate and percentiles cover: about the last minute, or since the process started "
         "on its first reading"
     )
-    requests: int = Field(
-        description="API requests in the window (pages, docs, health checks and /metrics left out)"
-    )
+    requests: int = Field(description="API requests in the window (pages, docs, health checks and /metrics left out)")
     rate_per_s: float
     p50_ms: float | None = Field(description="Estimated from the latency histogram's buckets, as Prometheus does")
     p99_ms: float | None
