@@ -105,7 +105,7 @@ def test_try_it_shows_what_the_api_returns(console: Console, service: Service) -
         for model in loaded:
             want = api.get("/v1/users/u1/recommendations", params={"n": 10, "model": model, "exclude_seen": True})
             assert shown_ids(console, f"#try-recs [data-model={model}]") == [i["item_id"] for i in want.json()["items"]]
-        history = api.get("/v1/users/u1/interactions", params={"limit": 20}).json()["interactions"]
+        history = api.get("/v1/users/u1/interactions", params={"limit": 10}).json()["interactions"]
     titles = page.locator("#try-history tbody tr .item-title").all_inner_texts()
     assert len(titles) == len(history) and all(t and not t.startswith("i") for t in titles)  # titles, not ids
     assert console.errors == []

@@ -3,7 +3,7 @@ import { api } from "../api.js";
 import { lines } from "../charts.js";
 import { badge, confirmDialog, duration, h, inlineError, num, table, when } from "../ui.js";
 
-const REFRESH_MS = 2000;
+const REFRESH_MS = 1000; // the worker reports every epoch; the curves are drawn from what the polls see
 const OPEN = new Set(["queued", "running"]);
 
 // Fraction of the job done: whole models before this one, plus this one's epochs.
@@ -50,10 +50,10 @@ function startForm(ctx, names, onStarted) {
   const promote = h("select", { id: "train-promote" }, ["auto", "always", "never"].map((p) => h("option", { value: p }, p)));
   const status = h("p", { class: "note", id: "train-status" });
   const submit = h("button", { type: "submit", id: "train-start" }, "Start retrain");
-  const form = h("form", { id: "train-form" },
+  const form = h("form", { id: "train-form", class: "card" },
     h("h2", {}, "Start a retrain"),
     h("div", { class: "chips" }, boxes),
-    h("p", { class: "note" }, "Parameters: TrainConfig or model fields for every model, or {\"mf\": {...}} for one. Promotion: auto keeps the better version; always; never (a candidate). Needs the admin key."),
+    h("p", { class: "note" }, "default: the set `make run` trains; a model brings the models it needs. Parameters: TrainConfig or model fields for every model, or {\"mf\": {...}} for one. Promotion: auto activates a version no worse than the active one; always; never (kept as a candidate). Needs the admin key."),
     h("div", { class: "row" }, h("label", { style: "flex: 1" }, "parameters (JSON)", params), h("label", {}, "promotion", promote), submit),
     status);
   form.addEventListener("submit", async (ev) => {
@@ -106,7 +106,7 @@ function detail(ctx, job, chartBoxes) {
 export async function render(ctx) {
   const selected = { id: Number(new URLSearchParams(location.hash.split("?")[1] || "").get("job")) || null };
   const models = await api("/v1/models");
-  const names = models.models.map((m) => m.name).filter((n) => !n.endsWith("-rating"));
+  const names = ["default", "all", ...models.models.map((m) => m.name).filter((n) => !n.endsWith("-rating"))];
   const list = h("section", { id: "jobs-list" });
   const detailBox = h("div", { id: "job-detail-box" });
   let charts = [];

@@ -9,7 +9,7 @@ const CHARTED = ["valid_ndcg@10", "test_ndcg@10", "test_hr@10"];
 function dataSize(m) {
   const d = m.data;
   if (!d) return "–";
-  return `${num(d.n_users)} users × ${num(d.n_items)} items, ${num(d.n_interactions)} events`;
+  return `${num(d.n_users)} × ${num(d.n_items)}, ${num(d.n_interactions)}`;
 }
 
 async function activate(ctx, name, version, active) {
@@ -36,7 +36,7 @@ function versionRows(ctx, model, versions, reload) {
       attrs: { dataset: { version: v.version } },
       cells: [h("span", { class: "mono" }, v.version), when(v.trained_at), v.status ? badge(v.status) : "–",
         num(m["valid_ndcg@10"]), num(m["test_ndcg@10"]), num(m["test_hr@10"]), duration(m.train_seconds),
-        m.epochs_run ?? "–", dataSize(m), bytes(v.size_bytes), v.note || "", v.job_id ? h("a", { href: `#/jobs?job=${v.job_id}` }, `#${v.job_id}`) : "–", action],
+        m.epochs_run ?? "–", dataSize(m), bytes(v.size_bytes), h("span", { class: "small" }, v.note || ""), v.job_id ? h("a", { href: `#/jobs?job=${v.job_id}` }, `#${v.job_id}`) : "–", action],
     };
   });
 }
@@ -70,7 +70,7 @@ export async function render(ctx) {
         { xLabel: "version", names: versions.map((v) => v.version), height: 170 }));
     }
     section.append(table(["version", "trained", "status", { label: "valid NDCG@10", num: true }, { label: "test NDCG@10", num: true },
-      { label: "test HR@10", num: true }, { label: "training", num: true }, { label: "epochs", num: true }, "data", { label: "size", num: true },
+      { label: "test HR@10", num: true }, { label: "training", num: true }, { label: "epochs", num: true }, "data: users × items, events", { label: "size", num: true },
       "note", "job", ""], versionRows(ctx, model, versions, reload)));
   });
   if (untrained.length) body.append(h("p", { class: "note" }, `Not trained yet: ${untrained.join(", ")} (start them from Jobs).`));

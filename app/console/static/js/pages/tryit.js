@@ -83,7 +83,7 @@ export async function render(ctx) {
     recs.removeAttribute("data-user");
     const query = { n: Number(c.n.value) || 10, categories: c.categories.value.trim(), exclude_seen: c.seen.checked };
     const [events, ...answers] = await Promise.allSettled([
-      api(`/v1/users/${encodeURIComponent(user)}/interactions`, { query: { limit: 20 } }),
+      api(`/v1/users/${encodeURIComponent(user)}/interactions`, { query: { limit: 10 } }),
       ...loaded.map((model) => api(`/v1/users/${encodeURIComponent(user)}/recommendations`, { query: { ...query, model } })),
     ]);
     const ids = [...(events.status === "fulfilled" ? events.value.interactions.map((e) => e.item_id) : []),
