@@ -36,7 +36,9 @@ class DataStatsRead(BaseModel):
         description="Events on each of the last `days` UTC days up to the newest event's day, oldest first, "
         "days without events included"
     )
-    computed_at: datetime = Field(description="When these figures were counted (they are reused for a few seconds)")
+    computed_at: datetime = Field(
+        description="When these figures were counted: they are reused for ten times what they took, at least 5 s"
+    )
 
 
 class RouteStats(BaseModel):

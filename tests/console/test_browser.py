@@ -92,7 +92,14 @@ def test_a_retrain_from_the_console_ends_with_a_new_active_version(console: Cons
         wait_for(lambda: mf()["active_version"] == version and mf()["loaded"], 30, 0.2, "the new mf to be served")
     page = console.open("models")
     assert page.inner_text(f"[data-model=mf] tr[data-version='{version}']").count("active") >= 1
-    assert page.locator(f"[data-model=mf] tr[data-version='{before['mf']}'] button").inner_text() == "Roll back"
+    roll_back = page.locator(f"[data-model=mf] tr[data-version='{before['mf']}'] button")
+    assert roll_back.inner_text() == "Roll back"
+    roll_back.click()
+    assert before["mf"] in page.inner_text("#confirm-text")
+    page.click("#confirm-yes")
+    page.wait_for_selector(f"#page[data-ready=true] [data-model=mf] tr[data-version='{before['mf']}'] .badge.active")
+    with service.client() as api:
+        wait_for(lambda: mf()["active_version"] == before["mf"] and mf()["loaded"], 30, 0.2, "the rollback")
     assert console.errors == []
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from app.api.request_stats import BOUNDS, Reading, Window, quantile
+from app.api.routes import stats as stats_routes
 from app.jobs import queue
 
 DAY = datetime(2024, 5, 10, tzinfo=UTC)
@@ -42,6 +44,17 @@ def test_counts_and_events_per_day(client: TestClient) -> None:
     ]
     default = client.get("/v1/stats").json()["events_per_day"]
     assert len(default) == 90 and sum(d["events"] for d in default) == 6 and default[-1]["day"] == "2024-05-10"
+
+
+def test_figures_are_reused_for_ten_times_their_cost(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stats_routes, "REUSE_MIN_S", 3600.0)
+    first = client.get("/v1/stats?days=7").json()
+    client.post("/v1/interactions", json={"interactions": [event("u1", "i1", DAY)]})
+    assert client.get("/v1/stats?days=7").json() == first  # reused
+    assert client.get("/v1/stats?days=8").json()["interactions"] == 1  # other days: counted now
+    monkeypatch.setattr(stats_routes, "REUSE_MIN_S", 0.0)
+    monkeypatch.setattr(stats_routes, "REUSE_FACTOR", 0.0)
+    assert client.get("/v1/stats?days=7").json()["interactions"] == 1
 
 
 def test_stats_of_an_empty_database(client: TestClient) -> None:
