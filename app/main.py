@@ -15,9 +15,10 @@ from app.api.guard import RequestGuard
 from app.api.jobs_app import start_embedded_worker, start_hot_swap
 from app.api.observability import configure_logging, start_metrics_server
 from app.api.openapi import install_openapi
-from app.api.routes import catalog, health, interactions, jobs
+from app.api.routes import browse, catalog, health, interactions, jobs, stats
 from app.api.serving_app import install_serving, start_serving
 from app.config import Settings, get_settings
+from app.console.web import install_console, install_docs
 from app.db.migrations import upgrade
 from app.db.session import make_engine, make_sessionmaker
 
@@ -61,7 +62,7 @@ def include_routers(app: FastAPI) -> None:
     """Every router of the service, in one place (the serving routers: ``install_serving``). Each route
     says which key scope it needs (``app.api.access``); the health checks are open."""
     app.include_router(health.router)
-    for module in (interactions, catalog, jobs):
+    for module in (interactions, catalog, browse, jobs, stats):
         app.include_router(module.router, prefix=API_PREFIX)
 
 
@@ -78,6 +79,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "jobs and versions. /healthz and /readyz are open.",
         lifespan=lifespan,
         redirect_slashes=False,  # a slash redirect built its Location from the client's Host header
+        docs_url=None,  # install_docs serves Swagger UI from the package instead of a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.keyring = Keyring(settings.key_scopes())
@@ -90,4 +93,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_serving(app)  # first: routes are matched in order, and the serving routes take most requests
     include_routers(app)
     install_openapi(app)
+    install_docs(app)
+    install_console(app)
     return app

@@ -18,12 +18,18 @@ HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
 
-def open_paths(app: FastAPI) -> frozenset[str]:
-    """Paths that need no key: the health checks, and the docs unless DEEPREC_OPEN_DOCS=false."""
-    if not app.state.settings.open_docs:
-        return HEALTH_PATHS
-    docs = {app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url}
-    return HEALTH_PATHS | {p for p in docs if p}
+def open_paths(app: FastAPI) -> tuple[frozenset[str], tuple[str, ...]]:
+    """(paths, path prefixes) that need no key: the health checks, the landing page and the console's own
+    files (``app.console.web``; they hold no data), and the docs unless DEEPREC_OPEN_DOCS=false."""
+    paths, prefixes = set(HEALTH_PATHS), []
+    pages = [getattr(app.state, "console_pages", None)]
+    if app.state.settings.open_docs:
+        pages.append(getattr(app.state, "docs_pages", None))
+        paths |= {p for p in (app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url) if p}
+    for exact, starts in filter(None, pages):
+        paths |= set(exact)
+        prefixes += starts
+    return frozenset(paths), tuple(prefixes)
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,7 @@ class RequestGuard:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self._open: frozenset[str] | None = None
+        self._open: tuple[frozenset[str], tuple[str, ...]] | None = None
         self._operations: Operations | None = None
 
     def operations(self, app: FastAPI) -> Operations:
@@ -87,7 +93,8 @@ class RequestGuard:
             self._open = open_paths(app)
         headers = dict(scope["headers"])
         keyring: Keyring = app.state.keyring
-        if keyring.enabled and scope["path"] not in self._open:
+        path = scope["path"]
+        if keyring.enabled and path not in self._open[0] and not path.startswith(self._open[1]):
             granted = keyring.scope_of(headers.get(KEY_HEADER.lower().encode()))
             if granted is None:
                 error = HTTPException(401, f"missing or invalid {KEY_HEADER} header", {"WWW-Authenticate": "APIKey"})

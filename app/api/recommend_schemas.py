@@ -30,11 +30,11 @@ class RecommendationsRead(BaseModel):
         protected_namespaces=(),
         json_schema_extra={
             "example": {
-                "user_id": "196",
+                "user_id": "u1",
                 "model": "hybrid",
                 "version": "20250101T120000000000Z-1f2e3d",
                 "strategy": "personalized",
-                "items": [{"item_id": "50", "score": 2.31, "reason": "sasrec"}],
+                "items": [{"item_id": "i50", "score": 2.31, "reason": "ease", "retrieved_by": "all"}],
                 "detail": None,
             }
         },
@@ -57,11 +57,11 @@ class SimilarRead(BaseModel):
         protected_namespaces=(),
         json_schema_extra={
             "example": {
-                "item_id": "50",
-                "model": "sasrec",
+                "item_id": "i50",
+                "model": "mf",
                 "version": "20250101T120000000000Z-1f2e3d",
                 "strategy": "similar",
-                "items": [{"item_id": "181", "score": 0.91, "reason": "similar to 50"}],
+                "items": [{"item_id": "i181", "score": 0.91, "reason": "similar to i50", "retrieved_by": "all"}],
                 "detail": None,
             }
         },
@@ -79,7 +79,7 @@ class PredictRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         protected_namespaces=(),
-        json_schema_extra={"example": {"user_id": "196", "item_ids": ["242", "302"], "model": "neumf"}},
+        json_schema_extra={"example": {"user_id": "u1", "item_ids": ["i242", "i302"], "model": "mf"}},
     )
 
     user_id: str = IdStr
@@ -101,10 +101,10 @@ class PredictRead(BaseModel):
         protected_namespaces=(),
         json_schema_extra={
             "example": {
-                "model": "neumf",
+                "model": "mf",
                 "version": "20250101T120000000000Z-1f2e3d",
                 "strategy": "personalized",
-                "predictions": [{"item_id": "242", "score": 1.7, "rating": 4.1, "model": "neumf"}],
+                "predictions": [{"item_id": "i242", "score": 1.7, "rating": None, "model": "mf"}],
                 "detail": None,
             }
         },
@@ -121,7 +121,7 @@ class SessionRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         protected_namespaces=(),
-        json_schema_extra={"example": {"item_ids": ["50", "172", "181"], "n": 10, "model": "sasrec"}},
+        json_schema_extra={"example": {"item_ids": ["i50", "i172", "i181"], "n": 10, "model": "gru4rec"}},
     )
 
     item_ids: list[str] = Field(min_length=1, max_length=MAX_ITEMS, description="The session's items, oldest first")
