@@ -29,6 +29,10 @@ ACCESS: dict[tuple[str, str], str | None] = {
     ("GET", "/v1/users/{user_id}/interactions"): "read",
     ("GET", "/v1/items/{item_id}"): "read",
     ("GET", "/v1/users/{user_id}"): "read",
+    ("GET", "/v1/items"): "read",
+    ("GET", "/v1/users"): "read",
+    ("GET", "/v1/stats"): "read",
+    ("GET", "/v1/stats/service"): "read",
     ("POST", "/v1/interactions"): "write",
     ("POST", "/v1/items"): "write",
     ("PUT", "/v1/items/{item_id}"): "write",
@@ -42,7 +46,8 @@ ACCESS: dict[tuple[str, str], str | None] = {
 }
 KEYS = {"admin": "k-admin", "write": "k-write", "read": "k-read"}
 RANK = {"read": 0, "write": 1, "admin": 2}
-DOCS = ("/openapi.json", "/docs", "/redoc")
+DOCS = ("/openapi.json", "/docs", "/redoc", "/docs/assets/swagger-ui.css")
+CONSOLE = ("/", "/console/", "/console/js/app.js")  # pages and assets only: the data calls carry the key
 
 
 def _keyed(make_client: Callable[..., TestClient], **overrides: Any) -> TestClient:
@@ -104,6 +109,8 @@ def test_docs_are_open_unless_closed_by_the_setting(make_client: Callable[..., T
     assert all(closed.get(path).status_code == 401 for path in DOCS)
     assert all(closed.get(path, headers={"X-API-Key": KEYS["read"]}).status_code == 200 for path in DOCS)
     assert closed.get("/healthz").status_code == 200
+    assert all(closed.get(path).status_code == 200 for path in CONSOLE)
+    assert closed.get("/v1/stats").status_code == 401
 
 
 def _free_port() -> int:
