@@ -78,7 +78,7 @@ ExcludeSeen = Annotated[bool, Query(description="Leave out items the user intera
 Categories = Annotated[
     str | None, Query(max_length=10_000, description="Only items in any of these categories", examples=["Comedy"])
 ]
-Exclude = Annotated[str | None, Query(max_length=100_000, description="Item ids to leave out", examples=["50,181"])]
+Exclude = Annotated[str | None, Query(max_length=100_000, description="Item ids to leave out", examples=["i50,i181"])]
 Exact = Annotated[
     bool,
     Query(
