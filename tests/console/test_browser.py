@@ -138,10 +138,7 @@ def test_clicking_items_in_the_session_builder_changes_the_next_items(console: C
 
 
 def test_a_wrong_key_shows_an_error(console: Console) -> None:
-    page = console.open("jobs", key="not-the-key")
-    page.check("#train-form input[value=popularity]")
-    page.click("#train-start")
+    page = console.open("jobs", key="not-the-key")  # reads need a key too: the page's first call is refused
     error = page.wait_for_selector("#errors .error")
     assert "401" in error.inner_text() and "X-API-Key" in error.inner_text()
-    assert page.locator("#errors .error button", has_text="Change key").count() == 1
-    assert "401" in page.inner_text("#train-status")
+    assert page.locator("#errors .error button", has_text="Change key").count() >= 1

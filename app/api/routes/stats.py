@@ -83,7 +83,8 @@ def get_stats(
 
 
 def _workers(request: Request, session: SessionDep, stale_after_s: float) -> WorkersRead:
-    proc = getattr(request.app.state, "embedded_worker", None)
+    supervisor = getattr(request.app.state, "worker_supervisor", None)
+    proc = supervisor.proc if supervisor is not None else None  # the embedded worker of the moment
     embedded = None
     if proc is not None:
         code = proc.poll()
