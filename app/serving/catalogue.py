@@ -43,7 +43,7 @@ class Catalogue:
     popularity: np.ndarray  # [C] events per item
     generation: int = 0
     _index: pd.Index = field(init=False, repr=False)
-    _models: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+    _models: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
     _popular: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -86,8 +86,8 @@ class Catalogue:
             rows = self.rows_of(lm.item_ids)
             cols = np.full(self.size, -1, dtype=np.int64)
             cols[rows[rows >= 0]] = np.flatnonzero(rows >= 0)
-            cached = self._models[key] = (rows, cols)
-        return cached
+            cached = self._models[key] = (rows, cols, np.asarray(lm.item_ids))
+        return cached[0], cached[1]
 
     def popular_rows(self) -> np.ndarray:
         """The most popular active items' rows, most popular first (up to POPULAR_KEPT)."""
@@ -100,8 +100,9 @@ class Catalogue:
         return self._popular
 
     def with_items(self, new: Catalogue) -> Catalogue:
-        """This catalogue with the items of ``new`` (all newer) appended, their popularity included; models
-        know none of them, so the per-model look-ups built so far are kept, extended."""
+        """This catalogue with the items of ``new`` (all newer) appended, their popularity included. The
+        per-model look-ups built so far are kept, extended: a model loaded before the catalogue read its
+        newest items (trained on them, and swapped in within a refresh interval) finds them now."""
         offset = self.size
         cats = dict(self.category_rows)
         for c, rows in new.category_rows.items():
@@ -114,9 +115,7 @@ class Catalogue:
             popularity=np.concatenate([self.popularity, new.popularity]),
             generation=self.generation + 1,
         )
-        out._models = {
-            k: (rows, np.concatenate([cols, np.full(new.size, -1)])) for k, (rows, cols) in self._models.items()
-        }
+        out._models = {k: _extended(rows, cols, ids, new, offset) for k, (rows, cols, ids) in self._models.items()}
         out.rows_of(new.item_ids[:1])  # pandas builds an index's hash table on first use: here, not in a request
         return out
 
@@ -125,6 +124,23 @@ class Catalogue:
         out = copy.copy(self)
         out.popularity, out.generation, out._popular = popularity, self.generation + 1, None
         return out
+
+
+def _extended(
+    rows: np.ndarray, cols: np.ndarray, model_items: np.ndarray, new: Catalogue, offset: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A model's (rows, cols) look-up after ``new`` was appended at ``offset``: the model's items the
+    catalogue lacked are looked up among the new ones (usually none or a few)."""
+    cols = np.concatenate([cols, np.full(new.size, -1, dtype=np.int64)])
+    missing = np.flatnonzero(rows < 0)
+    if missing.size:
+        found = new.rows_of(model_items[missing])
+        hit = found >= 0
+        if hit.any():
+            rows = rows.copy()
+            rows[missing[hit]] = found[hit] + offset
+            cols[found[hit] + offset] = missing[hit]
+    return rows, cols, model_items
 
 
 @dataclass(frozen=True)

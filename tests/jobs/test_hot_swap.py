@@ -18,6 +18,7 @@ def test_requests_through_swaps_never_fail(client, settings, session) -> None:
     poller = client.app.state.version_poller
     registry = client.app.state.registry
     poller.check()
+    client.app.state.catalogue.refresh()  # holds the seeded items now, not at its next interval
     held = registry.models  # what a request that started now holds, to its end
     held_model = held["mf"].model
     assert held["mf"].version == v1

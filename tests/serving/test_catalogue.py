@@ -1,6 +1,8 @@
 """The catalogue kept current on SQLite and PostgreSQL: new events and new items are read alone, changed
 or deleted rows make it read everything again, and at every step it equals a catalogue loaded afresh."""
 
+from types import SimpleNamespace
+
 import numpy as np
 from sqlalchemy import text
 
@@ -57,3 +59,23 @@ def test_an_id_the_catalogue_lacks_is_found_in_the_database(svc, session):
     out = svc.predict("u1", ["i1", "just-added"], "mf")
     assert [p.model for p in out["predictions"]] == ["mf", "content"]
     assert svc.similar("just-added", n=3).strategy == "content"
+
+
+def test_a_model_loaded_before_the_catalogue_read_its_items_finds_them_later(engine, session):
+    """A version trained on items the catalogue had not read yet (it refreshes each interval) is aligned
+    on the old catalogue; once the items are appended, its items map to their rows."""
+    sessions = make_sessionmaker(engine)
+    keeper = CatalogueKeeper(sessions)
+    upsert_items(session=session, items=[ItemUpsert("old", "Old", ["Drama"], {})])
+    session.commit()
+    before = keeper.current()
+    lm = SimpleNamespace(name="mf", version="v1", item_ids=np.array(["new-b", "old", "new-a"], dtype=object))
+    rows, cols = before.aligned(lm)
+    assert list(rows) == [-1, 0, -1] and list(cols) == [1]
+    upsert_items(session=session, items=[ItemUpsert(i, i, ["Drama"], {}) for i in ("new-a", "new-b")])
+    session.commit()
+    assert keeper.refresh() and keeper.appends == 1
+    after = keeper.current()
+    rows, cols = after.aligned(lm)
+    assert list(after.item_ids[rows]) == ["new-b", "old", "new-a"]
+    assert list(lm.item_ids[cols]) == list(after.item_ids)
