@@ -132,6 +132,8 @@ def test_import_csv(deeprec: Run, tmp_path: Path, session: Session, capsys: Out)
     [
         ("u1,i1,4,1700000000\nu2,i2,9,1700000000\n", "line 3: rating: 9.0 outside the rating scale 0.5-5.0"),
         ("u1,i1,4,1700000000\n,i2,3,1700000000\n", "line 3: user_id: empty"),
+        ("u1,i1,4,1700000000\nu2,a/b,3,1700000000\n", "line 3: item_id: empty, longer than"),
+        ("u1,i1,4,1700000000\n..,i2,3,1700000000\n", "line 3: user_id: empty, longer than"),
         ("u1,i1,4,someday\n", "line 2: timestamp: 'someday' is neither Unix seconds nor ISO-8601"),
         ("u1,i1,four,1700000000\n", "line 2: rating: 'four' is not a number"),
         ("u1,i1,4,99999999999\n", "line 2: timestamp: 99999999999.0 is missing or in the future"),

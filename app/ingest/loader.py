@@ -46,11 +46,18 @@ class ImportReport:
         )
 
 
+ID_RULE = f"empty, longer than {ID_LENGTH} characters, or holding '/', NUL or only '.' or '..'"
+
+
 def _bad_ids(ids: pd.Series) -> np.ndarray:
-    """[N] True where an id is missing, blank or longer than ID_LENGTH."""
+    """[N] True where an id breaks the API's id rules (app.api.fields): missing, blank, longer than
+    ID_LENGTH, or not addressable as one URL path segment ("/", NUL, "." or ".."): an imported id must
+    be one a client can ask for."""
     text = ids.astype(str)
     blank = (text.str.strip().str.len() == 0).to_numpy()
-    return ids.isna().to_numpy() | blank | (text.str.len() > ID_LENGTH).to_numpy()
+    unaddressable = (text.str.contains("/", regex=False) | text.str.contains("\x00", regex=False)).to_numpy()
+    relative = text.isin([".", ".."]).to_numpy()
+    return ids.isna().to_numpy() | blank | (text.str.len() > ID_LENGTH).to_numpy() | unaddressable | relative
 
 
 def check_events(frame: pd.DataFrame, settings: Settings, *, first_line: int = 1) -> None:
@@ -61,8 +68,8 @@ def check_events(frame: pd.DataFrame, settings: Settings, *, first_line: int = 1
     lo, hi = settings.rating_min, settings.rating_max
     types = frame["type"]
     checks: list[tuple[np.ndarray, Callable[[int], str]]] = [
-        (_bad_ids(frame["user_id"]), lambda i: f"user_id: empty or longer than {ID_LENGTH} characters"),
-        (_bad_ids(frame["item_id"]), lambda i: f"item_id: empty or longer than {ID_LENGTH} characters"),
+        (_bad_ids(frame["user_id"]), lambda i: f"user_id: {ID_RULE}"),
+        (_bad_ids(frame["item_id"]), lambda i: f"item_id: {ID_RULE}"),
         (rated & ((values < lo) | (values > hi) | ~np.isfinite(values)),
          lambda i: f"rating: {values[i]} outside the rating scale {lo}-{hi}"),
         (~types.isin(EVENT_TYPES).to_numpy(), lambda i: f"type: unknown event type {types.iloc[i]!r}"),
