@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.config import Settings, get_settings
+from app.logs import configure_logging
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -96,6 +97,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's records go through the one root handler (app.logs)
+        access_log=False,  # the app writes one access line per request (deeprec.access)
         http="app.api.server:NoDelayH11Protocol",  # TCP_NODELAY: stock uvicorn --workers N waits ~40 ms a reply
     )
     return 0
@@ -228,8 +231,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     invoked = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(invoked).parse_args(argv)
-    level = _settings().log_level.upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = _settings()
+    level = settings.log_level.upper()
+    configure_logging(level, settings.log_format)
     if level != "DEBUG":
         logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per revision check is noise here
     result = args.func(args)

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     rating_min: float = Field(default=0.5, description="Lowest accepted rating")
     rating_max: float = Field(default=5.0, description="Highest accepted rating")
     log_level: str = Field(default="INFO", description="Python logging level")
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="Log lines as JSON objects (one per line) or as text with key=value fields"
+    )
     max_batch: int = Field(default=10_000, description="Most events or items accepted in one request")
     future_tolerance_s: int = Field(
         default=86_400, description="How far in the future an event timestamp may lie, in seconds"

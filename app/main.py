@@ -22,7 +22,6 @@ from app.console.web import install_console, install_docs
 from app.db.migrations import upgrade
 from app.db.session import make_engine, make_sessionmaker
 
-API_PREFIX = "/v1"
 log = logging.getLogger(__name__)
 
 
@@ -60,15 +59,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def include_routers(app: FastAPI) -> None:
     """Every router of the service, in one place (the serving routers: ``install_serving``). Each route
-    says which key scope it needs (``app.api.access``); the health checks are open."""
+    says which key scope it needs (``app.api.access``); the health checks are open. Each router carries
+    its own ``/v1`` prefix: a route then knows its full path, which the request metrics label it by."""
     app.include_router(health.router)
     for module in (interactions, catalog, browse, jobs, stats):
-        app.include_router(module.router, prefix=API_PREFIX)
+        app.include_router(module.router)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     logging.getLogger("app").setLevel(settings.log_level.upper())
     app = FastAPI(
         title="DeepRec",

@@ -7,67 +7,34 @@ every log record written while the request runs.
 
 from __future__ import annotations
 
-import contextvars
-import json
 import logging
 import random
 import re
-import sys
 import time
 from contextlib import ExitStack
-from typing import Any
 
 from fastapi import APIRouter, FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest, start_http_server
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.logs import configure_logging, request_id_var
 from app.serving.metrics import LATENCY, REQUESTS
 
-request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+__all__ = ["configure_logging", "request_id_var"]
+
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-_STD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 access_log = logging.getLogger("deeprec.access")
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per record: time, level, logger, message, request_id and any ``extra`` fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "ts": round(record.created, 3),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        rid = getattr(record, "request_id", None) or request_id_var.get()
-        if rid:
-            out["request_id"] = rid
-        out.update({k: v for k, v in record.__dict__.items() if k not in _STD_ATTRS and k != "request_id"})
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str)
-
-
-class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever sys.stderr is at the time (test runners swap it)."""
-
-    @property  # type: ignore[override]
-    def stream(self) -> Any:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _value: Any) -> None:
-        pass
-
-
-def configure_logging(level: str = "INFO") -> None:
-    """JSON logs on stderr for the whole process; idempotent, other handlers are left alone."""
-    root = logging.getLogger()
-    if not any(isinstance(h, StderrHandler) for h in root.handlers):
-        handler = StderrHandler()
-        handler.setFormatter(JsonFormatter())
-        root.addHandler(handler)
-    root.setLevel(level.upper())
+def route_label(scope: Scope) -> str:
+    """The matched route's path template; FastAPI's own pages (/openapi.json) match no route object, so
+    they are named by path; anything else unmatched is one label (paths are unbounded)."""
+    template = getattr(scope.get("route"), "path", None)
+    if template:
+        return str(template)
+    app = scope.get("app")
+    own = {getattr(app, a, None) for a in ("openapi_url", "docs_url", "redoc_url", "swagger_ui_oauth2_redirect_url")}
+    return scope["path"] if scope.get("path") in own - {None} else "<unmatched>"
 
 
 class RequestContextMiddleware:
@@ -95,8 +62,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - t0
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "<unmatched>"
+            template = route_label(scope)
             method = scope.get("method", "")
             REQUESTS.labels(template, method, str(status)).inc()
             LATENCY.labels(template, method).observe(elapsed)

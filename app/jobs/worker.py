@@ -26,6 +26,7 @@ from app.db.session import make_engine, make_sessionmaker
 from app.jobs import queue, schedule
 from app.jobs.publish import open_store
 from app.jobs.runner import JobRunner
+from app.logs import configure_logging
 
 log = logging.getLogger("app.jobs.worker")  # also when run as `python -m app.jobs.worker`
 
@@ -137,25 +138,9 @@ def add_worker_parser(sub: Any) -> None:
     p.set_defaults(func=run_worker)
 
 
-_RECORD_FIELDS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
-
-
-class _Format(logging.Formatter):
-    """One line per record with its ``extra`` fields as key=value (job ids, models, statuses)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        extras = " ".join(f"{k}={v}" for k, v in vars(record).items() if k not in _RECORD_FIELDS)
-        return f"{super().format(record)} {extras}".rstrip()
-
-
 def run_worker(args: argparse.Namespace) -> int:
     settings = get_settings()
-    root = logging.getLogger()
-    if not root.handlers:
-        root.addHandler(logging.StreamHandler())
-    root.setLevel(settings.log_level.upper())
-    for handler in root.handlers:  # show the extra fields (job ids, models, statuses) too
-        handler.setFormatter(_Format("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    configure_logging(settings.log_level, settings.log_format)
     if settings.migrate_on_start:
         from app.db.migrations import upgrade
 

@@ -13,7 +13,7 @@ from app.api.errors import ERROR_RESPONSES, FieldError, InvalidInput
 from app.db import browse
 from app.db.repository import InvalidCursor
 
-router = APIRouter(dependencies=[ReadAccess])
+router = APIRouter(prefix="/v1", dependencies=[ReadAccess])
 MAX_PAGE = 500
 
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size")]

@@ -21,7 +21,7 @@ from app.db import repository
 from app.db.repository import ItemUpsert
 from app.db.tables import Item, User
 
-router = APIRouter()
+router = APIRouter(prefix="/v1")
 
 
 def _upsert(item: ItemIn) -> ItemUpsert:

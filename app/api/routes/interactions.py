@@ -15,7 +15,7 @@ from app.api.schemas import InteractionPage, InteractionRead, InteractionsCreate
 from app.config import Settings
 from app.db import repository
 
-router = APIRouter(tags=["interactions"])
+router = APIRouter(prefix="/v1", tags=["interactions"])
 
 
 def check_batch(columns: dict[str, Any], settings: Settings, now: float) -> list[FieldError]:

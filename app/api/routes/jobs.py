@@ -25,7 +25,7 @@ from app.recsys.pipeline import resolve_models, run_objective
 from app.recsys.store import CorruptVersion, StoreError, served_names
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["training"], dependencies=[AdminAccess])  # jobs show parameters, errors, hosts
+router = APIRouter(prefix="/v1", tags=["training"], dependencies=[AdminAccess])  # jobs show parameters, errors, hosts
 MAX_JOB_ID = 2**63 - 1  # the largest id either database stores; above it is no job, not a server error
 CONFLICT: dict[int | str, dict[str, Any]] = {409: {"description": "The job already ended / the version is corrupt"}}
 

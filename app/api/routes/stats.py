@@ -34,7 +34,7 @@ from app.api.stats_schemas import (
 from app.db.stats import data_stats
 from app.jobs import queue
 
-router = APIRouter(prefix="/stats", tags=["stats"], dependencies=[ReadAccess])
+router = APIRouter(prefix="/v1/stats", tags=["stats"], dependencies=[ReadAccess])
 REUSE_MIN_S = 5.0
 REUSE_FACTOR = 10.0
 REUSE_KEPT = 8
