@@ -125,13 +125,23 @@ def promotion(policy: str, *, new: float | None, active: float | None, active_ve
         return Decision(True, "no active version yet")
     if new is None or active is None:
         return Decision(True, f"{metric} missing on the new or the active version; nothing to compare")
+    n, a = distinct(new, active)
     if repo.lower_is_better(metric):
         if new <= active + tolerance:
-            return Decision(True, f"{metric} {new:.4f} <= active {active:.4f} + tolerance {tolerance:g}")
+            return Decision(True, f"{metric} {n} <= active {a} + tolerance {tolerance:g}")
     elif new >= active - tolerance:
-        return Decision(True, f"{metric} {new:.4f} >= active {active:.4f} - tolerance {tolerance:g}")
+        return Decision(True, f"{metric} {n} >= active {a} - tolerance {tolerance:g}")
     return Decision(
         False,
-        f"{metric} {new:.4f} is worse than active version {active_version} ({active:.4f}) "
+        f"{metric} {n} is worse than active version {active_version} ({a}) "
         f"by more than the tolerance {tolerance:g}: kept as a candidate",
     )
+
+
+def distinct(x: float, y: float) -> tuple[str, str]:
+    """``x`` and ``y`` with 4 decimals, or as many more (up to 12) as it takes to tell them apart."""
+    for digits in range(4, 13):
+        a, b = f"{x:.{digits}f}", f"{y:.{digits}f}"
+        if a != b:
+            return a, b
+    return a, b

@@ -38,6 +38,8 @@ def test_rating_versions_are_gated_on_validation_rmse() -> None:
     assert promotion("auto", new=0.94, active=0.93, active_version="v", tolerance=0.02, metric="valid_rmse").promote
     worse = promotion("auto", new=0.96, active=0.93, active_version="v1", tolerance=0.02, metric="valid_rmse")
     assert not worse.promote and "valid_rmse 0.9600 is worse than active version v1" in worse.reason
+    close = promotion("auto", new=0.032512, active=0.032547, active_version="v1", tolerance=0)
+    assert "0.03251 is worse than active version v1 (0.03255)" in close.reason  # digits enough to differ
 
 
 def test_worse_version_stays_candidate_unless_tolerated(settings, session) -> None:
