@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export DEEPREC_DATABASE_URL ?= sqlite:///./var/deeprec.db
 
-.PHONY: run test install lint bench clean
+.PHONY: run test test-fast install lint bench clean
 
 $(BIN)/deeprec: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -27,6 +27,9 @@ lint: install
 
 test: lint
 	$(BIN)/python -m pytest -q
+
+test-fast: install  # everything but the tests marked slow (processes, browsers, fuzzing, ML-100K)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache

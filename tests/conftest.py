@@ -200,3 +200,11 @@ def make_client(make_settings: Callable[..., Settings]) -> Iterator[Callable[...
     """make_client(**overrides) -> a running TestClient on settings with those overrides."""
     with ExitStack() as stack:
         yield lambda **overrides: stack.enter_context(_test_client(_create_app(make_settings(**overrides))))
+
+
+@pytest.fixture(scope="session")
+def trained_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The model store every serving and API test reads (tests/serving/support.py): trained once per run."""
+    from tests.serving import support  # imported here: suites without models stay light
+
+    return support.trained_store(tmp_path_factory)

@@ -171,6 +171,7 @@ def test_missing_command_module_exits_2(deeprec: Run, monkeypatch: pytest.Monkey
     assert "deeprec train: not available in this build (app.not_built_yet is missing)" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not ml100k_available(), reason=f"MovieLens 100K not found at {ml100k_dir()} (DEEPREC_ML100K_DIR)")
 def test_full_ml100k_import_on_sqlite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     url = f"sqlite:///{tmp_path / 'ml.db'}"

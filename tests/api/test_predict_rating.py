@@ -17,11 +17,6 @@ from tests.serving.support import seed_database
 ITEMS = ["i1", "i2", "i3", "i4"]
 
 
-@pytest.fixture(scope="session")
-def trained_store(tmp_path_factory):
-    return support.trained_store(tmp_path_factory)
-
-
 @pytest.fixture(scope="module")
 def rating_run():
     """The rating hybrid and its members, trained on ratings of the events the database holds."""

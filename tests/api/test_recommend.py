@@ -24,11 +24,6 @@ ROUTES = [
 ]
 
 
-@pytest.fixture(scope="session")
-def trained_store(tmp_path_factory):
-    return support.trained_store(tmp_path_factory)
-
-
 def wait_ready(client, timeout_s: float = 30.0):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -27,11 +27,6 @@ GETS = [
 MODELS = {"recommendations": RecommendationsRead, "next-items": RecommendationsRead, "similar": SimilarRead}
 
 
-@pytest.fixture(scope="session")
-def trained_store(tmp_path_factory):
-    return support.trained_store(tmp_path_factory)
-
-
 @pytest.fixture
 def clients(trained_store, tmp_path, session, make_client):
     """(cache on, cache off), on one database and one model store."""

@@ -18,6 +18,8 @@ from app.jobs.versions import list_versions
 from app.main import create_app
 from tests.jobs.support import FAST, alive, run_job, seed_database, start_worker, stop, wait_for
 
+pytestmark = pytest.mark.slow  # starts worker and server processes
+
 LONG = {"epochs": 100_000, "patience": 100_000, "batch_size": 128}  # stopped from outside
 FAST_BEATS = {"job_heartbeat_s": 0.2, "train_threads": 1}
 
