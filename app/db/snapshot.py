@@ -1,0 +1,147 @@
+"""The training snapshot as numpy arrays: events as integer codes, external ids once per user and item.
+
+A snapshot of 10M events read as pandas frames of external id strings costs two Python strings per
+event; here the events arrive as integers (COPY ... TO STDOUT in binary on PostgreSQL, keyset-paged
+reads on SQLite) straight into preallocated arrays, and only the user and item tables are read as
+strings. The recommender core builds its data set from this (``app.jobs.snapshot``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import Connection, func, select
+from sqlalchemy.orm import Session
+
+from app.db.bulk import COPY_HEADER
+from app.db.tables import Interaction
+
+READ_CHUNK = 200_000  # rows per SQLite query; also the growth step when rows arrive that count() missed
+# id, user_id, item_id as int64, value as float64 (NaN for NULL), ts as int64 seconds: fixed width, so numpy
+# reads COPY's binary rows as a structured array. Each field is preceded by its length (int32).
+PG_ROW = np.dtype(
+    [("n", ">i2")] + [(f, t) for name, kind in
+     (("id", ">i8"), ("user", ">i8"), ("item", ">i8"), ("value", ">f8"), ("ts", ">i8"))
+     for f, t in ((f"{name}_len", ">i4"), (name, kind))]
+)  # fmt: skip
+PG_COPY = """
+    COPY (SELECT id, user_id, item_id, COALESCE(value, 'NaN'::float8), FLOOR(EXTRACT(EPOCH FROM occurred_at))::bigint
+          FROM interaction WHERE id <= {max_id}) TO STDOUT (FORMAT BINARY)
+"""
+SQLITE_PAGE = (
+    "SELECT id, user_id, item_id, value, CAST(strftime('%s', occurred_at) AS INTEGER) FROM interaction "
+    "WHERE id > ? AND id <= ? ORDER BY id LIMIT ?"
+)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Every event stored up to ``max_id``, in id order, over the users with events and every item."""
+
+    user_ids: np.ndarray  # [U] external ids (str objects) of the users with events, sorted
+    item_ids: np.ndarray  # [I] external ids of every stored item, sorted
+    users: np.ndarray  # [N] int64 index into user_ids
+    items: np.ndarray  # [N] int64 index into item_ids
+    values: np.ndarray  # [N] float32 rating, NaN where none
+    ts: np.ndarray  # [N] int64 Unix seconds (whole, floored)
+    max_id: int | None  # highest interaction id read; None when there are no events
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+
+class _Columns:
+    """Preallocated event columns filled block by block."""
+
+    def __init__(self, n: int) -> None:
+        self.n = 0
+        self.id = np.empty(n, dtype=np.int64)
+        self.user = np.empty(n, dtype=np.int64)
+        self.item = np.empty(n, dtype=np.int64)
+        self.value = np.empty(n, dtype=np.float32)
+        self.ts = np.empty(n, dtype=np.int64)
+
+    def add(self, block: dict[str, np.ndarray]) -> None:
+        k = len(block["id"])
+        if self.n + k > len(self.id):  # rows committed after count(): grow
+            for name in ("id", "user", "item", "value", "ts"):
+                setattr(self, name, np.resize(getattr(self, name), self.n + k + READ_CHUNK))
+        for name in ("id", "user", "item", "value", "ts"):
+            getattr(self, name)[self.n : self.n + k] = block[name]
+        self.n += k
+
+
+def _pg_blocks(conn: Connection, max_id: int) -> Iterator[dict[str, np.ndarray]]:
+    """Blocks of whole rows from a binary COPY; a row cut by a block boundary waits for the next block."""
+    pending = b""
+    header = True
+    with conn.connection.driver_connection.cursor() as cur, cur.copy(PG_COPY.format(max_id=int(max_id))) as copy:
+        for data in copy:
+            pending += bytes(data)
+            if header:
+                if len(pending) < len(COPY_HEADER):
+                    continue
+                pending, header = pending[len(COPY_HEADER) :], False
+            whole = len(pending) // PG_ROW.itemsize
+            if whole:
+                rows = np.frombuffer(pending, dtype=PG_ROW, count=whole)
+                yield {name: rows[name] for name in ("id", "user", "item", "value", "ts")}
+                pending = pending[whole * PG_ROW.itemsize :]
+
+
+def _sqlite_blocks(conn: Connection, max_id: int) -> Iterator[dict[str, np.ndarray]]:
+    last = 0
+    while True:
+        rows = conn.exec_driver_sql(SQLITE_PAGE, (last, max_id, READ_CHUNK)).all()
+        if not rows:
+            return
+        table = np.array(rows, dtype=np.float64)  # [B, 5]: ids and seconds are exact below 2**53; None -> NaN
+        last = int(table[-1, 0])
+        yield {
+            "id": table[:, 0].astype(np.int64),
+            "user": table[:, 1].astype(np.int64),
+            "item": table[:, 2].astype(np.int64),
+            "value": table[:, 3],
+            "ts": table[:, 4].astype(np.int64),
+        }
+
+
+def _external(conn: Connection, table: str) -> tuple[np.ndarray, np.ndarray]:
+    """(internal ids [K] ascending, external ids [K]) of a whole id table."""
+    rows = conn.exec_driver_sql(f'SELECT id, external_id FROM "{table}" ORDER BY id').all()
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    return ids, np.array([r[1] for r in rows], dtype=object)
+
+
+def _codes(internal: np.ndarray, table_ids: np.ndarray, table_ext: np.ndarray, *, only_present: bool):
+    """(sorted external ids, [N] index of each event's id into them)."""
+    if only_present:
+        present, inverse = np.unique(internal, return_inverse=True)  # [K'], [N]
+        ext = table_ext[np.searchsorted(table_ids, present)]
+    else:
+        ext, inverse = table_ext, np.searchsorted(table_ids, internal)
+    order = np.argsort(ext, kind="stable")  # string order, as pandas sorts them
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return ext[order], rank[inverse]
+
+
+def read_snapshot(session: Session) -> Snapshot:
+    """Every stored event (up to the highest id at the start) and every item, in one read transaction."""
+    conn = session.connection()
+    max_id = session.scalar(select(func.max(Interaction.id)))
+    n = session.scalar(select(func.count()).select_from(Interaction).where(Interaction.id <= (max_id or 0))) or 0
+    cols = _Columns(n)
+    if max_id is not None:
+        blocks = _pg_blocks(conn, max_id) if conn.dialect.name == "postgresql" else _sqlite_blocks(conn, max_id)
+        for block in blocks:
+            cols.add(block)
+    ids, user, item, value, ts = (a[: cols.n] for a in (cols.id, cols.user, cols.item, cols.value, cols.ts))
+    if len(ids) > 1 and not (np.diff(ids) > 0).all():  # COPY reads in table order: usually id order already
+        order = np.argsort(ids, kind="stable")
+        user, item, value, ts = user[order], item[order], value[order], ts[order]
+    user_ids, users = _codes(user, *_external(conn, "user"), only_present=True)
+    item_ids, items = _codes(item, *_external(conn, "item"), only_present=False)
+    return Snapshot(user_ids, item_ids, users, items, value, ts, max_id)
