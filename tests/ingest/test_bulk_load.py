@@ -7,44 +7,17 @@ of the same generator, with COPY off. Both must give the same ids, rows, order a
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine
 
 from app.config import Settings
 from app.db import bulk
-from app.db.session import make_engine, make_sessionmaker
-from app.db.tables import CatalogueRewrite, HistoryRewrite, Interaction, Item, User
+from app.db.session import make_sessionmaker
 from app.ingest.demo import DemoConfig, generate, load_demo
 from app.ingest.loader import Loader
+from tests.ingest.support import dump, reset
 
 CFG = DemoConfig(users=60, items=300, events=1_500, seed=3, end_ts=1_700_000_000)
-TABLES = (User, Item, Interaction)
-
-
-def dump(engine: Engine) -> dict[str, Any]:
-    """Every row of user, item and interaction (ids included, created_at left out) and the change counts."""
-    out: dict[str, Any] = {}
-    with make_sessionmaker(engine)() as session:
-        for table in TABLES:
-            cols = [c for c in table.__table__.columns if c.name != "created_at"]
-            out[table.__tablename__] = [tuple(r) for r in session.execute(select(*cols).order_by(cols[0])).all()]
-        for counter in (CatalogueRewrite, HistoryRewrite):
-            out[counter.__tablename__] = session.scalar(select(counter.count))
-    return out
-
-
-def reset(engine: Engine) -> None:
-    """Empty the tables with ids starting at 1 again, and the counters at 0."""
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text('TRUNCATE interaction, "user", item RESTART IDENTITY CASCADE'))
-        else:
-            for name in ("interaction", '"user"', "item"):
-                conn.execute(text(f"DELETE FROM {name}"))
-        conn.execute(text("UPDATE catalogue_rewrite SET count = 0"))
-        conn.execute(text("UPDATE history_rewrite SET count = 0"))
 
 
 def row_by_row(settings: Settings, engine: Engine, cfg: DemoConfig, chunk_size: int) -> None:
@@ -53,13 +26,6 @@ def row_by_row(settings: Settings, engine: Engine, cfg: DemoConfig, chunk_size: 
     loader.items(items)
     loader.users(users)
     loader.events(chunks)
-
-
-@pytest.fixture
-def engine(settings: Settings) -> Any:
-    eng = make_engine(settings)
-    yield eng
-    eng.dispose()
 
 
 def test_demo_bulk_load_equals_the_row_by_row_load(
