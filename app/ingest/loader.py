@@ -21,6 +21,8 @@ from app.db import bulk, repository
 from app.db.repository import EVENT_TYPES
 from app.db.tables import ID_LENGTH
 
+UPSERT_CHUNK = 100_000  # items or users per upsert statement of a bulk load
+
 
 class BadRows(ValueError):
     """Rows of an input file that cannot be stored; the message names the line and the field."""
@@ -133,9 +135,13 @@ class Loader:
         return self._upsert_columns(repository.USER, columns)
 
     def _upsert_columns(self, table: Table, columns: dict[str, np.ndarray]) -> np.ndarray:
+        """One transaction, statements of UPSERT_CHUNK rows: the driver's per-row objects stay bounded."""
+        n = len(columns["external_id"])
         with self.sessions() as session:
             conn = session.connection()
-            bulk.upsert_columns(conn, table, columns, json=("categories", "attributes"))
+            for start in range(0, n, UPSERT_CHUNK):
+                part = {k: v[start : start + UPSERT_CHUNK] for k, v in columns.items()}
+                bulk.upsert_columns(conn, table, part, json=("categories", "attributes"))
             ids = bulk.id_array(conn, table, columns["external_id"])
             session.commit()
         return ids

@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from app.config import Settings
 from app.db import bulk
 from app.db.session import make_sessionmaker
+from app.ingest import loader
 from app.ingest.demo import DemoConfig, generate, load_demo
 from app.ingest.loader import Loader
 from tests.ingest.support import dump, reset
@@ -22,10 +23,10 @@ CFG = DemoConfig(users=60, items=300, events=1_500, seed=3, end_ts=1_700_000_000
 
 def row_by_row(settings: Settings, engine: Engine, cfg: DemoConfig, chunk_size: int) -> None:
     items, users, chunks = generate(cfg, chunk_size=chunk_size)
-    loader = Loader(make_sessionmaker(engine))
-    loader.items(items)
-    loader.users(users)
-    loader.events(chunks)
+    rows = Loader(make_sessionmaker(engine))
+    rows.items(items)
+    rows.users(users)
+    rows.events(chunks)
 
 
 def test_demo_bulk_load_equals_the_row_by_row_load(
@@ -37,6 +38,7 @@ def test_demo_bulk_load_equals_the_row_by_row_load(
     expected = dump(engine)
     reset(engine)
     monkeypatch.setattr(bulk, "COPY_MIN_ROWS", 1)  # every batch through COPY on PostgreSQL
+    monkeypatch.setattr(loader, "UPSERT_CHUNK", 7)  # items and users in several statements
     sessions = make_sessionmaker(engine)
     first = load_demo(CFG, settings, sessions, chunk_size=400)
     second = load_demo(CFG, settings, sessions, chunk_size=400)
