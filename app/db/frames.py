@@ -7,6 +7,7 @@ categories (list[str]), attributes (dict), active (bool), created_at_ts (int64).
 
 from __future__ import annotations
 
+import json as jsonlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -77,8 +78,26 @@ def interactions_frame(*, session: Session) -> pd.DataFrame:
     return frame.sort_values("ts", kind="stable", ignore_index=True)
 
 
-def _table_frame(session: Session, columns: Sequence[str], *selected: Any) -> pd.DataFrame:
-    frame = pd.DataFrame.from_records(session.execute(select(*selected)).all(), columns=list(columns))
+def _table_frame(session: Session, columns: Sequence[str], *selected: Any, json: Sequence[str] = ()) -> pd.DataFrame:
+    """The selected columns of a whole table, read on the driver's cursor.
+
+    A table of 1M items read through ORM rows spent most of its time per row in SQLAlchemy; here the
+    driver's tuples become columns directly, and JSON text (SQLite) is parsed in one json.loads call
+    per column rather than one per row. PostgreSQL's driver returns JSONB already parsed.
+    """
+    conn = session.connection()
+    sql = str(select(*selected).compile(dialect=conn.dialect))  # no bound parameters
+    cur = conn.connection.driver_connection.cursor()
+    try:
+        rows = cur.execute(sql).fetchall()
+    finally:
+        cur.close()
+    values = dict(zip(columns, map(list, zip(*rows, strict=True)), strict=True)) if rows else {c: [] for c in columns}
+    for name in json:
+        if values[name] and isinstance(next((v for v in values[name] if v is not None), None), str):
+            text = ",".join("null" if v is None else v for v in values[name])
+            values[name] = jsonlib.loads(f"[{text}]")
+    frame = pd.DataFrame(values, columns=list(columns))
     return frame.astype({columns[0]: str, "created_at_ts": "int64"})
 
 
@@ -93,13 +112,15 @@ def items_frame(*, session: Session) -> pd.DataFrame:
         Item.attributes,
         Item.active,
         epoch_seconds(Item.created_at),
+        json=("categories", "attributes"),
     )
     return frame.astype({"active": bool})
 
 
 def users_frame(*, session: Session) -> pd.DataFrame:
     """Every user in creation order: user_id, attributes (dict), created_at_ts."""
-    return _table_frame(session, USER_COLUMNS, User.external_id, User.attributes, epoch_seconds(User.created_at))
+    selected = (User.external_id, User.attributes, epoch_seconds(User.created_at))
+    return _table_frame(session, USER_COLUMNS, *selected, json=("attributes",))
 
 
 def database_frames(settings: Any) -> tuple[pd.DataFrame, pd.DataFrame]:

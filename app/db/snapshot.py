@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 from sqlalchemy import Connection, func, select
@@ -31,7 +32,8 @@ PG_COPY = """
           FROM interaction WHERE id <= {max_id}) TO STDOUT (FORMAT BINARY)
 """
 SQLITE_PAGE = (
-    "SELECT id, user_id, item_id, value, CAST(strftime('%s', occurred_at) AS INTEGER) FROM interaction "
+    # NULL values read as 1e999, which SQLite parses as infinity: a stored rating is always finite.
+    "SELECT id, user_id, item_id, IFNULL(value, 1e999), CAST(strftime('%s', occurred_at) AS INTEGER) FROM interaction "
     "WHERE id > ? AND id <= ? ORDER BY id LIMIT ?"
 )
 
@@ -92,18 +94,21 @@ def _pg_blocks(conn: Connection, max_id: int) -> Iterator[dict[str, np.ndarray]]
 
 
 def _sqlite_blocks(conn: Connection, max_id: int) -> Iterator[dict[str, np.ndarray]]:
+    """Keyset pages on the driver's own cursor: plain tuples, flattened by np.fromiter without a Python loop."""
+    cur = conn.connection.driver_connection.cursor()
     last = 0
     while True:
-        rows = conn.exec_driver_sql(SQLITE_PAGE, (last, max_id, READ_CHUNK)).all()
+        rows = cur.execute(SQLITE_PAGE, (last, max_id, READ_CHUNK)).fetchall()
         if not rows:
             return
-        table = np.array(rows, dtype=np.float64)  # [B, 5]: ids and seconds are exact below 2**53; None -> NaN
+        flat = np.fromiter(chain.from_iterable(rows), dtype=np.float64, count=5 * len(rows))
+        table = flat.reshape(len(rows), 5)  # [B, 5]: ids and seconds are exact below 2**53
         last = int(table[-1, 0])
         yield {
             "id": table[:, 0].astype(np.int64),
             "user": table[:, 1].astype(np.int64),
             "item": table[:, 2].astype(np.int64),
-            "value": table[:, 3],
+            "value": np.where(np.isinf(table[:, 3]), np.nan, table[:, 3]),  # NULL came as 1e999 (inf)
             "ts": table[:, 4].astype(np.int64),
         }
 
