@@ -114,10 +114,16 @@ def _sqlite_blocks(conn: Connection, max_id: int) -> Iterator[dict[str, np.ndarr
 
 
 def _external(conn: Connection, table: str) -> tuple[np.ndarray, np.ndarray]:
-    """(internal ids [K] ascending, external ids [K]) of a whole id table."""
-    rows = conn.exec_driver_sql(f'SELECT id, external_id FROM "{table}" ORDER BY id').all()
-    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    return ids, np.array([r[1] for r in rows], dtype=object)
+    """(internal ids [K] ascending, external ids [K]) of a whole id table, read on the driver's cursor."""
+    cur = conn.connection.driver_connection.cursor()
+    try:
+        rows = cur.execute(f'SELECT id, external_id FROM "{table}" ORDER BY id').fetchall()
+    finally:
+        cur.close()
+    if not rows:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object)
+    ids, ext = zip(*rows, strict=True)
+    return np.fromiter(ids, dtype=np.int64, count=len(rows)), np.array(ext, dtype=object)
 
 
 def _codes(internal: np.ndarray, table_ids: np.ndarray, table_ext: np.ndarray, *, only_present: bool):
