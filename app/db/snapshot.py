@@ -1,8 +1,8 @@
 """The training snapshot as numpy arrays: events as integer codes, external ids once per user and item.
 
 A snapshot of 10M events read as pandas frames of external id strings costs two Python strings per
-event; here the events arrive as integers (COPY ... TO STDOUT in binary on PostgreSQL, keyset-paged
-reads on SQLite) straight into preallocated arrays, and only the user and item tables are read as
+event; here the events arrive as integers (blocks of binary rows built by the server on PostgreSQL,
+keyset-paged reads on SQLite) straight into preallocated arrays, and only the user and item tables are read as
 strings. The recommender core builds its data set from this (``app.jobs.snapshot``).
 """
 
@@ -16,20 +16,17 @@ import numpy as np
 from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session
 
-from app.db.bulk import COPY_HEADER
 from app.db.tables import Interaction
 
 READ_CHUNK = 200_000  # rows per SQLite query; also the growth step when rows arrive that count() missed
-# id, user_id, item_id as int64, value as float64 (NaN for NULL), ts as int64 seconds: fixed width, so numpy
-# reads COPY's binary rows as a structured array. Each field is preceded by its length (int32).
-PG_ROW = np.dtype(
-    [("n", ">i2")] + [(f, t) for name, kind in
-     (("id", ">i8"), ("user", ">i8"), ("item", ">i8"), ("value", ">f8"), ("ts", ">i8"))
-     for f, t in ((f"{name}_len", ">i4"), (name, kind))]
-)  # fmt: skip
-PG_COPY = """
-    COPY (SELECT id, user_id, item_id, COALESCE(value, 'NaN'::float8), FLOOR(EXTRACT(EPOCH FROM occurred_at))::bigint
-          FROM interaction WHERE id <= {max_id}) TO STDOUT (FORMAT BINARY)
+# One bytea per block of ids, made by the server: the fixed-width binary rows (big-endian) of PG_ROW, so
+# the client does no work per row (a COPY TO stream arrives as one message per row).
+PG_ROW = np.dtype([("id", ">i8"), ("user", ">i8"), ("item", ">i8"), ("value", ">f8"), ("ts", ">i8")])
+PG_BLOCK = """
+    SELECT string_agg(int8send(id) || int8send(user_id) || int8send(item_id)
+                      || float8send(COALESCE(value, 'NaN'::float8))
+                      || int8send(FLOOR(EXTRACT(EPOCH FROM occurred_at))::bigint), ''::bytea)
+    FROM interaction WHERE id > %s AND id <= %s
 """
 SQLITE_PAGE = (
     # NULL values read as 1e999, which SQLite parses as infinity: a stored rating is always finite.
@@ -76,21 +73,14 @@ class _Columns:
 
 
 def _pg_blocks(conn: Connection, max_id: int) -> Iterator[dict[str, np.ndarray]]:
-    """Blocks of whole rows from a binary COPY; a row cut by a block boundary waits for the next block."""
-    pending = b""
-    header = True
-    with conn.connection.driver_connection.cursor() as cur, cur.copy(PG_COPY.format(max_id=int(max_id))) as copy:
-        for data in copy:
-            pending += bytes(data)
-            if header:
-                if len(pending) < len(COPY_HEADER):
-                    continue
-                pending, header = pending[len(COPY_HEADER) :], False
-            whole = len(pending) // PG_ROW.itemsize
-            if whole:
-                rows = np.frombuffer(pending, dtype=PG_ROW, count=whole)
-                yield {name: rows[name] for name in ("id", "user", "item", "value", "ts")}
-                pending = pending[whole * PG_ROW.itemsize :]
+    """Blocks of READ_CHUNK ids, each one bytea of fixed-width rows read as a structured array."""
+    low = conn.exec_driver_sql("SELECT min(id) FROM interaction").scalar() or 1
+    with conn.connection.driver_connection.cursor(binary=True) as cur:
+        for start in range(low - 1, max_id, READ_CHUNK):
+            data = cur.execute(PG_BLOCK, (start, min(start + READ_CHUNK, max_id))).fetchone()[0]
+            if data:
+                rows = np.frombuffer(data, dtype=PG_ROW)
+                yield {name: rows[name] for name in PG_ROW.names}
 
 
 def _sqlite_blocks(conn: Connection, max_id: int) -> Iterator[dict[str, np.ndarray]]:
