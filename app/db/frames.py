@@ -94,6 +94,7 @@ def _table_frame(session: Session, columns: Sequence[str], *selected: Any, json:
     finally:
         cur.close()
     values = dict(zip(columns, map(list, zip(*rows, strict=True)), strict=True)) if rows else {c: [] for c in columns}
+    del rows
     for name in json:
         if values[name]:
             values[name] = jsonlib.loads("[" + ",".join("null" if v is None else v for v in values[name]) + "]")

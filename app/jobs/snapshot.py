@@ -37,13 +37,14 @@ def snapshot_data(session: Session, *, text_buckets: int = 0) -> tuple[Interacti
         feats = schema.encode(aligned)
     else:
         schema, feats = FeatureSchema(), np.zeros((len(snap.item_ids), 0), dtype=np.float32)
+    pick = (lambda a: a) if len(keep) == len(snap) else (lambda a: a[keep])  # no repeats: no copies
     data = InteractionData(
         user_ids=snap.user_ids,
         item_ids=snap.item_ids,
-        users=snap.users[keep],
-        items=snap.items[keep],
-        ratings=snap.values[keep],
-        ts=snap.ts[keep],
+        users=pick(snap.users),
+        items=pick(snap.items),
+        ratings=pick(snap.values),
+        ts=pick(snap.ts),
         item_features=feats,
         feature_schema=schema,
     )
