@@ -159,9 +159,16 @@ def copy_binary(fields: Sequence[tuple[np.ndarray, np.ndarray | None]]) -> bytes
     return buf.tobytes()
 
 
+def driver(conn: Connection) -> Any:
+    """The driver's own connection (psycopg or sqlite3) under a SQLAlchemy connection, same transaction."""
+    raw = conn.connection.driver_connection
+    assert raw is not None, "the connection is closed"
+    return raw
+
+
 def copy_into(conn: Connection, sql: str, payload: bytes) -> None:
     """Run ``COPY ... FROM STDIN (FORMAT BINARY)`` with the payload, in the connection's transaction."""
-    with conn.connection.driver_connection.cursor() as cur, cur.copy(sql) as copy:
+    with driver(conn).cursor() as cur, cur.copy(sql) as copy:
         copy.write(payload)
 
 

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
+from app.db.bulk import driver
 from app.db.tables import Interaction, Item, User
 
 INTERACTION_COLUMNS = ("user_id", "item_id", "type", "value", "ts")
@@ -88,7 +89,7 @@ def _table_frame(session: Session, columns: Sequence[str], *selected: Any, json:
     conn = session.connection()
     chosen = [cast(col, Text) if name in json else col for name, col in zip(columns, selected, strict=True)]
     sql = str(select(*chosen).compile(dialect=conn.dialect))  # no bound parameters
-    cur = conn.connection.driver_connection.cursor()
+    cur = driver(conn).cursor()
     try:
         rows = cur.execute(sql).fetchall()
     finally:

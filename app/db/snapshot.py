@@ -16,11 +16,13 @@ import numpy as np
 from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session
 
+from app.db.bulk import driver
 from app.db.tables import Interaction
 
 READ_CHUNK = 200_000  # rows per SQLite query; also the growth step when rows arrive that count() missed
 # One bytea per block of ids, made by the server: the fixed-width binary rows (big-endian) of PG_ROW, so
 # the client does no work per row (a COPY TO stream arrives as one message per row).
+COLUMNS = ("id", "user", "item", "value", "ts")
 PG_ROW = np.dtype([("id", ">i8"), ("user", ">i8"), ("item", ">i8"), ("value", ">f8"), ("ts", ">i8")])
 PG_BLOCK = """
     SELECT string_agg(int8send(id) || int8send(user_id) || int8send(item_id)
@@ -75,17 +77,17 @@ class _Columns:
 def _pg_blocks(conn: Connection, max_id: int) -> Iterator[dict[str, np.ndarray]]:
     """Blocks of READ_CHUNK ids, each one bytea of fixed-width rows read as a structured array."""
     low = conn.exec_driver_sql("SELECT min(id) FROM interaction").scalar() or 1
-    with conn.connection.driver_connection.cursor(binary=True) as cur:
+    with driver(conn).cursor(binary=True) as cur:
         for start in range(low - 1, max_id, READ_CHUNK):
             data = cur.execute(PG_BLOCK, (start, min(start + READ_CHUNK, max_id))).fetchone()[0]
             if data:
                 rows = np.frombuffer(data, dtype=PG_ROW)
-                yield {name: rows[name] for name in PG_ROW.names}
+                yield {name: rows[name] for name in COLUMNS}
 
 
 def _sqlite_blocks(conn: Connection, max_id: int) -> Iterator[dict[str, np.ndarray]]:
     """Keyset pages on the driver's own cursor: plain tuples, flattened by np.fromiter without a Python loop."""
-    cur = conn.connection.driver_connection.cursor()
+    cur = driver(conn).cursor()
     last = 0
     while True:
         rows = cur.execute(SQLITE_PAGE, (last, max_id, READ_CHUNK)).fetchall()
@@ -105,7 +107,7 @@ def _sqlite_blocks(conn: Connection, max_id: int) -> Iterator[dict[str, np.ndarr
 
 def _external(conn: Connection, table: str) -> tuple[np.ndarray, np.ndarray]:
     """(internal ids [K] ascending, external ids [K]) of a whole id table, read on the driver's cursor."""
-    cur = conn.connection.driver_connection.cursor()
+    cur = driver(conn).cursor()
     try:
         rows = cur.execute(f'SELECT id, external_id FROM "{table}" ORDER BY id').fetchall()
     finally:

@@ -125,6 +125,8 @@ class ItemColumns:
 
 @dataclass(frozen=True)
 class UserColumns:
+    """The demo users as arrays: attributes as JSON text for the database load, or as dicts in ``frame``."""
+
     user_id: np.ndarray  # [N] str
     age: np.ndarray  # [N] int
     country: np.ndarray  # [N] str
