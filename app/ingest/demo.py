@@ -21,7 +21,7 @@ import pandas as pd
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
-from app.ingest.loader import ImportReport, Loader
+from app.ingest.loader import UPSERT_CHUNK, ImportReport, Loader
 
 # Neighbours on this ring are related, so a drifting interest moves between similar genres.
 GENRES = (
@@ -101,14 +101,14 @@ class ItemColumns:
     second: np.ndarray  # [M] str, the second genre or ""
     year: np.ndarray  # [M] int
 
-    def json(self) -> dict[str, np.ndarray]:
-        """external_id, title, categories and attributes as the bulk upsert takes them (JSON text)."""
-        tail = np.where(self.second == "", "", _join('", "', self.second))
+    def json(self, rows: slice = slice(None)) -> dict[str, np.ndarray]:
+        """external_id, title, categories and attributes of the rows as the bulk upsert takes them (JSON text)."""
+        tail = np.where(self.second[rows] == "", "", _join('", "', self.second[rows]))
         return {
-            "external_id": self.item_id,
-            "title": self.title,
-            "categories": _join('["', self.genre, tail, '"]'),
-            "attributes": _join('{"year": ', self.year.astype(str), "}"),
+            "external_id": self.item_id[rows],
+            "title": self.title[rows],
+            "categories": _join('["', self.genre[rows], tail, '"]'),
+            "attributes": _join('{"year": ', self.year[rows].astype(str), "}"),
         }
 
     def frame(self) -> pd.DataFrame:
@@ -131,10 +131,10 @@ class UserColumns:
     age: np.ndarray  # [N] int
     country: np.ndarray  # [N] str
 
-    def json(self) -> dict[str, np.ndarray]:
+    def json(self, rows: slice = slice(None)) -> dict[str, np.ndarray]:
         return {
-            "external_id": self.user_id,
-            "attributes": _join('{"age": ', self.age.astype(str), ', "country": "', self.country, '"}'),
+            "external_id": self.user_id[rows],
+            "attributes": _join('{"age": ', self.age[rows].astype(str), ', "country": "', self.country[rows], '"}'),
         }
 
     def frame(self) -> pd.DataFrame:
@@ -148,6 +148,10 @@ def _join(*parts: np.ndarray | str) -> np.ndarray:
     for part in parts[1:]:
         out = np.char.add(out, part)
     return out
+
+
+def _slices(n: int, size: int) -> list[slice]:
+    return [slice(start, start + size) for start in range(0, n, size)]
 
 
 def _ids(prefix: str, n: int) -> np.ndarray:
@@ -319,7 +323,8 @@ def load_demo(
     lo, hi = max(0.5, settings.rating_min), min(5.0, settings.rating_max)
     items, users, blocks = generate_codes(cfg, chunk_size=chunk_size)
     loader = Loader(sessions)
-    item_ids = loader.item_columns(items.json())  # [M] internal id of item index k
-    user_ids = loader.user_columns(users.json())  # [N]
+    # JSON text is built UPSERT_CHUNK rows at a time: for 1M items it would otherwise hold 0.4 GB at once.
+    item_ids = loader.item_columns(items.json(s) for s in _slices(cfg.items, UPSERT_CHUNK))  # [M] id of index k
+    user_ids = loader.user_columns(users.json(s) for s in _slices(cfg.users, UPSERT_CHUNK))  # [N]
     loader.event_codes((user_ids[b.user], item_ids[b.item], np.clip(b.value, lo, hi), b.ts) for b in blocks)
     return loader.finish()

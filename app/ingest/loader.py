@@ -125,26 +125,26 @@ class Loader:
             self.report.inserted += result.inserted
             self.report.duplicates += result.duplicates
 
-    def item_columns(self, columns: dict[str, np.ndarray]) -> np.ndarray:
-        """Upsert items given as columns (external_id, title, categories and attributes as JSON text);
-        returns [M] their internal ids, so events can be written by index from then on."""
-        return self._upsert_columns(repository.ITEM, columns)
+    def item_columns(self, chunks: Iterable[dict[str, np.ndarray]]) -> np.ndarray:
+        """Upsert items given as chunks of columns (external_id, title, categories and attributes as JSON
+        text); returns [M] their internal ids, so events can be written by index from then on."""
+        return self._upsert_columns(repository.ITEM, chunks)
 
-    def user_columns(self, columns: dict[str, np.ndarray]) -> np.ndarray:
-        """Upsert users given as columns (external_id, attributes as JSON text); returns [N] internal ids."""
-        return self._upsert_columns(repository.USER, columns)
+    def user_columns(self, chunks: Iterable[dict[str, np.ndarray]]) -> np.ndarray:
+        """Upsert users given as chunks of columns (external_id, attributes as JSON text); returns [N] ids."""
+        return self._upsert_columns(repository.USER, chunks)
 
-    def _upsert_columns(self, table: Table, columns: dict[str, np.ndarray]) -> np.ndarray:
-        """One transaction, statements of UPSERT_CHUNK rows: the driver's per-row objects stay bounded."""
-        n = len(columns["external_id"])
+    def _upsert_columns(self, table: Table, chunks: Iterable[dict[str, np.ndarray]]) -> np.ndarray:
+        """One transaction, one statement per chunk: the driver's per-row objects and the chunk's text
+        stay bounded by the chunk (UPSERT_CHUNK rows for the demo)."""
+        ids = []
         with self.sessions() as session:
             conn = session.connection()
-            for start in range(0, n, UPSERT_CHUNK):
-                part = {k: v[start : start + UPSERT_CHUNK] for k, v in columns.items()}
-                bulk.upsert_columns(conn, table, part, json=("categories", "attributes"))
-            ids = bulk.id_array(conn, table, columns["external_id"])
+            for columns in chunks:
+                bulk.upsert_columns(conn, table, columns, json=("categories", "attributes"))
+                ids.append(bulk.id_array(conn, table, columns["external_id"]))
             session.commit()
-        return ids
+        return np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
 
     def event_codes(self, chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> None:
         """Ratings of stored users and items: chunks of (user ids, item ids, values, Unix seconds), each [E]

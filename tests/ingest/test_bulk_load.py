@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from app.config import Settings
 from app.db import bulk
 from app.db.session import make_sessionmaker
-from app.ingest import loader
+from app.ingest import demo
 from app.ingest.demo import DemoConfig, generate, load_demo
 from app.ingest.loader import Loader
 from tests.ingest.support import dump, reset
@@ -38,7 +38,7 @@ def test_demo_bulk_load_equals_the_row_by_row_load(
     expected = dump(engine)
     reset(engine)
     monkeypatch.setattr(bulk, "COPY_MIN_ROWS", 1)  # every batch through COPY on PostgreSQL
-    monkeypatch.setattr(loader, "UPSERT_CHUNK", 7)  # items and users in several statements
+    monkeypatch.setattr(demo, "UPSERT_CHUNK", 7)  # items and users in several statements
     sessions = make_sessionmaker(engine)
     first = load_demo(CFG, settings, sessions, chunk_size=400)
     second = load_demo(CFG, settings, sessions, chunk_size=400)
