@@ -110,9 +110,8 @@ def train(
     named ones. Either way, what they depend on (the hybrid's members) comes from the active
     versions when those were trained on the same snapshot, and is trained again otherwise.
     """
-    from app.db.frames import database_frames
     from app.jobs.publish import open_store
-    from app.recsys.data import InteractionData
+    from app.jobs.snapshot import database_data
     from app.recsys.pipeline import TrainResult, resolve_models, run_objective, train_models
     from app.recsys.store import served_name_of
     from app.recsys.training import resolve_device, set_train_threads
@@ -126,11 +125,10 @@ def train(
         targets = [n for n in wanted if not store.versions(run_served_name(n, params))]
         if not targets:
             return []
-    interactions, items = database_frames(settings)
-    if interactions.empty:
+    data, max_id = database_data(settings, text_buckets=text_buckets)
+    if max_id is None:
         raise SystemExit("no interactions in the database: import some first (deeprec demo-data or deeprec import)")
     set_train_threads(settings.train_threads)
-    data = InteractionData.from_frames(interactions, items, text_buckets=text_buckets)
     if verbose:
         params.setdefault("verbose", True)
     dev = str(resolve_device(device or settings.device))

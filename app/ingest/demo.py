@@ -21,7 +21,7 @@ import pandas as pd
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
-from app.ingest.loader import ImportReport, Loader
+from app.ingest.loader import UPSERT_CHUNK, ImportReport, Loader
 
 # Neighbours on this ring are related, so a drifting interest moves between similar genres.
 GENRES = (
@@ -64,7 +64,7 @@ class Catalogue:
     key: np.ndarray  # [M] genre + cumulative popularity share within it, in (c, c+1]
 
 
-def make_catalogue(cfg: DemoConfig, rng: np.random.Generator) -> tuple[Catalogue, pd.DataFrame]:
+def make_catalogue(cfg: DemoConfig, rng: np.random.Generator) -> tuple[Catalogue, ItemColumns]:
     m, c = cfg.items, min(len(GENRES), cfg.items)
     genre_weight = rng.dirichlet(np.full(c, 1.5))  # [C]
     primary = np.concatenate([np.arange(c), rng.choice(c, m - c, p=genre_weight)])  # every genre has an item
@@ -83,23 +83,80 @@ def make_catalogue(cfg: DemoConfig, rng: np.random.Generator) -> tuple[Catalogue
     neighbour = (primary + rng.choice([-1, 1], m)) % c
     second = np.where(rng.random(m) < 0.15, rng.integers(0, c, m), neighbour)
     has_second = (rng.random(m) < 0.7) & (second != primary)
-    names = np.asarray(GENRES[:c], dtype=object)
-    categories = [[p] for p in names[primary]]
-    for i in np.flatnonzero(has_second):  # building Python lists for the JSON column; no numeric work
-        categories[i].append(names[second[i]])
+    names = np.asarray(GENRES[:c])
     end_year = datetime.fromtimestamp(_end(cfg), UTC).year
     year = np.clip(end_year - np.floor(rng.exponential(12.0, m)), 1930, end_year).astype(int)
-    titles = np.char.add(np.char.add(np.char.add(rng.choice(ADJECTIVES, m), " "), rng.choice(NOUNS, m)), " (")
-    titles = np.char.add(np.char.add(titles, year.astype(str)), ")")
-    items = pd.DataFrame(
-        {
-            "item_id": np.char.add("i", np.arange(1, m + 1).astype(str)),
-            "title": titles,
-            "categories": categories,
-            "attributes": [{"year": int(y)} for y in year],
+    titles = _join(rng.choice(ADJECTIVES, m), " ", rng.choice(NOUNS, m), " (", year.astype(str), ")")
+    columns = ItemColumns(_ids("i", m), titles, names[primary], np.where(has_second, names[second], ""), year)
+    return catalogue, columns
+
+
+@dataclass(frozen=True)
+class ItemColumns:
+    """The demo catalogue as arrays: what the database load writes (as JSON text) and ``frame`` shows."""
+
+    item_id: np.ndarray  # [M] str
+    title: np.ndarray  # [M] str
+    genre: np.ndarray  # [M] str, the primary genre
+    second: np.ndarray  # [M] str, the second genre or ""
+    year: np.ndarray  # [M] int
+
+    def json(self, rows: slice = slice(None)) -> dict[str, np.ndarray]:
+        """external_id, title, categories and attributes of the rows as the bulk upsert takes them (JSON text)."""
+        tail = np.where(self.second[rows] == "", "", _join('", "', self.second[rows]))
+        return {
+            "external_id": self.item_id[rows],
+            "title": self.title[rows],
+            "categories": _join('["', self.genre[rows], tail, '"]'),
+            "attributes": _join('{"year": ', self.year[rows].astype(str), "}"),
         }
-    )
-    return catalogue, items
+
+    def frame(self) -> pd.DataFrame:
+        """item_id, title, categories (list), attributes (dict): the frame ``Loader.items`` takes."""
+        return pd.DataFrame(
+            {
+                "item_id": self.item_id,
+                "title": self.title,
+                "categories": [[g, s] if s else [g] for g, s in zip(self.genre, self.second, strict=True)],
+                "attributes": [{"year": int(y)} for y in self.year],
+            }
+        )
+
+
+@dataclass(frozen=True)
+class UserColumns:
+    """The demo users as arrays: attributes as JSON text for the database load, or as dicts in ``frame``."""
+
+    user_id: np.ndarray  # [N] str
+    age: np.ndarray  # [N] int
+    country: np.ndarray  # [N] str
+
+    def json(self, rows: slice = slice(None)) -> dict[str, np.ndarray]:
+        return {
+            "external_id": self.user_id[rows],
+            "attributes": _join('{"age": ', self.age[rows].astype(str), ', "country": "', self.country[rows], '"}'),
+        }
+
+    def frame(self) -> pd.DataFrame:
+        attributes = [{"age": int(a), "country": str(k)} for a, k in zip(self.age, self.country, strict=True)]
+        return pd.DataFrame({"user_id": self.user_id, "attributes": attributes})
+
+
+def _join(*parts: np.ndarray | str) -> np.ndarray:
+    """Element-wise concatenation of string arrays (and constants)."""
+    out = np.asarray(parts[0])
+    for part in parts[1:]:
+        out = np.char.add(out, part)
+    return out
+
+
+def _slices(n: int, size: int) -> list[slice]:
+    return [slice(start, start + size) for start in range(0, n, size)]
+
+
+def _ids(prefix: str, n: int) -> np.ndarray:
+    """[n] external ids prefix1 .. prefixn: the internal index k is id prefix(k+1)."""
+    return np.char.add(prefix, np.arange(1, n + 1).astype(str))
 
 
 @dataclass(frozen=True)
@@ -113,7 +170,7 @@ class Population:
     gap: np.ndarray  # [N] mean seconds between events
 
 
-def make_population(cfg: DemoConfig, cat: Catalogue, rng: np.random.Generator) -> tuple[Population, pd.DataFrame]:
+def make_population(cfg: DemoConfig, cat: Catalogue, rng: np.random.Generator) -> tuple[Population, UserColumns]:
     n, c = cfg.users, cat.n_cats
     home = rng.integers(0, c, n)
     taste = 0.35 * rng.dirichlet(np.full(c, 0.3), n)  # [N, C]
@@ -132,12 +189,7 @@ def make_population(cfg: DemoConfig, cat: Catalogue, rng: np.random.Generator) -
     first_ts = end - span * rng.random(n)
     gap = rng.lognormal(np.log(6 * 3600), 1.0, n)
     ages, countries = np.clip(rng.normal(34, 11, n), 16, 80).astype(int), rng.choice(COUNTRIES, n)
-    users = pd.DataFrame(
-        {
-            "user_id": np.char.add("u", np.arange(1, n + 1).astype(str)),
-            "attributes": [{"age": int(a), "country": str(k)} for a, k in zip(ages, countries, strict=True)],
-        }
-    )
+    users = UserColumns(_ids("u", n), ages, countries)
     return Population(home, picks, taste, rng.normal(0.0, 0.35, n), counts, first_ts, gap), users
 
 
@@ -151,9 +203,19 @@ def _segment_cumsum(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray)
     return total - np.repeat(total[starts] - values[starts], lengths)
 
 
-def events_block(
+@dataclass(frozen=True)
+class EventCodes:
+    """A block of events as integer codes: index k is user u(k+1) / item i(k+1)."""
+
+    user: np.ndarray  # [E] int64 user index
+    item: np.ndarray  # [E] int64 item index
+    value: np.ndarray  # [E] float64 rating on the half-star scale
+    ts: np.ndarray  # [E] int64 Unix seconds
+
+
+def event_codes(
     cfg: DemoConfig, cat: Catalogue, pop: Population, users: np.ndarray, rng: np.random.Generator
-) -> pd.DataFrame:
+) -> EventCodes:
     """Events of the given users (ids with at least one event), time-ordered per user.
 
     Each user rates an item once: the walk is drawn OVERSAMPLE times longer than needed, and the
@@ -203,42 +265,66 @@ def events_block(
     first_visit[np.unique(uid.astype(np.int64) * cat.primary.size + item, return_index=True)[1]] = True
     rank = _segment_cumsum(first_visit.astype(np.int64), starts, n) - 1  # [E] index among distinct items
     keep = first_visit & (rank < np.repeat(wanted, n))
-    return pd.DataFrame(
-        {
-            "user_id": np.char.add("u", (uid[keep] + 1).astype(str)),
-            "item_id": np.char.add("i", (item[keep] + 1).astype(str)),
-            "type": "rating",
-            "value": np.clip(np.round(raw[keep] * 2) / 2, 0.5, 5.0),
-            "ts": np.floor(ts[keep]).astype(np.int64),
-        }
+    return EventCodes(
+        uid[keep].astype(np.int64),
+        item[keep].astype(np.int64),
+        np.clip(np.round(raw[keep] * 2) / 2, 0.5, 5.0),
+        np.floor(ts[keep]).astype(np.int64),
     )
+
+
+def generate_codes(
+    cfg: DemoConfig, *, chunk_size: int = 100_000
+) -> tuple[ItemColumns, UserColumns, Iterator[EventCodes]]:
+    """(items, users, blocks of about chunk_size events as codes); the same config gives the same data."""
+    rng = np.random.default_rng(cfg.seed)
+    cat, items = make_catalogue(cfg, rng)
+    pop, users = make_population(cfg, cat, rng)
+
+    def blocks() -> Iterator[EventCodes]:
+        active = np.flatnonzero(pop.counts > 0)
+        bounds = np.searchsorted(np.cumsum(pop.counts[active]), np.arange(chunk_size, cfg.events, chunk_size))
+        for block in np.split(active, np.unique(bounds + 1)):
+            if block.size:
+                yield event_codes(cfg, cat, pop, block, rng)
+
+    return items, users, blocks()
 
 
 def generate(
     cfg: DemoConfig, *, chunk_size: int = 100_000
 ) -> tuple[pd.DataFrame, pd.DataFrame, Iterator[pd.DataFrame]]:
-    """(items, users, event chunks of about chunk_size rows); the same config gives the same data."""
-    rng = np.random.default_rng(cfg.seed)
-    cat, items = make_catalogue(cfg, rng)
-    pop, users = make_population(cfg, cat, rng)
+    """(items, users, event chunks of about chunk_size rows) as frames with external ids."""
+    items, users, blocks = generate_codes(cfg, chunk_size=chunk_size)
 
     def chunks() -> Iterator[pd.DataFrame]:
-        active = np.flatnonzero(pop.counts > 0)
-        bounds = np.searchsorted(np.cumsum(pop.counts[active]), np.arange(chunk_size, cfg.events, chunk_size))
-        for block in np.split(active, np.unique(bounds + 1)):
-            if block.size:
-                yield events_block(cfg, cat, pop, block, rng)
+        for codes in blocks:
+            yield pd.DataFrame(
+                {
+                    "user_id": users.user_id[codes.user],
+                    "item_id": items.item_id[codes.item],
+                    "type": "rating",
+                    "value": codes.value,
+                    "ts": codes.ts,
+                }
+            )
 
-    return items, users, chunks()
+    return items.frame(), users.frame(), chunks()
 
 
 def load_demo(
     cfg: DemoConfig, settings: Settings, sessions: sessionmaker[Session], *, chunk_size: int = 100_000
 ) -> ImportReport:
+    """Write the catalogue, the users and the events; ids are resolved once, then events go as codes.
+
+    Stores what ``Loader.items / users / events`` would store from ``generate``'s frames (the same
+    ids, rows and order), without a string per event or a Python object per item.
+    """
     lo, hi = max(0.5, settings.rating_min), min(5.0, settings.rating_max)
-    items, users, chunks = generate(cfg, chunk_size=chunk_size)
+    items, users, blocks = generate_codes(cfg, chunk_size=chunk_size)
     loader = Loader(sessions)
-    loader.items(items)
-    loader.users(users)
-    loader.events(chunk.assign(value=chunk["value"].clip(lo, hi)) for chunk in chunks)
+    # JSON text is built UPSERT_CHUNK rows at a time: for 1M items it would otherwise hold 0.4 GB at once.
+    item_ids = loader.item_columns(items.json(s) for s in _slices(cfg.items, UPSERT_CHUNK))  # [M] id of index k
+    user_ids = loader.user_columns(users.json(s) for s in _slices(cfg.users, UPSERT_CHUNK))  # [N]
+    loader.event_codes((user_ids[b.user], item_ids[b.item], np.clip(b.value, lo, hi), b.ts) for b in blocks)
     return loader.finish()

@@ -13,12 +13,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sqlalchemy import Table
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
-from app.db import repository
+from app.db import bulk, repository
 from app.db.repository import EVENT_TYPES
 from app.db.tables import ID_LENGTH
+
+UPSERT_CHUNK = 100_000  # items or users per upsert statement of a bulk load
 
 
 class BadRows(ValueError):
@@ -128,6 +131,48 @@ class Loader:
             self.report.events += len(chunk)
             self.report.inserted += result.inserted
             self.report.duplicates += result.duplicates
+
+    def item_columns(self, chunks: Iterable[dict[str, np.ndarray]]) -> np.ndarray:
+        """Upsert items given as chunks of columns (external_id, title, categories and attributes as JSON
+        text); returns [M] their internal ids, so events can be written by index from then on."""
+        return self._upsert_columns(repository.ITEM, chunks)
+
+    def user_columns(self, chunks: Iterable[dict[str, np.ndarray]]) -> np.ndarray:
+        """Upsert users given as chunks of columns (external_id, attributes as JSON text); returns [N] ids."""
+        return self._upsert_columns(repository.USER, chunks)
+
+    def _upsert_columns(self, table: Table, chunks: Iterable[dict[str, np.ndarray]]) -> np.ndarray:
+        """One transaction, one statement per chunk: the driver's per-row objects and the chunk's text
+        stay bounded by the chunk (UPSERT_CHUNK rows for the demo)."""
+        ids = []
+        with self.sessions() as session:
+            conn = session.connection()
+            for columns in chunks:
+                bulk.upsert_columns(conn, table, columns, json=("categories", "attributes"))
+                ids.append(bulk.id_array(conn, table, columns["external_id"]))
+            session.commit()
+        return np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
+
+    def event_codes(self, chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> None:
+        """Ratings of stored users and items: chunks of (user ids, item ids, values, Unix seconds), each [E]
+        and internal ids; written in the order ``events`` would write them (by user, then time)."""
+        for user_ids, item_ids, values, ts in chunks:
+            order = np.lexsort((ts, user_ids))  # [E] stable, as add_interactions orders rows
+            occurred_us = ts[order].astype(np.int64) * 1_000_000
+            with self.sessions() as session:
+                inserted = bulk.insert_interactions(
+                    session.connection(),
+                    user_ids=user_ids[order],
+                    item_ids=item_ids[order],
+                    types=["rating"] * len(order),
+                    values=np.asarray(values, dtype=np.float64)[order],
+                    occurred_us=occurred_us,
+                    event_ids=None,
+                )
+                session.commit()
+            self.report.events += len(order)
+            self.report.inserted += inserted
+            self.report.duplicates += len(order) - inserted
 
     def finish(self) -> ImportReport:
         """The report, with the users and items this import created."""

@@ -14,15 +14,13 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
-from app.db.frames import interactions_frame, items_frame
-from app.db.tables import Interaction
 from app.jobs import queue
 from app.jobs import versions as repo
 from app.jobs.publish import VersionedStore, promotion
+from app.jobs.snapshot import snapshot_data
 from app.recsys.data import InteractionData
 from app.recsys.pipeline import Progress, train_models
 from app.recsys.store import served_name_of
@@ -46,13 +44,10 @@ class Stop(Exception):
 
 def load_snapshot(session: Session) -> tuple[InteractionData, int | None]:
     """Every stored interaction and item, and the highest interaction id read (the schedule's watermark)."""
-    max_id = session.scalar(select(func.max(Interaction.id)))
-    interactions = interactions_frame(session=session)
-    items = items_frame(session=session)
-    session.rollback()  # end the read transaction; training takes a while
-    if interactions.empty:
+    data, max_id = snapshot_data(session)
+    if max_id is None:
         raise ValueError("no interactions in the database: import some first (deeprec demo-data or deeprec import)")
-    return InteractionData.from_frames(interactions, items), max_id
+    return data, max_id
 
 
 class JobRunner:
