@@ -17,6 +17,7 @@ NUMBERS: dict[str, tuple[float, float]] = {
     "epochs": (1, 100_000),
     "batch_size": (1, 1_000_000),
     "eval_k": (1, 1000),
+    "eval_users": (0, 100_000_000),
     "lr": (1e-8, 10.0),
     "num_negatives": (1, 100),
     "patience": (0, 100_000),

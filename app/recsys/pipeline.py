@@ -16,11 +16,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from app.recsys.data import InteractionData
 from app.recsys.models import get_model_class, model_names
 from app.recsys.models.base import EpochInfo, FitReport, Recommender, TrainConfig, tuned_train_config
 from app.recsys.splits import Split, leave_one_out
-from app.recsys.training import ranking_score, rating_errors
+from app.recsys.training import eval_sample, ranking_score, rating_errors
 
 # What `make run` trains first: quick on the demo data (no SASRec: its 200-epoch schedule is the
 # slowest), and it covers every serving path: personalized, sequence, content and the hybrid.
@@ -171,12 +173,21 @@ def make_split(data: InteractionData, holdout: str = "test") -> Split:
     raise ValueError(f"unknown holdout {holdout!r}: use test or valid")
 
 
-def evaluate(model: Recommender, split: Split, k: int = 10) -> dict[str, Any]:
-    """Validation and (when held out) test ranking metrics, plus RMSE/MAE for rating models."""
-    metrics: dict[str, Any] = {f"valid_{m}": v for m, v in ranking_score(model, split.train, split.valid, k).items()}
+def evaluate(model: Recommender, split: Split, k: int = 10, *, eval_users: int = 0, seed: int = 0) -> dict[str, Any]:
+    """Validation and (when held out) test ranking metrics, plus RMSE/MAE for rating models.
+
+    Ranking covers a fixed sample of at most ``eval_users`` users (all when 0), the same sample the
+    models early-stopped on (:func:`~app.recsys.training.eval_sample`); ``eval_users`` and
+    ``eval_sampled`` record how many users were ranked and whether that was a sample.
+    """
+    valid = eval_sample(split.valid, eval_users, seed)
+    metrics: dict[str, Any] = {f"valid_{m}": v for m, v in ranking_score(model, split.train, valid, k).items()}
+    metrics["eval_users"] = int(np.unique(valid.users).size)
+    metrics["eval_sampled"] = valid.n_interactions < split.valid.n_interactions
     if split.test.n_interactions:
         history = split.train.union(split.valid)
-        metrics.update({f"test_{m}": v for m, v in ranking_score(model, history, split.test, k).items()})
+        test = eval_sample(split.test, eval_users, seed)
+        metrics.update({f"test_{m}": v for m, v in ranking_score(model, history, test, k).items()})
     if model.supports_rating and model.extra.get("objective") == "rating":
         for part, targets in (("valid", split.valid), ("test", split.test)):
             if targets.has_ratings().any():
@@ -247,7 +258,7 @@ def train_models(
         t0 = time.perf_counter()
         report = model.fit(split.train, split.valid, train_cfg, on_epoch)
         model.eval()
-        metrics = evaluate(model, split, train_cfg.eval_k)
+        metrics = evaluate(model, split, train_cfg.eval_k, eval_users=train_cfg.eval_users, seed=train_cfg.seed)
         seconds = time.perf_counter() - t0
         metrics.update(
             best_epoch=report.best_epoch,

@@ -131,6 +131,27 @@ def _progress(name: str, info: EpochInfo) -> None:
     )
 
 
+def eval_sample(targets: InteractionData, max_users: int, seed: int) -> InteractionData:
+    """``targets`` restricted to a fixed random sample of at most ``max_users`` of its users (all when 0).
+
+    The sample depends only on the users present and ``seed``, so every epoch, every model of a run
+    and the validation and test sets of one split (same users) rank the same users.
+    """
+    users = np.unique(targets.users)
+    if max_users <= 0 or users.size <= max_users:
+        return targets
+    keep = np.random.default_rng(seed).choice(users, max_users, replace=False)
+    return targets.subset(np.isin(targets.users, keep))
+
+
+def validation_score(
+    model: Recommender, history: InteractionData, targets: InteractionData, cfg: TrainConfig
+) -> dict[str, float]:
+    """:func:`ranking_score` at ``cfg.eval_k`` on the ``cfg.eval_users`` sample of ``targets``: what every
+    model's early stopping and the pipeline's final evaluation measure."""
+    return ranking_score(model, history, eval_sample(targets, cfg.eval_users, cfg.seed), cfg.eval_k)
+
+
 @torch.no_grad()
 def ranking_score(
     model: Recommender,

@@ -18,7 +18,7 @@ from app.recsys.data import InteractionData
 from app.recsys.models.base import EpochCallback, FitReport, Recommender, TrainConfig
 from app.recsys.models.content_net import ContentNet, causal_windows
 from app.recsys.sampling import NegativeSampler
-from app.recsys.training import ranking_score, rating_errors, seed_everything, train_loop
+from app.recsys.training import rating_errors, seed_everything, train_loop, validation_score
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ class Content(Recommender):
         def validate() -> float:
             if rating:
                 return rating_errors(self, valid)["rmse"]
-            return ranking_score(self, train, valid, k=cfg.eval_k)[f"ndcg@{cfg.eval_k}"]
+            return validation_score(self, train, valid, cfg)[f"ndcg@{cfg.eval_k}"]
 
         has_valid = valid is not None and valid.n_interactions > 0 and (not rating or valid.has_ratings().any())
         report = train_loop(

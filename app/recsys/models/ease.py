@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from app.recsys.data import InteractionData
 from app.recsys.models.base import EpochCallback, FitReport, Recommender, TrainConfig
-from app.recsys.training import ranking_score
+from app.recsys.training import validation_score
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ class EASE(Recommender):
         net.to(self.device)
         report = FitReport(epochs_run=1, best_epoch=1, metric_name=f"ndcg@{cfg.eval_k}")
         if valid is not None and valid.n_interactions:
-            report.best_metric = ranking_score(self, train, valid, k=cfg.eval_k)[report.metric_name]
+            report.best_metric = validation_score(self, train, valid, cfg)[report.metric_name]
         report.seconds = time.perf_counter() - t0
         report.samples_per_second = train.n_interactions / max(report.seconds, 1e-9)
         report.history.append({"epoch": 1, "loss": 0.0, report.metric_name: report.best_metric})

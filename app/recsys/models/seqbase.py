@@ -15,7 +15,7 @@ from torch import nn
 
 from app.recsys.data import InteractionData
 from app.recsys.models.base import EpochCallback, FitReport, Recommender, TrainConfig
-from app.recsys.training import ranking_score, seed_everything, train_loop
+from app.recsys.training import seed_everything, train_loop, validation_score
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,7 @@ class SequentialRecommender(Recommender):
             targets_valid = valid
 
             def validate() -> float:
-                return ranking_score(self, train, targets_valid, k=cfg.eval_k)[f"ndcg@{cfg.eval_k}"]
+                return validation_score(self, train, targets_valid, cfg)[f"ndcg@{cfg.eval_k}"]
 
         report = train_loop(
             self,
