@@ -25,6 +25,7 @@ from app.jobs import versions as repo
 from app.jobs.publish import VersionedStore, promotion
 from app.recsys.data import InteractionData
 from app.recsys.pipeline import Progress, train_models
+from app.recsys.planning import ModelTooLarge
 from app.recsys.store import served_name_of
 from app.recsys.training import resolve_device, set_train_threads
 
@@ -90,6 +91,11 @@ class JobRunner:
             except Stop as stop:
                 session.rollback()
                 return self._stopped(session, claim, stop.reason)
+            except ModelTooLarge as exc:  # refused before training: the message says why, no traceback needed
+                session.rollback()
+                log.warning("training job refused: %s", exc, extra={"job_id": job.id})
+                queue.fail(session=session, claim=claim, error=f"{type(exc).__name__}: {exc}")
+                return "failed"
             except Exception as exc:  # noqa: BLE001  (any failure fails the job, with its message)
                 session.rollback()
                 log.exception("training job failed", extra={"job_id": job.id})

@@ -21,6 +21,7 @@ import numpy as np
 from app.recsys.data import InteractionData
 from app.recsys.models import get_model_class, model_names
 from app.recsys.models.base import EpochInfo, FitReport, Recommender, TrainConfig, tuned_train_config
+from app.recsys.planning import Sizes, check_fits
 from app.recsys.splits import Split, leave_one_out
 from app.recsys.training import eval_sample, ranking_score, rating_errors
 
@@ -232,11 +233,13 @@ def train_models(
     ``on_result`` gets each model as soon as it is measured (the CLI saves it there, so a run that
     stops half-way keeps what it finished). ``reuse`` holds already trained models (on this same
     snapshot) that dependants use instead of training them again; they are not returned.
-    ``closed`` trains exactly the named models (see :func:`resolve_models`).
+    ``closed`` trains exactly the named models (see :func:`resolve_models`). Every model's memory
+    is estimated first (:mod:`app.recsys.planning`): one that would not fit raises ``ModelTooLarge``.
     """
     reuse = dict(reuse or {})
     names = [n for n in resolve_models(models, closed=closed, objective=run_objective(params)) if n not in reuse]
     check_params(names, params)
+    check_fits(names, Sizes.of(data), params)  # ModelTooLarge before anything trains
     split = make_split(data, holdout)
     trained: dict[str, Recommender] = dict(reuse)
     results: list[TrainResult] = []

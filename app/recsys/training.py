@@ -131,6 +131,10 @@ def _progress(name: str, info: EpochInfo) -> None:
     )
 
 
+# User x item scores one ranking batch holds (64 MiB of float32): a handful of [B, I] temporaries each.
+SCORE_CELLS = 1 << 24
+
+
 def eval_sample(targets: InteractionData, max_users: int, seed: int) -> InteractionData:
     """``targets`` restricted to a fixed random sample of at most ``max_users`` of its users (all when 0).
 
@@ -162,8 +166,10 @@ def ranking_score(
 ) -> dict[str, float]:
     """Full-ranking metrics at K for each user's first target item, seen items of ``history`` excluded.
 
-    Used for early stopping on a leave-one-out validation split (one target per user).
+    Used for early stopping on a leave-one-out validation split (one target per user). A batch holds
+    at most ``SCORE_CELLS`` user x item scores, so its few [B, I] temporaries stay small on any catalogue.
     """
+    batch_size = max(1, min(batch_size, SCORE_CELLS // max(history.n_items, 1)))
     users = np.unique(targets.users)
     if users.size == 0:
         return loo_metrics(torch.empty(0), k)

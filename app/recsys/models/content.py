@@ -41,6 +41,13 @@ class ContentConfig:
 
 
 class Content(Recommender):
+    """Content model over item features.
+
+    Cost: time O(E (d L + I d) + (E / B) I h d) per epoch with the softmax loss (the encoder runs over the
+    catalogue every step; k d instead of I d with sampled negatives), L = max_history, h = hidden;
+    memory O(E L) profile windows, O(I h) encoder activations, O(B I) logits, 20 (U + I) d weights.
+    """
+
     name = "content"
     config_cls = ContentConfig
     supports_rating = True

@@ -51,6 +51,13 @@ class GRU4RecNet(SeqNet):
 
 
 class GRU4Rec(SequentialRecommender):
+    """GRU4Rec.
+
+    Cost: time O(E (h (d + h) + I d)) per epoch with the full softmax, O(E (h (d + h) + K d)) with the
+    sampled one (K = num_sampled, chosen above sampled_above items); memory 20 (I + 1) d bytes of
+    weights, 16 (E + U L) of training windows, O(B L I) logits (full) or O(B L K) (sampled).
+    """
+
     name = "gru4rec"
     config_cls = GRU4RecConfig
 

@@ -74,6 +74,11 @@ class NeuMFNet(PairNet):
 
 
 class NeuMF(PairRecommender):
+    """NeuMF: GMF and MLP branches under one output layer.
+
+    Cost: the sum of a GMF and an MLP (d = gmf_dim + mlp_dim); with ``pretrain`` it also trains both first.
+    """
+
     name = "neumf"
     config_cls = NeuMFConfig
 

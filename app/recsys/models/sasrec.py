@@ -85,6 +85,13 @@ class SASRecNet(SeqNet):
 
 
 class SASRec(SequentialRecommender):
+    """SASRec.
+
+    Cost: time O(E (n_layers L d (d + L) + I d)) per epoch with the full softmax, K d instead of I d
+    with the sampled one (above sampled_above items); memory 20 (I + 1) d bytes of weights,
+    16 (E + U L) of training windows, O(B L I) logits (full) or O(B L K) (sampled).
+    """
+
     name = "sasrec"
     config_cls = SASRecConfig
 

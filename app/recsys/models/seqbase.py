@@ -87,10 +87,15 @@ class SequentialRecommender(Recommender):
         return TrainConfig()
 
     def use_sampled(self, n_items: int) -> bool:
-        loss = self.config.loss
+        return self.sampled_for(self.config, n_items)
+
+    @staticmethod
+    def sampled_for(config: SeqConfig, n_items: int) -> bool:
+        """Whether a model with ``config`` trains with the sampled softmax on ``n_items`` items."""
+        loss = config.loss
         if loss not in ("auto", "full", "sampled"):
             raise ValueError(f"unknown loss {loss!r}: use auto, full or sampled")
-        return loss == "sampled" or (loss == "auto" and n_items > self.config.sampled_above)
+        return loss == "sampled" or (loss == "auto" and n_items > config.sampled_above)
 
     def fit(
         self,
