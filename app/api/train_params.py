@@ -35,6 +35,7 @@ NUMBERS: dict[str, tuple[float, float]] = {
     "finetune_lr_scale": (0.0, 10.0),
     "half_life_days": (0.0, 36_500.0),
     "lam": (0.0, 1e7),
+    "max_items": (1, 10_000_000),
     "max_fit_users": (1, 10_000_000),
     "reference_items": (1, 1_000_000),
     "fit_all_items": (0, 100_000_000),

@@ -113,7 +113,14 @@ def train(
     from app.db.frames import database_frames
     from app.jobs.publish import open_store
     from app.recsys.data import InteractionData
-    from app.recsys.pipeline import TrainResult, resolve_models, run_objective, train_models
+    from app.recsys.pipeline import (
+        TrainResult,
+        default_models,
+        mentions_default,
+        resolve_models,
+        run_objective,
+        train_models,
+    )
     from app.recsys.store import served_name_of
     from app.recsys.training import resolve_device, set_train_threads
 
@@ -131,6 +138,14 @@ def train(
         raise SystemExit("no interactions in the database: import some first (deeprec demo-data or deeprec import)")
     set_train_threads(settings.train_threads)
     data = InteractionData.from_frames(interactions, items, text_buckets=text_buckets)
+    if mentions_default(models):  # the default set this catalogue affords, and why
+        picks = default_models(data, params)
+        for pick in picks:
+            print(f"default: {pick.describe().strip()}")
+        dropped = {p.name for p in picks if not p.kept}
+        wanted = [n for n in wanted if n not in dropped]
+        targets = [n for n in targets if n not in dropped]
+        params = {k: v for k, v in params.items() if k not in dropped}  # overrides of what is left out
     if verbose:
         params.setdefault("verbose", True)
     dev = str(resolve_device(device or settings.device))

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from app.recsys import planning
 from app.recsys.data import InteractionData
 from app.recsys.models import get_model_class, model_names
 from app.recsys.models.base import EpochInfo, FitReport, Recommender, TrainConfig, tuned_train_config
@@ -27,6 +28,7 @@ from app.recsys.training import eval_sample, ranking_score, rating_errors
 
 # What `make run` trains first: quick on the demo data (no SASRec: its 200-epoch schedule is the
 # slowest), and it covers every serving path: personalized, sequence, content and the hybrid.
+# On a larger catalogue ``default_models`` leaves out what it cannot afford.
 DEFAULT_MODELS = ("popularity", "mf", "ease", "gru4rec", "content", "hybrid")
 # Models that can start from others trained earlier in the same run (NeuMF from GMF and MLP).
 PRETRAIN_FROM: dict[str, tuple[str, ...]] = {"neumf": ("gmf", "mlp")}
@@ -82,13 +84,20 @@ def dependencies_for(name: str, objective: str | None) -> tuple[str, ...]:
     return dependencies(name, objective) if objective == "rating" else dependencies(name)
 
 
-def resolve_models(spec: str | Sequence[str], *, closed: bool = False, objective: str | None = None) -> list[str]:
+def resolve_models(
+    spec: str | Sequence[str],
+    *,
+    closed: bool = False,
+    objective: str | None = None,
+    default: Sequence[str] | None = None,
+) -> list[str]:
     """'all', 'default', a name, a comma list or a list -> registered names in a valid training order.
 
     A model named explicitly brings its dependencies (the hybrid needs its members trained in the
-    same run); 'default' is a closed set: its hybrid combines the members in the set. With
-    ``closed`` nothing is added: dependencies only order what was asked for. ``objective`` picks
-    the dependencies for that objective (see :func:`dependencies`).
+    same run); 'default' is a closed set (``default``, else ``DEFAULT_MODELS``; see
+    :func:`default_models` for the set a catalogue affords): its hybrid combines the members in the
+    set. With ``closed`` nothing is added: dependencies only order what was asked for. ``objective``
+    picks the dependencies for that objective (see :func:`dependencies`).
     """
     registered = model_names()
     named: list[str] = []  # bring their dependencies
@@ -98,7 +107,7 @@ def resolve_models(spec: str | Sequence[str], *, closed: bool = False, objective
             if token == "all":
                 named += registered
             elif token == "default":
-                fixed += [m for m in DEFAULT_MODELS if m in registered]
+                fixed += [m for m in (DEFAULT_MODELS if default is None else default) if m in registered]
             elif token:
                 if token not in registered:
                     raise KeyError(f"unknown model {token!r}; valid: {', '.join(registered + ['all', 'default'])}")
@@ -126,6 +135,59 @@ def resolve_models(spec: str | Sequence[str], *, closed: bool = False, objective
     for name in named:
         visit(name, (), True)
     return order
+
+
+@dataclass(frozen=True)
+class DefaultPick:
+    """One model of the default set and whether this catalogue keeps it, with the reason."""
+
+    name: str
+    kept: bool
+    reason: str
+
+    def describe(self) -> str:
+        return f"{self.name:>10}  {'kept' if self.kept else 'dropped'}: {self.reason}"
+
+
+def mentions_default(spec: str | Sequence[str]) -> bool:
+    parts = [spec] if isinstance(spec, str) else list(spec)
+    return any(token.strip() == "default" for part in parts for token in part.split(","))
+
+
+def default_models(
+    data: InteractionData | Sizes, params: Mapping[str, Any] | None = None, *, available: int | None = None
+) -> list[DefaultPick]:
+    """The default set for this catalogue, in training order: ``DEFAULT_MODELS`` less EASE above its
+    ``max_items``, less every model whose estimated memory (with what the models before it keep)
+    exceeds ``available`` (default :func:`~app.recsys.planning.available_memory`), less a hybrid left
+    without members. The hybrid combines whatever members stay in the set.
+    """
+    sizes = data if isinstance(data, Sizes) else Sizes.of(data)
+    room = planning.available_memory() if available is None else available
+    objective = run_objective(params)
+    registered = set(model_names())
+    order = resolve_models([m for m in DEFAULT_MODELS if m in registered], closed=True, objective=objective)
+    kept: list[str] = []
+    picks: list[DefaultPick] = []
+    for name in order:
+        model_cfg, _ = configs_for(name, params)
+        max_items = getattr(model_cfg, "max_items", None)
+        members = [d for d in dependencies_for(name, objective) if d in kept]
+        if max_items is not None and sizes.items > max_items:
+            reason = f"{sizes.items:,} items is above its max_items={max_items:,}"
+        elif dependencies_for(name, objective) and not members:
+            reason = "none of its members is in the set"
+        else:
+            est, need = planning.plan([*kept, name], sizes, params)[-1]
+            if need > room:
+                reason = f"needs about {planning.gib(need)} with the models before it, {planning.gib(room)} available"
+            else:
+                kept.append(name)
+                reason = f"peak about {planning.gib(est.peak_bytes)}; {est.cost}"
+                if members:
+                    reason = f"over {', '.join(members)}; {reason}"
+        picks.append(DefaultPick(name, name in kept, reason))
+    return picks
 
 
 def configs_for(name: str, params: Mapping[str, Any] | None) -> tuple[Any, TrainConfig]:
@@ -227,18 +289,25 @@ def train_models(
     on_result: Callable[[TrainResult], None] | None = None,
     reuse: Mapping[str, Recommender] | None = None,
     closed: bool = False,
+    default: Sequence[str] | None = None,
 ) -> list[TrainResult]:
     """Fit every requested model (and its dependencies) on one split of ``data``; returns them in order.
 
     ``on_result`` gets each model as soon as it is measured (the CLI saves it there, so a run that
     stops half-way keeps what it finished). ``reuse`` holds already trained models (on this same
     snapshot) that dependants use instead of training them again; they are not returned.
-    ``closed`` trains exactly the named models (see :func:`resolve_models`). Every model's memory
+    ``closed`` trains exactly the named models (see :func:`resolve_models`); 'default' is the set
+    :func:`default_models` picks for this catalogue (or ``default``, when the caller picked it). Every model's memory
     is estimated first (:mod:`app.recsys.planning`): one that would not fit raises ``ModelTooLarge``.
     """
     reuse = dict(reuse or {})
-    names = [n for n in resolve_models(models, closed=closed, objective=run_objective(params)) if n not in reuse]
-    check_params(names, params)
+    if default is None and mentions_default(models):
+        default = [p.name for p in default_models(data, params) if p.kept]
+    resolved = resolve_models(models, closed=closed, objective=run_objective(params), default=default)
+    names = [n for n in resolved if n not in reuse]
+    # Overrides of a default model this catalogue left out are still known keys, only unused.
+    asked = resolve_models(models, closed=closed, objective=run_objective(params)) if default is not None else []
+    check_params(list(dict.fromkeys([*names, *asked])), params)
     check_fits(names, Sizes.of(data), params)  # ModelTooLarge before anything trains
     split = make_split(data, holdout)
     trained: dict[str, Recommender] = dict(reuse)

@@ -147,8 +147,9 @@ def _pair(model: str, sizes: Sizes, cfg: Any, train: TrainConfig) -> Estimate:
         peak += 2 * F32 * (1 << 22) * (len(layers) + 1)
     if model == "neumf" and cfg.pretrain:  # fit trains a GMF and an MLP first and keeps them
         peak += 2 * F32 * params
-    layer_cost = " + ".join(f"{a}*{b}" for a, b in zip((2 * d, *layers), layers, strict=False)) or "0"
-    cost = f"O(E (1 + k) (d + {layer_cost})) per epoch, k={k}, d={d}; validation O(U_v I d)"
+    tower = " + ".join(f"{a}x{b}" for a, b in zip((2 * d, *layers), layers, strict=False))
+    per_pair = f"(d + {tower})" if tower else "d"
+    cost = f"O(E (1 + k) {per_pair}) per epoch, k={k}, d={d}; validation O(U_v I d)"
     return Estimate(model, int(peak), int(F32 * params), cost)
 
 
@@ -190,16 +191,16 @@ def _sequential(model: str, sizes: Sizes, cfg: Any, train: TrainConfig) -> Estim
     if model == "sasrec":
         params = (i + 1) * d + n * d + cfg.layers * (6 * d * d + 8 * d)
         hidden = positions * d * 16 * cfg.layers + train.batch_size * cfg.heads * n * n * 3 * cfg.layers
-        encode = f"{cfg.layers} L d (d + L)"
+        encode = f"{cfg.layers} L d (d + L)" if cfg.layers > 1 else "L d (d + L)"
     else:
         params = (i + 1) * d + cfg.layers * 3 * (d + cfg.hidden) * cfg.hidden * 2 + cfg.hidden * d
         hidden = positions * (d + cfg.hidden) * 8
-        encode = f"{cfg.layers} h (d + h)"
+        encode = f"{cfg.layers} h (d + h)" if cfg.layers > 1 else "h (d + h)"
     width = cfg.num_sampled + 1 if sampled else i
     logits = 3 * F32 * positions * width + (F32 * cfg.num_sampled * d * 3 if sampled else 0)
     peak = ADAM_COPIES * F32 * params + windows + F32 * hidden + logits + _ranking(sizes)
-    out = f"(K + 1) d, K={cfg.num_sampled} sampled" if sampled else "I d, full softmax"
-    cost = f"O(E ({encode} + {out})) per epoch; validation O(U_v I d)"
+    out, loss = ("K d", f"sampled softmax K={cfg.num_sampled}") if sampled else ("I d", "full softmax")
+    cost = f"O(E ({encode} + {out})) per epoch, {loss}, d={d}; validation O(U_v I d)"
     return Estimate(model, int(peak), int(F32 * params), cost)
 
 
@@ -210,7 +211,7 @@ def _hybrid(sizes: Sizes, cfg: Any, train: TrainConfig, members: int) -> Estimat
     cached = users * width * (F32 * members + 1)  # member scores and the seen mask
     step = 3 * F32 * users * width + 3 * F32 * 256 * sizes.items  # fused validation; member scoring chunks
     peak = cached + step + _ranking(sizes)
-    cost = "O(U_fit W M) per epoch, W = I or M x fit_depth candidates, M members; members trained first"
+    cost = f"O(U_fit W M) per epoch, U_fit={users:,}, W={width:,}, M={members}"
     return Estimate("hybrid", int(peak), F32 * (sizes.users + 2 * members), cost)
 
 

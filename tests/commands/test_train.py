@@ -179,3 +179,17 @@ def test_a_model_too_large_is_refused_with_its_reason(settings, session, monkeyp
     assert err.startswith("deeprec train: mf does not fit") and "GiB is available" in err
     assert "Traceback" not in err
     assert ModelStore(settings.models_dir).models() == []
+
+
+def test_default_prints_what_it_picked_and_why(settings, session, monkeypatch, capsys):
+    from app.recsys import pipeline
+
+    seed_database(session)
+    monkeypatch.setattr(cmd, "get_settings", lambda: settings)
+    monkeypatch.setattr(pipeline, "DEFAULT_MODELS", ("popularity", "ease"))
+    args = parse("train", "--model", "default", "--param", "ease.max_items=10", "--quiet")
+    assert cmd.run_train(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("default:") and "popularity  kept" in line for line in out)
+    assert any("ease  dropped: 31 items is above its max_items=10" in line for line in out)
+    assert ModelStore(settings.models_dir).models() == ["popularity"]
