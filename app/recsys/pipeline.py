@@ -30,8 +30,6 @@ from app.recsys.training import eval_sample, ranking_score, rating_errors
 # slowest), and it covers every serving path: personalized, sequence, content and the hybrid.
 # On a larger catalogue ``default_models`` leaves out what it cannot afford.
 DEFAULT_MODELS = ("popularity", "mf", "ease", "gru4rec", "content", "hybrid")
-# Models that can start from others trained earlier in the same run (NeuMF from GMF and MLP).
-PRETRAIN_FROM: dict[str, tuple[str, ...]] = {"neumf": ("gmf", "mlp")}
 
 
 @dataclass(frozen=True)
@@ -62,15 +60,12 @@ class TrainResult:
 
 
 def dependencies(name: str, objective: str | None = None) -> tuple[str, ...]:
-    """Models that must be trained before ``name`` (class attribute ``depends_on``, default none).
+    """Models that must be trained before ``name`` (its class's ``depends_on``, default none).
 
     With ``objective='rating'`` a model may depend on others (``rating_depends_on``: the rating
     hybrid stacks rating models only).
     """
-    cls = get_model_class(name)
-    if objective == "rating" and hasattr(cls, "rating_depends_on"):
-        return tuple(cls.rating_depends_on)
-    return tuple(getattr(cls, "depends_on", ()))
+    return get_model_class(name).dependencies_for(objective)
 
 
 def run_objective(params: Mapping[str, Any] | None) -> str | None:
@@ -125,7 +120,7 @@ def resolve_models(
         for dep in dependencies_for(name, objective):
             if add_deps or dep in chosen:
                 visit(dep, (*path, name), add_deps)
-        for dep in PRETRAIN_FROM.get(name, ()):  # order only: never added
+        for dep in get_model_class(name).pretrain_from:  # order only: never added
             if dep in chosen:
                 visit(dep, (*path, name), add_deps)
         order.append(name)
@@ -171,7 +166,7 @@ def default_models(
     picks: list[DefaultPick] = []
     for name in order:
         model_cfg, _ = configs_for(name, params)
-        max_items = getattr(model_cfg, "max_items", None)
+        max_items = get_model_class(name).item_limit(model_cfg)
         members = [d for d in dependencies_for(name, objective) if d in kept]
         if max_items is not None and sizes.items > max_items:
             reason = f"{sizes.items:,} items is above its max_items={max_items:,}"
@@ -261,19 +256,19 @@ def evaluate(model: Recommender, split: Split, k: int = 10, *, eval_users: int =
 def build_model(name: str, model_cfg: Any, train_cfg: TrainConfig, trained: Mapping[str, Recommender]) -> Recommender:
     """A fresh model, handed what earlier models of the run offer it.
 
-    The hybrid gets its trained members (``use_dependencies``); a NeuMF asked to pre-train
-    (``pretrain=True``) starts from the GMF and MLP of this run when both were trained, as in the
-    paper, instead of training its own.
+    The hybrid gets its trained members (``use_dependencies``); a model that asks to pre-train
+    (``wants_pretrained``: NeuMF with ``pretrain=True``) starts from its ``pretrain_from`` models of
+    this run (GMF and MLP, as in the paper) when all were trained, instead of training its own.
     """
     cls = get_model_class(name)
-    pretrained = [trained.get(n) for n in PRETRAIN_FROM.get(name, ())]
-    if getattr(model_cfg, "pretrain", False) and hasattr(cls, "from_pretrained") and all(pretrained):
-        model = cls.from_pretrained(*pretrained, alpha=model_cfg.alpha, config=model_cfg)
+    pretrained = [trained[n] for n in cls.pretrain_from if n in trained]
+    if cls.pretrain_from and cls.wants_pretrained(model_cfg) and len(pretrained) == len(cls.pretrain_from):
+        model = cls.from_pretrained(*pretrained, config=model_cfg)
     else:
         model = cls(model_cfg)
     model = model.to(train_cfg.device)
     deps = {d: trained[d] for d in dependencies_for(name, train_cfg.objective) if d in trained}
-    if deps and hasattr(model, "use_dependencies"):
+    if deps:
         model.use_dependencies(deps)
     return model
 

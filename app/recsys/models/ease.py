@@ -97,6 +97,10 @@ class EASE(Recommender):
     def default_train_config(cls) -> TrainConfig:
         return TrainConfig(epochs=1)
 
+    @classmethod
+    def item_limit(cls, config: EASEConfig) -> int:
+        return config.max_items
+
     def build(self, *, n_users: int, n_items: int, n_train: int = 0) -> torch.nn.Module:
         return _EASENet(n_users, n_items, n_train)
 
