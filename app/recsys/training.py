@@ -50,6 +50,30 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}: use adam, adamw or sgd")
 
 
+class Optimizers:
+    """The configured optimiser for dense parameters and SparseAdam for sparse embeddings, stepped together.
+
+    A sparse embedding (``nn.Embedding(sparse=True)``: a sequence model's item table under the sampled
+    softmax) gets gradients for the rows a batch read only, so an epoch's updates cost the rows touched
+    rather than the whole catalogue at every step.
+    """
+
+    def __init__(self, net: torch.nn.Module, cfg: TrainConfig) -> None:
+        sparse = [m.weight for m in net.modules() if isinstance(m, torch.nn.Embedding) and m.sparse]
+        ids = {id(p) for p in sparse}
+        self.all = [make_optimizer([p for p in net.parameters() if id(p) not in ids], cfg)]
+        if sparse:
+            self.all.append(torch.optim.SparseAdam(sparse, lr=cfg.lr))
+
+    def zero_grad(self) -> None:
+        for opt in self.all:
+            opt.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        for opt in self.all:
+            opt.step()
+
+
 def train_loop(
     model: Recommender,
     *,
@@ -66,7 +90,7 @@ def train_loop(
     assert model.net is not None
     net = model.net
     gen = seed_everything(cfg.seed)
-    opt = make_optimizer(net.parameters(), cfg)
+    opt = Optimizers(net, cfg)
     report = FitReport(metric_name=metric_name)
     best_state: dict[str, torch.Tensor] | None = None
     best: float | None = None
@@ -82,7 +106,7 @@ def train_loop(
         for start in range(0, n_samples, cfg.batch_size):
             idx = perm[start : start + cfg.batch_size]
             loss = step(idx)
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             loss.backward()
             opt.step()
             total += loss.detach() * len(idx)

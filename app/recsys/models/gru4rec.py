@@ -25,9 +25,9 @@ class GRU4RecConfig(SeqConfig):
 
 
 class GRU4RecNet(SeqNet):
-    def __init__(self, n_items: int, dim: int, hidden: int, layers: int, dropout: float) -> None:
+    def __init__(self, n_items: int, dim: int, hidden: int, layers: int, dropout: float, sparse: bool = False) -> None:
         super().__init__()
-        self.item = nn.Embedding(n_items + 1, dim, padding_idx=0)  # output scores reuse it
+        self.item = nn.Embedding(n_items + 1, dim, padding_idx=0, sparse=sparse)  # output scores reuse it
         self.gru = nn.GRU(dim, hidden, num_layers=layers, batch_first=True)
         self.proj = nn.Linear(hidden, dim)
         self.drop = Dropout(dropout)
@@ -49,6 +49,9 @@ class GRU4RecNet(SeqNet):
     def item_weights(self) -> torch.Tensor:
         return self.item.weight[1:]  # [I, D]
 
+    def item_rows(self, items: torch.Tensor) -> torch.Tensor:
+        return self.item(items + 1)  # [..., D]
+
 
 class GRU4Rec(SequentialRecommender):
     """GRU4Rec.
@@ -67,4 +70,4 @@ class GRU4Rec(SequentialRecommender):
 
     def build(self, **dims: int) -> nn.Module:
         c, n_items = self.config, dims["n_items"]
-        return GRU4RecNet(n_items, c.dim, c.hidden, c.layers, c.dropout)
+        return GRU4RecNet(n_items, c.dim, c.hidden, c.layers, c.dropout, sparse=self.use_sampled(n_items))

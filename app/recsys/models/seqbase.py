@@ -53,6 +53,11 @@ class SeqNet(nn.Module):
         """(I, D) output item vectors (the input embeddings without the padding row)."""
         raise NotImplementedError
 
+    def item_rows(self, items: torch.Tensor) -> torch.Tensor:
+        """(...,) item indices -> (..., D) their rows of ``item_weights``, read through the embedding so that
+        a sparse table gets a sparse gradient (the sampled softmax on a large catalogue)."""
+        raise NotImplementedError
+
 
 def training_windows(data: InteractionData, max_len: int) -> tuple[np.ndarray, np.ndarray]:
     """[W, L] inputs and [W, L] next-item targets, both item index + 1 and left-padded with 0.
@@ -129,12 +134,11 @@ class SequentialRecommender(Recommender):
             mask = y > 0
             h = net.encode(x)[mask]  # [N, D]
             t = y[mask] - 1  # [N]
-            weights = net.item_weights()  # [I, D]
             if not sampled:
-                return F.cross_entropy(h @ weights.T, t)
+                return F.cross_entropy(h @ net.item_weights().T, t)  # [N, I] logits
             negs = torch.multinomial(q, self.config.num_sampled, replacement=True, generator=gen)  # [K]
-            pos = (h * weights[t]).sum(-1, keepdim=True) - log_q[t].unsqueeze(1)  # [N, 1]
-            neg = h @ weights[negs].T - log_q[negs]  # [N, K]
+            pos = (h * net.item_rows(t)).sum(-1, keepdim=True) - log_q[t].unsqueeze(1)  # [N, 1]
+            neg = h @ net.item_rows(negs).T - log_q[negs]  # [N, K]
             neg = neg.masked_fill(negs.unsqueeze(0) == t.unsqueeze(1), float("-inf"))  # accidental hits
             logits = torch.cat([pos, neg], dim=1)
             return F.cross_entropy(logits, torch.zeros_like(t))
