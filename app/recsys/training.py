@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from app.recsys.data import InteractionData
-from app.recsys.metrics import loo_metrics, target_ranks
+from app.recsys.metrics import loo_metrics
 from app.recsys.models.base import EpochCallback, EpochInfo, FitReport, Recommender, TrainConfig
 
 
@@ -202,10 +202,32 @@ def ranking_score(
     ranks = []
     for start in range(0, len(users), batch_size):
         batch = users[start : start + batch_size]
-        scores = model.score_history(history, batch).float()
-        scores = scores.masked_fill(history.seen_mask(batch, device=scores.device), float("-inf"))
-        ranks.append(target_ranks(scores, target_items[start : start + batch_size]))
+        scores = model.score_history(history, batch).float()  # [B, I]
+        ranks.append(unseen_ranks(scores, history, batch, target_items[start : start + batch_size]))
     return loo_metrics(torch.cat(ranks), k)
+
+
+def unseen_ranks(
+    scores: torch.Tensor, history: InteractionData, users: np.ndarray, targets: torch.Tensor
+) -> torch.Tensor:
+    """[B, I] scores, [B] targets -> [B] 0-based pessimistic rank among the items ``users`` have not seen.
+
+    Equal to ``target_ranks`` on the scores with seen items (and NaN) set to -inf, without writing that
+    [B, I] mask: items scoring at least the target are counted, then the seen ones among them (a few
+    per user, read by index) are taken off. A target scored -inf or NaN, or seen, ranks last.
+    """
+    n_items = scores.shape[1]
+    target_scores = scores.gather(1, targets.unsqueeze(1))  # [B, 1]
+    above = (scores >= target_scores).sum(1, dtype=torch.int64)  # [B], the target itself included
+    rows_np, pos = history.rows_of(users)
+    pairs = np.unique(rows_np * np.int64(n_items) + history.items[pos])  # an item seen twice is one item
+    rows = torch.as_tensor(pairs // n_items, device=scores.device)  # [H]
+    cols = torch.as_tensor(pairs % n_items, device=scores.device)  # [H]
+    counted = scores[rows, cols] >= target_scores[rows, 0]  # [H] seen items counted in ``above``
+    above -= torch.bincount(rows[counted], minlength=len(users))
+    last = ~(target_scores[:, 0] > float("-inf"))  # -inf or NaN
+    last[rows[cols == targets[rows]]] = True
+    return torch.where(last, torch.full_like(above, n_items - 1), above - 1)
 
 
 @torch.no_grad()

@@ -3,12 +3,14 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from app.recsys.data import InteractionData
+from app.recsys.metrics import target_ranks
 from app.recsys.models.base import TrainConfig
 from app.recsys.models.popularity import Popularity
 from app.recsys.pipeline import make_split, train_models
-from app.recsys.training import eval_sample, ranking_score, validation_score
+from app.recsys.training import eval_sample, ranking_score, unseen_ranks, validation_score
 from tests.recsys.synthetic import taste_data
 
 
@@ -51,3 +53,16 @@ def test_pipeline_records_the_sample_size():
     assert full.metrics["eval_users"] == len(np.unique(split.valid.users)) and full.metrics["eval_sampled"] is False
     whole = ranking_score(full.model, split.train, split.valid)
     assert full.metrics["valid_ndcg@10"] == pytest.approx(whole["ndcg@10"])
+
+
+def test_unseen_ranks_equal_target_ranks_on_masked_scores():
+    data = taste_data(n_users=50, n_items=40, per_user=12)
+    users = np.arange(0, 50, 2)
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 6, (len(users), data.n_items), generator=gen).float()  # many ties
+    scores[0, :5] = float("nan")
+    scores[1] = float("-inf")
+    targets = torch.randint(0, data.n_items, (len(users),), generator=gen)
+    seen = data.seen_mask(users)
+    expected = target_ranks(scores.masked_fill(seen, float("-inf")), targets)
+    assert torch.equal(unseen_ranks(scores, data, users, targets), expected)

@@ -2,6 +2,8 @@
 
 Sequences are item index + 1, left-padded with 0 (``InteractionData.sequences``). A subclass supplies
 the network: ``encode(seqs [B, L]) -> [B, L, D]`` hidden states and ``item_weights() -> [I, D]``.
+Above ``sampled_above`` items the loss is a sampled softmax over ``num_sampled`` shared negatives and the
+item table is a sparse embedding (SparseAdam), so a step costs O(B L (enc + K d)), not O(B L I d + I d).
 """
 
 from __future__ import annotations
