@@ -20,9 +20,9 @@ from app.recsys.training import SCORE_CELLS
 F32, I64 = 4, 8
 # Weights, gradients, two Adam moments and the best epoch's copy of every parameter.
 ADAM_COPIES = 5
-# Bytes per user x item score in one ranking batch: scores, the model's own [B, I] temporaries,
-# the masked copy, the seen mask and the comparison in target_ranks (about 24), counted twice: the
-# allocator keeps what validation freed while the final evaluation allocates its own (measured).
+# Bytes per user x item score in one ranking batch: the scores, the model's own [B, I] temporaries
+# and the comparison with the target (up to about 24), counted twice: the allocator keeps what
+# validation freed while the final evaluation allocates its own (measured).
 SCORE_BYTES = 48
 # Allocator arenas, thread buffers and small tensors of any fit (measured about 40 MiB for popularity).
 FIXED_BYTES = 64 << 20

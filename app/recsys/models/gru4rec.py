@@ -57,8 +57,9 @@ class GRU4Rec(SequentialRecommender):
     """GRU4Rec.
 
     Cost: time O(E (h (d + h) + I d)) per epoch with the full softmax, O(E (h (d + h) + K d)) with the
-    sampled one (K = num_sampled, chosen above sampled_above items); memory 20 (I + 1) d bytes of
-    weights, 16 (E + U L) of training windows, O(B L I) logits (full) or O(B L K) (sampled).
+    sampled one (K = num_sampled, above sampled_above items, with a sparse item table and SparseAdam);
+    memory 20 (I + 1) d bytes of weights, 16 (E + U L) of training windows, O(B L I) logits (full)
+    or O(B L K) (sampled). Validation ranks eval_users users: O(U_v I d) per epoch.
     """
 
     name = "gru4rec"

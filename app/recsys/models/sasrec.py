@@ -93,8 +93,9 @@ class SASRec(SequentialRecommender):
     """SASRec.
 
     Cost: time O(E (n_layers L d (d + L) + I d)) per epoch with the full softmax, K d instead of I d
-    with the sampled one (above sampled_above items); memory 20 (I + 1) d bytes of weights,
-    16 (E + U L) of training windows, O(B L I) logits (full) or O(B L K) (sampled).
+    with the sampled one (above sampled_above items, with a sparse item table and SparseAdam);
+    memory 20 (I + 1) d bytes of weights, 16 (E + U L) of training windows, O(B L I) logits (full)
+    or O(B L K) (sampled). Validation ranks eval_users users: O(U_v I d) per epoch.
     """
 
     name = "sasrec"
