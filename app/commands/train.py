@@ -112,7 +112,14 @@ def train(
     """
     from app.jobs.publish import open_store
     from app.jobs.snapshot import database_data
-    from app.recsys.pipeline import TrainResult, resolve_models, run_objective, train_models
+    from app.recsys.pipeline import (
+        TrainResult,
+        default_models,
+        mentions_default,
+        resolve_models,
+        run_objective,
+        train_models,
+    )
     from app.recsys.store import served_name_of
     from app.recsys.training import resolve_device, set_train_threads
 
@@ -129,6 +136,14 @@ def train(
     if max_id is None:
         raise SystemExit("no interactions in the database: import some first (deeprec demo-data or deeprec import)")
     set_train_threads(settings.train_threads)
+    if mentions_default(models):  # the default set this catalogue affords, and why
+        picks = default_models(data, params)
+        for pick in picks:
+            print(f"default: {pick.describe().strip()}")
+        dropped = {p.name for p in picks if not p.kept}
+        wanted = [n for n in wanted if n not in dropped]
+        targets = [n for n in targets if n not in dropped]
+        params = {k: v for k, v in params.items() if k not in dropped}  # overrides of what is left out
     if verbose:
         params.setdefault("verbose", True)
     dev = str(resolve_device(device or settings.device))

@@ -7,11 +7,11 @@ leaves the store and the serving models as they were. Each version is written to
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -22,7 +22,8 @@ from app.jobs import versions as repo
 from app.jobs.publish import VersionedStore, promotion
 from app.jobs.snapshot import snapshot_data
 from app.recsys.data import InteractionData
-from app.recsys.pipeline import Progress, train_models
+from app.recsys.pipeline import Progress, default_models, mentions_default, train_models
+from app.recsys.planning import ModelTooLarge
 from app.recsys.store import served_name_of
 from app.recsys.training import resolve_device, set_train_threads
 
@@ -70,10 +71,14 @@ class JobRunner:
                 timings["snapshot_s"] = round(time.perf_counter() - t0, 3)
                 set_train_threads(self.settings.train_threads)
                 device = str(resolve_device(self.settings.device))
+                picks = default_models(data, job.params) if mentions_default(job.models) else []
+                for pick in picks:  # the default set this catalogue affords, and why
+                    log.info("default set: %s", pick.describe().strip(), extra={"job_id": job.id})
                 t1 = time.perf_counter()
                 results = train_models(
                     data, job.models, params=job.params, device=device,
                     on_progress=self._progress_writer(session, claim, should_stop),
+                    default=[p.name for p in picks if p.kept] if picks else None,
                 )  # fmt: skip
                 timings["train_s"] = round(time.perf_counter() - t1, 3)
                 reason = should_stop()
@@ -85,6 +90,11 @@ class JobRunner:
             except Stop as stop:
                 session.rollback()
                 return self._stopped(session, claim, stop.reason)
+            except ModelTooLarge as exc:  # refused before training: the message says why, no traceback needed
+                session.rollback()
+                log.warning("training job refused: %s", exc, extra={"job_id": job.id})
+                queue.fail(session=session, claim=claim, error=f"{type(exc).__name__}: {exc}")
+                return "failed"
             except Exception as exc:  # noqa: BLE001  (any failure fails the job, with its message)
                 session.rollback()
                 log.exception("training job failed", extra={"job_id": job.id})
@@ -92,6 +102,8 @@ class JobRunner:
                 return "failed"
             timings["total_s"] = round(time.perf_counter() - t0, 3)
             result = {"versions": published, "timings": timings, "snapshot": {**data.stats(), "max_id": max_id}}
+            if picks:
+                result["default_models"] = [dataclasses.asdict(p) for p in picks]
             queue.finish(session=session, claim=claim, result=jsonable(result))
             return "succeeded"
 
@@ -99,7 +111,7 @@ class JobRunner:
         self, session: Session, claim: queue.Claim, should_stop: Callable[[], str | None]
     ) -> Callable[[Progress], None]:
         def on_progress(p: Progress) -> None:
-            progress = jsonable(asdict(p))
+            progress = jsonable(dataclasses.asdict(p))
             signal = queue.report_progress(session=session, claim=claim, progress=progress)
             reason = "lost" if not signal.owned else "cancelled" if signal.cancel else should_stop()
             if reason is not None:

@@ -16,17 +16,20 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from app.recsys import planning
 from app.recsys.data import InteractionData
 from app.recsys.models import get_model_class, model_names
 from app.recsys.models.base import EpochInfo, FitReport, Recommender, TrainConfig, tuned_train_config
+from app.recsys.planning import Sizes, check_fits
 from app.recsys.splits import Split, leave_one_out
-from app.recsys.training import ranking_score, rating_errors
+from app.recsys.training import eval_sample, ranking_score, rating_errors
 
 # What `make run` trains first: quick on the demo data (no SASRec: its 200-epoch schedule is the
 # slowest), and it covers every serving path: personalized, sequence, content and the hybrid.
+# On a larger catalogue ``default_models`` leaves out what it cannot afford.
 DEFAULT_MODELS = ("popularity", "mf", "ease", "gru4rec", "content", "hybrid")
-# Models that can start from others trained earlier in the same run (NeuMF from GMF and MLP).
-PRETRAIN_FROM: dict[str, tuple[str, ...]] = {"neumf": ("gmf", "mlp")}
 
 
 @dataclass(frozen=True)
@@ -57,15 +60,12 @@ class TrainResult:
 
 
 def dependencies(name: str, objective: str | None = None) -> tuple[str, ...]:
-    """Models that must be trained before ``name`` (class attribute ``depends_on``, default none).
+    """Models that must be trained before ``name`` (its class's ``depends_on``, default none).
 
     With ``objective='rating'`` a model may depend on others (``rating_depends_on``: the rating
     hybrid stacks rating models only).
     """
-    cls = get_model_class(name)
-    if objective == "rating" and hasattr(cls, "rating_depends_on"):
-        return tuple(cls.rating_depends_on)
-    return tuple(getattr(cls, "depends_on", ()))
+    return get_model_class(name).dependencies_for(objective)
 
 
 def run_objective(params: Mapping[str, Any] | None) -> str | None:
@@ -79,13 +79,20 @@ def dependencies_for(name: str, objective: str | None) -> tuple[str, ...]:
     return dependencies(name, objective) if objective == "rating" else dependencies(name)
 
 
-def resolve_models(spec: str | Sequence[str], *, closed: bool = False, objective: str | None = None) -> list[str]:
+def resolve_models(
+    spec: str | Sequence[str],
+    *,
+    closed: bool = False,
+    objective: str | None = None,
+    default: Sequence[str] | None = None,
+) -> list[str]:
     """'all', 'default', a name, a comma list or a list -> registered names in a valid training order.
 
     A model named explicitly brings its dependencies (the hybrid needs its members trained in the
-    same run); 'default' is a closed set: its hybrid combines the members in the set. With
-    ``closed`` nothing is added: dependencies only order what was asked for. ``objective`` picks
-    the dependencies for that objective (see :func:`dependencies`).
+    same run); 'default' is a closed set (``default``, else ``DEFAULT_MODELS``; see
+    :func:`default_models` for the set a catalogue affords): its hybrid combines the members in the
+    set. With ``closed`` nothing is added: dependencies only order what was asked for. ``objective``
+    picks the dependencies for that objective (see :func:`dependencies`).
     """
     registered = model_names()
     named: list[str] = []  # bring their dependencies
@@ -95,7 +102,7 @@ def resolve_models(spec: str | Sequence[str], *, closed: bool = False, objective
             if token == "all":
                 named += registered
             elif token == "default":
-                fixed += [m for m in DEFAULT_MODELS if m in registered]
+                fixed += [m for m in (DEFAULT_MODELS if default is None else default) if m in registered]
             elif token:
                 if token not in registered:
                     raise KeyError(f"unknown model {token!r}; valid: {', '.join(registered + ['all', 'default'])}")
@@ -113,7 +120,7 @@ def resolve_models(spec: str | Sequence[str], *, closed: bool = False, objective
         for dep in dependencies_for(name, objective):
             if add_deps or dep in chosen:
                 visit(dep, (*path, name), add_deps)
-        for dep in PRETRAIN_FROM.get(name, ()):  # order only: never added
+        for dep in get_model_class(name).pretrain_from:  # order only: never added
             if dep in chosen:
                 visit(dep, (*path, name), add_deps)
         order.append(name)
@@ -123,6 +130,59 @@ def resolve_models(spec: str | Sequence[str], *, closed: bool = False, objective
     for name in named:
         visit(name, (), True)
     return order
+
+
+@dataclass(frozen=True)
+class DefaultPick:
+    """One model of the default set and whether this catalogue keeps it, with the reason."""
+
+    name: str
+    kept: bool
+    reason: str
+
+    def describe(self) -> str:
+        return f"{self.name:>10}  {'kept' if self.kept else 'dropped'}: {self.reason}"
+
+
+def mentions_default(spec: str | Sequence[str]) -> bool:
+    parts = [spec] if isinstance(spec, str) else list(spec)
+    return any(token.strip() == "default" for part in parts for token in part.split(","))
+
+
+def default_models(
+    data: InteractionData | Sizes, params: Mapping[str, Any] | None = None, *, available: int | None = None
+) -> list[DefaultPick]:
+    """The default set for this catalogue, in training order: ``DEFAULT_MODELS`` less EASE above its
+    ``max_items``, less every model whose estimated memory (with what the models before it keep)
+    exceeds ``available`` (default :func:`~app.recsys.planning.available_memory`), less a hybrid left
+    without members. The hybrid combines whatever members stay in the set.
+    """
+    sizes = data if isinstance(data, Sizes) else Sizes.of(data)
+    room = planning.available_memory() if available is None else available
+    objective = run_objective(params)
+    registered = set(model_names())
+    order = resolve_models([m for m in DEFAULT_MODELS if m in registered], closed=True, objective=objective)
+    kept: list[str] = []
+    picks: list[DefaultPick] = []
+    for name in order:
+        model_cfg, _ = configs_for(name, params)
+        max_items = get_model_class(name).item_limit(model_cfg)
+        members = [d for d in dependencies_for(name, objective) if d in kept]
+        if max_items is not None and sizes.items > max_items:
+            reason = f"{sizes.items:,} items is above its max_items={max_items:,}"
+        elif dependencies_for(name, objective) and not members:
+            reason = "none of its members is in the set"
+        else:
+            est, need = planning.plan([*kept, name], sizes, params)[-1]
+            if need > room:
+                reason = f"needs about {planning.gib(need)} with the models before it, {planning.gib(room)} available"
+            else:
+                kept.append(name)
+                reason = f"peak about {planning.gib(est.peak_bytes)}; {est.cost}"
+                if members:
+                    reason = f"over {', '.join(members)}; {reason}"
+        picks.append(DefaultPick(name, name in kept, reason))
+    return picks
 
 
 def configs_for(name: str, params: Mapping[str, Any] | None) -> tuple[Any, TrainConfig]:
@@ -171,12 +231,21 @@ def make_split(data: InteractionData, holdout: str = "test") -> Split:
     raise ValueError(f"unknown holdout {holdout!r}: use test or valid")
 
 
-def evaluate(model: Recommender, split: Split, k: int = 10) -> dict[str, Any]:
-    """Validation and (when held out) test ranking metrics, plus RMSE/MAE for rating models."""
-    metrics: dict[str, Any] = {f"valid_{m}": v for m, v in ranking_score(model, split.train, split.valid, k).items()}
+def evaluate(model: Recommender, split: Split, k: int = 10, *, eval_users: int = 0, seed: int = 0) -> dict[str, Any]:
+    """Validation and (when held out) test ranking metrics, plus RMSE/MAE for rating models.
+
+    Ranking covers a fixed sample of at most ``eval_users`` users (all when 0), the same sample the
+    models early-stopped on (:func:`~app.recsys.training.eval_sample`); ``eval_users`` and
+    ``eval_sampled`` record how many users were ranked and whether that was a sample.
+    """
+    valid = eval_sample(split.valid, eval_users, seed)
+    metrics: dict[str, Any] = {f"valid_{m}": v for m, v in ranking_score(model, split.train, valid, k).items()}
+    metrics["eval_users"] = int(np.unique(valid.users).size)
+    metrics["eval_sampled"] = valid.n_interactions < split.valid.n_interactions
     if split.test.n_interactions:
         history = split.train.union(split.valid)
-        metrics.update({f"test_{m}": v for m, v in ranking_score(model, history, split.test, k).items()})
+        test = eval_sample(split.test, eval_users, seed)
+        metrics.update({f"test_{m}": v for m, v in ranking_score(model, history, test, k).items()})
     if model.supports_rating and model.extra.get("objective") == "rating":
         for part, targets in (("valid", split.valid), ("test", split.test)):
             if targets.has_ratings().any():
@@ -187,19 +256,19 @@ def evaluate(model: Recommender, split: Split, k: int = 10) -> dict[str, Any]:
 def build_model(name: str, model_cfg: Any, train_cfg: TrainConfig, trained: Mapping[str, Recommender]) -> Recommender:
     """A fresh model, handed what earlier models of the run offer it.
 
-    The hybrid gets its trained members (``use_dependencies``); a NeuMF asked to pre-train
-    (``pretrain=True``) starts from the GMF and MLP of this run when both were trained, as in the
-    paper, instead of training its own.
+    The hybrid gets its trained members (``use_dependencies``); a model that asks to pre-train
+    (``wants_pretrained``: NeuMF with ``pretrain=True``) starts from its ``pretrain_from`` models of
+    this run (GMF and MLP, as in the paper) when all were trained, instead of training its own.
     """
     cls = get_model_class(name)
-    pretrained = [trained.get(n) for n in PRETRAIN_FROM.get(name, ())]
-    if getattr(model_cfg, "pretrain", False) and hasattr(cls, "from_pretrained") and all(pretrained):
-        model = cls.from_pretrained(*pretrained, alpha=model_cfg.alpha, config=model_cfg)
+    pretrained = [trained[n] for n in cls.pretrain_from if n in trained]
+    if cls.pretrain_from and cls.wants_pretrained(model_cfg) and len(pretrained) == len(cls.pretrain_from):
+        model = cls.from_pretrained(*pretrained, config=model_cfg)
     else:
         model = cls(model_cfg)
     model = model.to(train_cfg.device)
     deps = {d: trained[d] for d in dependencies_for(name, train_cfg.objective) if d in trained}
-    if deps and hasattr(model, "use_dependencies"):
+    if deps:
         model.use_dependencies(deps)
     return model
 
@@ -215,17 +284,26 @@ def train_models(
     on_result: Callable[[TrainResult], None] | None = None,
     reuse: Mapping[str, Recommender] | None = None,
     closed: bool = False,
+    default: Sequence[str] | None = None,
 ) -> list[TrainResult]:
     """Fit every requested model (and its dependencies) on one split of ``data``; returns them in order.
 
     ``on_result`` gets each model as soon as it is measured (the CLI saves it there, so a run that
     stops half-way keeps what it finished). ``reuse`` holds already trained models (on this same
     snapshot) that dependants use instead of training them again; they are not returned.
-    ``closed`` trains exactly the named models (see :func:`resolve_models`).
+    ``closed`` trains exactly the named models (see :func:`resolve_models`); 'default' is the set
+    :func:`default_models` picks for this catalogue (or ``default``, when the caller picked it). Every model's memory
+    is estimated first (:mod:`app.recsys.planning`): one that would not fit raises ``ModelTooLarge``.
     """
     reuse = dict(reuse or {})
-    names = [n for n in resolve_models(models, closed=closed, objective=run_objective(params)) if n not in reuse]
-    check_params(names, params)
+    if default is None and mentions_default(models):
+        default = [p.name for p in default_models(data, params) if p.kept]
+    resolved = resolve_models(models, closed=closed, objective=run_objective(params), default=default)
+    names = [n for n in resolved if n not in reuse]
+    # Overrides of a default model this catalogue left out are still known keys, only unused.
+    asked = resolve_models(models, closed=closed, objective=run_objective(params)) if default is not None else []
+    check_params(list(dict.fromkeys([*names, *asked])), params)
+    check_fits(names, Sizes.of(data), params)  # ModelTooLarge before anything trains
     split = make_split(data, holdout)
     trained: dict[str, Recommender] = dict(reuse)
     results: list[TrainResult] = []
@@ -247,7 +325,7 @@ def train_models(
         t0 = time.perf_counter()
         report = model.fit(split.train, split.valid, train_cfg, on_epoch)
         model.eval()
-        metrics = evaluate(model, split, train_cfg.eval_k)
+        metrics = evaluate(model, split, train_cfg.eval_k, eval_users=train_cfg.eval_users, seed=train_cfg.seed)
         seconds = time.perf_counter() - t0
         metrics.update(
             best_epoch=report.best_epoch,

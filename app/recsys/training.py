@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from app.recsys.data import InteractionData
-from app.recsys.metrics import loo_metrics, target_ranks
+from app.recsys.metrics import loo_metrics
 from app.recsys.models.base import EpochCallback, EpochInfo, FitReport, Recommender, TrainConfig
 
 
@@ -50,6 +50,30 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}: use adam, adamw or sgd")
 
 
+class Optimizers:
+    """The configured optimiser for dense parameters and SparseAdam for sparse embeddings, stepped together.
+
+    A sparse embedding (``nn.Embedding(sparse=True)``: a sequence model's item table under the sampled
+    softmax) gets gradients for the rows a batch read only, so an epoch's updates cost the rows touched
+    rather than the whole catalogue at every step.
+    """
+
+    def __init__(self, net: torch.nn.Module, cfg: TrainConfig) -> None:
+        sparse = [m.weight for m in net.modules() if isinstance(m, torch.nn.Embedding) and m.sparse]
+        ids = {id(p) for p in sparse}
+        self.all = [make_optimizer([p for p in net.parameters() if id(p) not in ids], cfg)]
+        if sparse:
+            self.all.append(torch.optim.SparseAdam(sparse, lr=cfg.lr))
+
+    def zero_grad(self) -> None:
+        for opt in self.all:
+            opt.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        for opt in self.all:
+            opt.step()
+
+
 def train_loop(
     model: Recommender,
     *,
@@ -66,7 +90,7 @@ def train_loop(
     assert model.net is not None
     net = model.net
     gen = seed_everything(cfg.seed)
-    opt = make_optimizer(net.parameters(), cfg)
+    opt = Optimizers(net, cfg)
     report = FitReport(metric_name=metric_name)
     best_state: dict[str, torch.Tensor] | None = None
     best: float | None = None
@@ -82,7 +106,7 @@ def train_loop(
         for start in range(0, n_samples, cfg.batch_size):
             idx = perm[start : start + cfg.batch_size]
             loss = step(idx)
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             loss.backward()
             opt.step()
             total += loss.detach() * len(idx)
@@ -131,6 +155,31 @@ def _progress(name: str, info: EpochInfo) -> None:
     )
 
 
+# User x item scores one ranking batch holds (64 MiB of float32): a handful of [B, I] temporaries each.
+SCORE_CELLS = 1 << 24
+
+
+def eval_sample(targets: InteractionData, max_users: int, seed: int) -> InteractionData:
+    """``targets`` restricted to a fixed random sample of at most ``max_users`` of its users (all when 0).
+
+    The sample depends only on the users present and ``seed``, so every epoch, every model of a run
+    and the validation and test sets of one split (same users) rank the same users.
+    """
+    users = np.unique(targets.users)
+    if max_users <= 0 or users.size <= max_users:
+        return targets
+    keep = np.random.default_rng(seed).choice(users, max_users, replace=False)
+    return targets.subset(np.isin(targets.users, keep))
+
+
+def validation_score(
+    model: Recommender, history: InteractionData, targets: InteractionData, cfg: TrainConfig
+) -> dict[str, float]:
+    """:func:`ranking_score` at ``cfg.eval_k`` on the ``cfg.eval_users`` sample of ``targets``: what every
+    model's early stopping and the pipeline's final evaluation measure."""
+    return ranking_score(model, history, eval_sample(targets, cfg.eval_users, cfg.seed), cfg.eval_k)
+
+
 @torch.no_grad()
 def ranking_score(
     model: Recommender,
@@ -141,8 +190,10 @@ def ranking_score(
 ) -> dict[str, float]:
     """Full-ranking metrics at K for each user's first target item, seen items of ``history`` excluded.
 
-    Used for early stopping on a leave-one-out validation split (one target per user).
+    Used for early stopping on a leave-one-out validation split (one target per user). A batch holds
+    at most ``SCORE_CELLS`` user x item scores, so its few [B, I] temporaries stay small on any catalogue.
     """
+    batch_size = max(1, min(batch_size, SCORE_CELLS // max(history.n_items, 1)))
     users = np.unique(targets.users)
     if users.size == 0:
         return loo_metrics(torch.empty(0), k)
@@ -151,10 +202,32 @@ def ranking_score(
     ranks = []
     for start in range(0, len(users), batch_size):
         batch = users[start : start + batch_size]
-        scores = model.score_history(history, batch).float()
-        scores = scores.masked_fill(history.seen_mask(batch, device=scores.device), float("-inf"))
-        ranks.append(target_ranks(scores, target_items[start : start + batch_size]))
+        scores = model.score_history(history, batch).float()  # [B, I]
+        ranks.append(unseen_ranks(scores, history, batch, target_items[start : start + batch_size]))
     return loo_metrics(torch.cat(ranks), k)
+
+
+def unseen_ranks(
+    scores: torch.Tensor, history: InteractionData, users: np.ndarray, targets: torch.Tensor
+) -> torch.Tensor:
+    """[B, I] scores, [B] targets -> [B] 0-based pessimistic rank among the items ``users`` have not seen.
+
+    Equal to ``target_ranks`` on the scores with seen items (and NaN) set to -inf, without writing that
+    [B, I] mask: items scoring at least the target are counted, then the seen ones among them (a few
+    per user, read by index) are taken off. A target scored -inf or NaN, or seen, ranks last.
+    """
+    n_items = scores.shape[1]
+    target_scores = scores.gather(1, targets.unsqueeze(1))  # [B, 1]
+    above = (scores >= target_scores).sum(1, dtype=torch.int64)  # [B], the target itself included
+    rows_np, pos = history.rows_of(users)
+    pairs = np.unique(rows_np * np.int64(n_items) + history.items[pos])  # an item seen twice is one item
+    rows = torch.as_tensor(pairs // n_items, device=scores.device)  # [H]
+    cols = torch.as_tensor(pairs % n_items, device=scores.device)  # [H]
+    counted = scores[rows, cols] >= target_scores[rows, 0]  # [H] seen items counted in ``above``
+    above -= torch.bincount(rows[counted], minlength=len(users))
+    last = ~(target_scores[:, 0] > float("-inf"))  # -inf or NaN
+    last[rows[cols == targets[rows]]] = True
+    return torch.where(last, torch.full_like(above, n_items - 1), above - 1)
 
 
 @torch.no_grad()

@@ -166,3 +166,30 @@ def test_legacy_plain_name_rating_member_is_not_reused_for_ranking(settings, ses
     summary = cmd.train(settings, ["hybrid"], params=RANKING, reuse_members=True)
     assert [r["model"] for r in summary] == ["mf", "hybrid"]
     assert store.load("mf").extra["objective"] == "implicit"
+
+
+def test_a_model_too_large_is_refused_with_its_reason(settings, session, monkeypatch, capsys):
+    from app.recsys import planning
+
+    seed_database(session)
+    monkeypatch.setattr(cmd, "get_settings", lambda: settings)
+    monkeypatch.setattr(planning, "available_memory", lambda: 1 << 20)
+    assert cmd.run_train(parse("train", "--model", "mf", "--quiet")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("deeprec train: mf does not fit") and "GiB is available" in err
+    assert "Traceback" not in err
+    assert ModelStore(settings.models_dir).models() == []
+
+
+def test_default_prints_what_it_picked_and_why(settings, session, monkeypatch, capsys):
+    from app.recsys import pipeline
+
+    seed_database(session)
+    monkeypatch.setattr(cmd, "get_settings", lambda: settings)
+    monkeypatch.setattr(pipeline, "DEFAULT_MODELS", ("popularity", "ease"))
+    args = parse("train", "--model", "default", "--param", "ease.max_items=10", "--quiet")
+    assert cmd.run_train(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("default:") and "popularity  kept" in line for line in out)
+    assert any("ease  dropped: 31 items is above its max_items=10" in line for line in out)
+    assert ModelStore(settings.models_dir).models() == ["popularity"]

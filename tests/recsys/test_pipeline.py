@@ -2,9 +2,10 @@
 
 import pytest
 
-from app.recsys import pipeline
+from app.recsys import pipeline, planning
 from app.recsys.models import model_names
 from app.recsys.pipeline import DEFAULT_MODELS, configs_for, resolve_models, train_models
+from app.recsys.planning import Sizes
 from tests.recsys.synthetic import taste_data
 
 
@@ -117,3 +118,42 @@ def test_rating_objective_takes_the_models_tuned_rating_defaults():
             break
     else:
         pytest.skip("no model has rating-specific defaults")
+
+
+def test_default_set_keeps_everything_on_a_small_catalogue():
+    picks = pipeline.default_models(Sizes(943, 1682, 100_000), available=64 << 30)
+    assert all(p.kept for p in picks)
+    assert [p.name for p in picks] == resolve_models("default")
+    assert set(p.name for p in picks) == {m for m in DEFAULT_MODELS if m in model_names()}
+
+
+def test_default_set_drops_ease_above_its_limit_and_the_hybrid_follows():
+    picks = {p.name: p for p in pipeline.default_models(Sizes(1_000_000, 200_000, 2_000_000), available=1 << 50)}
+    assert not picks["ease"].kept and "200,000 items is above its max_items=20,000" in picks["ease"].reason
+    assert picks["hybrid"].kept and "ease" not in picks["hybrid"].reason.split(";")[0]
+    kept = [n for n, p in picks.items() if p.kept]
+    order = resolve_models("default", default=kept)
+    assert "ease" not in order and order[-1] == "hybrid"
+    raised = pipeline.default_models(Sizes(1_000, 30_000, 100_000), {"ease": {"max_items": 50_000}}, available=1 << 50)
+    assert all(p.kept for p in raised)
+
+
+def test_default_set_drops_what_does_not_fit_in_memory():
+    sizes = Sizes(200_000, 50_000, 2_000_000)
+    pop_need = planning.plan(["popularity"], sizes)[0][1]
+    picks = pipeline.default_models(sizes, available=pop_need)
+    assert [p.name for p in picks if p.kept] == ["popularity"]
+    dropped = {p.name: p.reason for p in picks if not p.kept}
+    assert "available" in dropped["mf"] and "max_items" in dropped["ease"]
+    assert "available" in dropped["hybrid"]  # popularity is a member, but the fusion itself does not fit
+    nothing = {p.name: p for p in pipeline.default_models(sizes, available=0)}
+    assert not any(p.kept for p in nothing.values())
+    assert nothing["hybrid"].reason == "none of its members is in the set"
+
+
+def test_train_models_default_trains_the_chosen_set(monkeypatch):
+    data = taste_data(n_users=40, n_items=30, per_user=10)
+    monkeypatch.setattr(pipeline, "DEFAULT_MODELS", ("popularity", "ease"))
+    results = train_models(data, "default", params={"epochs": 1, "ease": {"max_items": 20}})
+    assert [r.name for r in results] == ["popularity"]  # 30 items: EASE left out, its override unused
+    assert [r.name for r in train_models(data, "default", params={"epochs": 1})] == ["popularity", "ease"]

@@ -100,6 +100,7 @@ def test_scores_anonymous_sessions(fitted):
 def test_sampled_softmax_learns_the_chain(name, sampler, chain):
     model = fit(name, chain, loss="auto", sampled_above=10, num_sampled=8, sampler=sampler)
     assert model.extra["loss"] == "sampled"
+    assert model.net.item.sparse  # SparseAdam updates only the rows a batch read
     metrics = ranking_score(model, chain.train.union(chain.valid), chain.test, k=1)
     assert metrics["hr@1"] >= 0.8, f"{name}/{sampler}: {metrics}"
 

@@ -33,6 +33,9 @@ class TrainConfig:
     device: str = "cpu"
     num_negatives: int = 1
     eval_k: int = 10
+    # Validation ranks at most this many users (a fixed sample drawn from ``seed``); 0 ranks them all.
+    # Full ranking costs users x items per epoch: 10k users keeps it seconds on a 1M-item catalogue.
+    eval_users: int = 10_000
     objective: str = "implicit"  # implicit | rating
     verbose: bool = False
 
@@ -77,6 +80,12 @@ class Recommender:
     reads_history: ClassVar[bool] = False
     supports_rating: ClassVar[bool] = False
     uses_features: ClassVar[bool] = False
+    # Models a pipeline trains first and hands to ``use_dependencies`` (the hybrid's members);
+    # ``rating_depends_on`` replaces them for the rating objective (None: the same).
+    depends_on: ClassVar[tuple[str, ...]] = ()
+    rating_depends_on: ClassVar[tuple[str, ...] | None] = None
+    # Models of the same run this one can start from (``from_pretrained``) when its config asks to.
+    pretrain_from: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any = None) -> None:
         self.config = config if config is not None else self.config_cls()
@@ -123,6 +132,32 @@ class Recommender:
         Scoring K items rather than the catalogue is what lets a ranking stage afford a large catalogue.
         """
         raise NotImplementedError(f"{self.name} does not score given candidates")
+
+    # -- optional, with defaults that do nothing --------------------------------------------------
+    @classmethod
+    def dependencies_for(cls, objective: str | None = None) -> tuple[str, ...]:
+        """What a pipeline must train before this model for ``objective``."""
+        if objective == "rating" and cls.rating_depends_on is not None:
+            return cls.rating_depends_on
+        return cls.depends_on
+
+    @classmethod
+    def wants_pretrained(cls, config: Any) -> bool:
+        """Whether a model with ``config`` starts from the ``pretrain_from`` models of the run."""
+        return False
+
+    @classmethod
+    def from_pretrained(cls, *models: Recommender, config: Any = None) -> Self:
+        """A model warm-started from trained ``pretrain_from`` models (in that order)."""
+        raise NotImplementedError(f"{cls.name} does not start from other models")
+
+    @classmethod
+    def item_limit(cls, config: Any) -> int | None:
+        """The largest catalogue a model with ``config`` trains on (None: no fixed limit)."""
+        return None
+
+    def use_dependencies(self, trained: dict[str, Recommender]) -> None:
+        """Pipeline hook: the ``depends_on`` models trained earlier in the same run (none by default)."""
 
     # -- shared ---------------------------------------------------------------------------------
     def bind(self, data: InteractionData, **dims: int) -> torch.nn.Module:

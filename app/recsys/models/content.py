@@ -18,7 +18,7 @@ from app.recsys.data import InteractionData
 from app.recsys.models.base import EpochCallback, FitReport, Recommender, TrainConfig
 from app.recsys.models.content_net import ContentNet, causal_windows
 from app.recsys.sampling import NegativeSampler
-from app.recsys.training import ranking_score, rating_errors, seed_everything, train_loop
+from app.recsys.training import rating_errors, seed_everything, train_loop, validation_score
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,13 @@ class ContentConfig:
 
 
 class Content(Recommender):
+    """Content model over item features.
+
+    Cost: time O(E (d L + I d) + (E / B) I h d) per epoch with the softmax loss (the encoder runs over the
+    catalogue every step; k d instead of I d with sampled negatives), L = max_history, h = hidden;
+    memory O(E L) profile windows, O(I h) encoder activations, O(B I) logits, 20 (U + I) d weights.
+    """
+
     name = "content"
     config_cls = ContentConfig
     supports_rating = True
@@ -129,7 +136,7 @@ class Content(Recommender):
         def validate() -> float:
             if rating:
                 return rating_errors(self, valid)["rmse"]
-            return ranking_score(self, train, valid, k=cfg.eval_k)[f"ndcg@{cfg.eval_k}"]
+            return validation_score(self, train, valid, cfg)[f"ndcg@{cfg.eval_k}"]
 
         has_valid = valid is not None and valid.n_interactions > 0 and (not rating or valid.has_ratings().any())
         report = train_loop(

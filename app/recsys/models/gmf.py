@@ -61,6 +61,12 @@ class GMFNet(PairNet):
 
 
 class GMF(PairRecommender):
+    """GMF.
+
+    Cost: as MF: time O(E (1 + k) d) per epoch, validation O(U_v I d); memory about 20 (U + I)(d + 1)
+    bytes plus O(E k) negatives.
+    """
+
     name = "gmf"
     config_cls = GMFConfig
 

@@ -25,9 +25,9 @@ class GRU4RecConfig(SeqConfig):
 
 
 class GRU4RecNet(SeqNet):
-    def __init__(self, n_items: int, dim: int, hidden: int, layers: int, dropout: float) -> None:
+    def __init__(self, n_items: int, dim: int, hidden: int, layers: int, dropout: float, sparse: bool = False) -> None:
         super().__init__()
-        self.item = nn.Embedding(n_items + 1, dim, padding_idx=0)  # output scores reuse it
+        self.item = nn.Embedding(n_items + 1, dim, padding_idx=0, sparse=sparse)  # output scores reuse it
         self.gru = nn.GRU(dim, hidden, num_layers=layers, batch_first=True)
         self.proj = nn.Linear(hidden, dim)
         self.drop = Dropout(dropout)
@@ -49,8 +49,19 @@ class GRU4RecNet(SeqNet):
     def item_weights(self) -> torch.Tensor:
         return self.item.weight[1:]  # [I, D]
 
+    def item_rows(self, items: torch.Tensor) -> torch.Tensor:
+        return self.item(items + 1)  # [..., D]
+
 
 class GRU4Rec(SequentialRecommender):
+    """GRU4Rec.
+
+    Cost: time O(E (h (d + h) + I d)) per epoch with the full softmax, O(E (h (d + h) + K d)) with the
+    sampled one (K = num_sampled, above sampled_above items, with a sparse item table and SparseAdam);
+    memory 20 (I + 1) d bytes of weights, 16 (E + U L) of training windows, O(B L I) logits (full)
+    or O(B L K) (sampled). Validation ranks eval_users users: O(U_v I d) per epoch.
+    """
+
     name = "gru4rec"
     config_cls = GRU4RecConfig
 
@@ -60,4 +71,4 @@ class GRU4Rec(SequentialRecommender):
 
     def build(self, **dims: int) -> nn.Module:
         c, n_items = self.config, dims["n_items"]
-        return GRU4RecNet(n_items, c.dim, c.hidden, c.layers, c.dropout)
+        return GRU4RecNet(n_items, c.dim, c.hidden, c.layers, c.dropout, sparse=self.use_sampled(n_items))

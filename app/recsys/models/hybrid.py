@@ -77,6 +77,13 @@ def member_train_config(cls: type[Recommender], cfg: TrainConfig, objective: str
 
 
 class Hybrid(Recommender):
+    """Weighted fusion of its members' standardised scores.
+
+    Cost: its members', trained first, plus O(U_fit W M) per epoch for the weights (U_fit = max_fit_users,
+    W = I up to fit_all_items, else M x fit_depth candidates, M members); memory 4 U_fit W M bytes of
+    cached member scores.
+    """
+
     name = "hybrid"
     config_cls = HybridConfig
     uses_features = True  # the content member reads item features

@@ -14,7 +14,7 @@ from torch import nn
 from app.recsys.data import InteractionData
 from app.recsys.models.base import EpochCallback, FitReport, Recommender, TrainConfig
 from app.recsys.sampling import NegativeSampler
-from app.recsys.training import ranking_score, rating_errors, seed_everything, train_loop
+from app.recsys.training import rating_errors, seed_everything, train_loop, validation_score
 
 LOSSES = ("bce", "bpr")
 
@@ -149,7 +149,7 @@ class PairRecommender(Recommender):
             self,
             n_samples=train.n_interactions,
             step=step,
-            validate=None if held_out is None else (lambda: ranking_score(self, train, held_out, cfg.eval_k)[metric]),
+            validate=None if held_out is None else (lambda: validation_score(self, train, held_out, cfg)[metric]),
             cfg=cfg,
             metric_name=metric,
             on_epoch=on_epoch,

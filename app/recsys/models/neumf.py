@@ -74,8 +74,14 @@ class NeuMFNet(PairNet):
 
 
 class NeuMF(PairRecommender):
+    """NeuMF: GMF and MLP branches under one output layer.
+
+    Cost: the sum of a GMF and an MLP (d = gmf_dim + mlp_dim); with ``pretrain`` it also trains both first.
+    """
+
     name = "neumf"
     config_cls = NeuMFConfig
+    pretrain_from = ("gmf", "mlp")
 
     @classmethod
     def default_train_config(cls, objective: str = "implicit") -> TrainConfig:
@@ -92,10 +98,20 @@ class NeuMF(PairRecommender):
         return NeuMFNet(n_users, n_items, self.config)
 
     @classmethod
-    def from_pretrained(cls, gmf: GMF, mlp: MLP, alpha: float = 0.5, config: NeuMFConfig | None = None) -> NeuMF:
-        """A NeuMF whose branches are copies of a trained GMF and MLP; ``fit`` then fine-tunes it."""
+    def wants_pretrained(cls, config: NeuMFConfig) -> bool:
+        return config.pretrain
+
+    @classmethod
+    def from_pretrained(  # type: ignore[override]
+        cls, gmf: GMF, mlp: MLP, alpha: float | None = None, config: NeuMFConfig | None = None
+    ) -> NeuMF:
+        """A NeuMF whose branches are copies of a trained GMF and MLP; ``fit`` then fine-tunes it.
+
+        ``alpha`` (default: the config's) weighs the GMF half of the output layer.
+        """
         g, m = gmf.config, mlp.config
         base = config or cls.config_cls()
+        alpha = base.alpha if alpha is None else alpha
         model = cls(dataclasses.replace(base, gmf_dim=g.dim, mlp_dim=m.dim, layers=m.layers, alpha=alpha))
         model.load_branches(gmf, mlp)
         return model

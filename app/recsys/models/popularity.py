@@ -23,6 +23,11 @@ class _Counts(torch.nn.Module):
 
 
 class Popularity(Recommender):
+    """Item counts (optionally time-decayed).
+
+    Cost: time O(E) once; memory O(E + I) while fitting, 4 I bytes kept.
+    """
+
     name = "popularity"
     config_cls = PopularityConfig
 

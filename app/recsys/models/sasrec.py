@@ -50,9 +50,11 @@ class Block(nn.Module):
 
 
 class SASRecNet(SeqNet):
-    def __init__(self, n_items: int, dim: int, heads: int, layers: int, max_len: int, dropout: float) -> None:
+    def __init__(
+        self, n_items: int, dim: int, heads: int, layers: int, max_len: int, dropout: float, sparse: bool = False
+    ) -> None:
         super().__init__()
-        self.item = nn.Embedding(n_items + 1, dim, padding_idx=0)  # shared by input and output
+        self.item = nn.Embedding(n_items + 1, dim, padding_idx=0, sparse=sparse)  # shared by input and output
         self.pos = nn.Embedding(max_len, dim)
         self.blocks = nn.ModuleList(Block(dim, heads, dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
@@ -83,8 +85,19 @@ class SASRecNet(SeqNet):
     def item_weights(self) -> torch.Tensor:
         return self.item.weight[1:]  # [I, D]
 
+    def item_rows(self, items: torch.Tensor) -> torch.Tensor:
+        return self.item(items + 1)  # [..., D]
+
 
 class SASRec(SequentialRecommender):
+    """SASRec.
+
+    Cost: time O(E (n_layers L d (d + L) + I d)) per epoch with the full softmax, K d instead of I d
+    with the sampled one (above sampled_above items, with a sparse item table and SparseAdam);
+    memory 20 (I + 1) d bytes of weights, 16 (E + U L) of training windows, O(B L I) logits (full)
+    or O(B L K) (sampled). Validation ranks eval_users users: O(U_v I d) per epoch.
+    """
+
     name = "sasrec"
     config_cls = SASRecConfig
 
@@ -94,4 +107,4 @@ class SASRec(SequentialRecommender):
 
     def build(self, **dims: int) -> nn.Module:
         c, n_items = self.config, dims["n_items"]
-        return SASRecNet(n_items, c.dim, c.heads, c.layers, c.max_len, c.dropout)
+        return SASRecNet(n_items, c.dim, c.heads, c.layers, c.max_len, c.dropout, sparse=self.use_sampled(n_items))

@@ -2,6 +2,8 @@
 
 Sequences are item index + 1, left-padded with 0 (``InteractionData.sequences``). A subclass supplies
 the network: ``encode(seqs [B, L]) -> [B, L, D]`` hidden states and ``item_weights() -> [I, D]``.
+Above ``sampled_above`` items the loss is a sampled softmax over ``num_sampled`` shared negatives and the
+item table is a sparse embedding (SparseAdam), so a step costs O(B L (enc + K d)), not O(B L I d + I d).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from torch import nn
 
 from app.recsys.data import InteractionData
 from app.recsys.models.base import EpochCallback, FitReport, Recommender, TrainConfig
-from app.recsys.training import ranking_score, seed_everything, train_loop
+from app.recsys.training import seed_everything, train_loop, validation_score
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,11 @@ class SeqNet(nn.Module):
         """(I, D) output item vectors (the input embeddings without the padding row)."""
         raise NotImplementedError
 
+    def item_rows(self, items: torch.Tensor) -> torch.Tensor:
+        """(...,) item indices -> (..., D) their rows of ``item_weights``, read through the embedding so that
+        a sparse table gets a sparse gradient (the sampled softmax on a large catalogue)."""
+        raise NotImplementedError
+
 
 def training_windows(data: InteractionData, max_len: int) -> tuple[np.ndarray, np.ndarray]:
     """[W, L] inputs and [W, L] next-item targets, both item index + 1 and left-padded with 0.
@@ -87,10 +94,15 @@ class SequentialRecommender(Recommender):
         return TrainConfig()
 
     def use_sampled(self, n_items: int) -> bool:
-        loss = self.config.loss
+        return self.sampled_for(self.config, n_items)
+
+    @staticmethod
+    def sampled_for(config: SeqConfig, n_items: int) -> bool:
+        """Whether a model with ``config`` trains with the sampled softmax on ``n_items`` items."""
+        loss = config.loss
         if loss not in ("auto", "full", "sampled"):
             raise ValueError(f"unknown loss {loss!r}: use auto, full or sampled")
-        return loss == "sampled" or (loss == "auto" and n_items > self.config.sampled_above)
+        return loss == "sampled" or (loss == "auto" and n_items > config.sampled_above)
 
     def fit(
         self,
@@ -124,12 +136,11 @@ class SequentialRecommender(Recommender):
             mask = y > 0
             h = net.encode(x)[mask]  # [N, D]
             t = y[mask] - 1  # [N]
-            weights = net.item_weights()  # [I, D]
             if not sampled:
-                return F.cross_entropy(h @ weights.T, t)
+                return F.cross_entropy(h @ net.item_weights().T, t)  # [N, I] logits
             negs = torch.multinomial(q, self.config.num_sampled, replacement=True, generator=gen)  # [K]
-            pos = (h * weights[t]).sum(-1, keepdim=True) - log_q[t].unsqueeze(1)  # [N, 1]
-            neg = h @ weights[negs].T - log_q[negs]  # [N, K]
+            pos = (h * net.item_rows(t)).sum(-1, keepdim=True) - log_q[t].unsqueeze(1)  # [N, 1]
+            neg = h @ net.item_rows(negs).T - log_q[negs]  # [N, K]
             neg = neg.masked_fill(negs.unsqueeze(0) == t.unsqueeze(1), float("-inf"))  # accidental hits
             logits = torch.cat([pos, neg], dim=1)
             return F.cross_entropy(logits, torch.zeros_like(t))
@@ -139,7 +150,7 @@ class SequentialRecommender(Recommender):
             targets_valid = valid
 
             def validate() -> float:
-                return ranking_score(self, train, targets_valid, k=cfg.eval_k)[f"ndcg@{cfg.eval_k}"]
+                return validation_score(self, train, targets_valid, cfg)[f"ndcg@{cfg.eval_k}"]
 
         report = train_loop(
             self,
