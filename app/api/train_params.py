@@ -18,6 +18,7 @@ NUMBERS: dict[str, tuple[float, float]] = {
     "batch_size": (1, 1_000_000),
     "eval_k": (1, 1000),
     "eval_users": (0, 100_000_000),
+    "eval_scores": (0, 10**15),
     "lr": (1e-8, 10.0),
     "num_negatives": (1, 100),
     "patience": (0, 100_000),

@@ -24,7 +24,7 @@ from app.recsys.models import get_model_class, model_names
 from app.recsys.models.base import EpochInfo, FitReport, Recommender, TrainConfig, tuned_train_config
 from app.recsys.planning import Sizes, check_fits
 from app.recsys.splits import Split, leave_one_out
-from app.recsys.training import eval_sample, ranking_score, rating_errors
+from app.recsys.training import eval_sample, eval_user_limit, ranking_score, rating_errors
 
 # What `make run` trains first: quick on the demo data (no SASRec: its 200-epoch schedule is the
 # slowest), and it covers every serving path: personalized, sequence, content and the hybrid.
@@ -325,7 +325,8 @@ def train_models(
         t0 = time.perf_counter()
         report = model.fit(split.train, split.valid, train_cfg, on_epoch)
         model.eval()
-        metrics = evaluate(model, split, train_cfg.eval_k, eval_users=train_cfg.eval_users, seed=train_cfg.seed)
+        limit = eval_user_limit(train_cfg, split.train.n_items)
+        metrics = evaluate(model, split, train_cfg.eval_k, eval_users=limit, seed=train_cfg.seed)
         seconds = time.perf_counter() - t0
         metrics.update(
             best_epoch=report.best_epoch,

@@ -172,12 +172,26 @@ def eval_sample(targets: InteractionData, max_users: int, seed: int) -> Interact
     return targets.subset(np.isin(targets.users, keep))
 
 
+# The smallest validation sample the score budget may shrink it to: below this NDCG@10 is mostly noise.
+EVAL_MIN_USERS = 1_000
+
+
+def eval_user_limit(cfg: TrainConfig, n_items: int) -> int:
+    """How many users validation ranks (0: all): ``cfg.eval_users``, fewer when ranking them against every
+    item would exceed ``cfg.eval_scores`` scores (full ranking costs users x items per epoch), never fewer
+    than EVAL_MIN_USERS. An explicit 0 (all users) is kept as asked."""
+    if cfg.eval_users <= 0 or cfg.eval_scores <= 0:
+        return cfg.eval_users
+    return min(cfg.eval_users, max(EVAL_MIN_USERS, cfg.eval_scores // max(n_items, 1)))
+
+
 def validation_score(
     model: Recommender, history: InteractionData, targets: InteractionData, cfg: TrainConfig
 ) -> dict[str, float]:
-    """:func:`ranking_score` at ``cfg.eval_k`` on the ``cfg.eval_users`` sample of ``targets``: what every
-    model's early stopping and the pipeline's final evaluation measure."""
-    return ranking_score(model, history, eval_sample(targets, cfg.eval_users, cfg.seed), cfg.eval_k)
+    """:func:`ranking_score` at ``cfg.eval_k`` on the :func:`eval_user_limit` sample of ``targets``: what
+    every model's early stopping and the pipeline's final evaluation measure."""
+    limit = eval_user_limit(cfg, history.n_items)
+    return ranking_score(model, history, eval_sample(targets, limit, cfg.seed), cfg.eval_k)
 
 
 @torch.no_grad()

@@ -66,3 +66,19 @@ def test_unseen_ranks_equal_target_ranks_on_masked_scores():
     seen = data.seen_mask(users)
     expected = target_ranks(scores.masked_fill(seen, float("-inf")), targets)
     assert torch.equal(unseen_ranks(scores, data, users, targets), expected)
+
+
+def test_the_score_budget_shrinks_the_sample_on_a_huge_catalogue(monkeypatch) -> None:
+    """Full ranking costs users x items: on 1M items 10,000 users would be 10^10 scores an epoch."""
+    from app.recsys.training import EVAL_MIN_USERS, eval_user_limit
+
+    cfg = TrainConfig(eval_users=10_000, eval_scores=10**9)
+    assert eval_user_limit(cfg, 1_682) == 10_000  # small catalogues: the sample as asked
+    assert eval_user_limit(cfg, 200_000) == 5_000
+    assert eval_user_limit(cfg, 1_000_000) == EVAL_MIN_USERS == 1_000
+    assert eval_user_limit(cfg, 10_000_000) == EVAL_MIN_USERS  # never below the floor
+    assert eval_user_limit(TrainConfig(eval_users=0), 10_000_000) == 0  # "all" stays all
+    monkeypatch.setattr("app.recsys.training.EVAL_MIN_USERS", 1)  # a budget of 3 users on this small data
+    data = taste_data()
+    ranked = train_models(data, "popularity", params={"eval_users": 50, "eval_scores": 3 * data.n_items})[0]
+    assert ranked.metrics["eval_users"] == 3 and ranked.metrics["eval_sampled"] is True

@@ -35,7 +35,8 @@ class TrainConfig:
     eval_k: int = 10
     # Validation ranks at most this many users (a fixed sample drawn from ``seed``); 0 ranks them all.
     # Full ranking costs users x items per epoch: 10k users keeps it seconds on a 1M-item catalogue.
-    eval_users: int = 10_000
+    eval_users: int = 10_000  # validation ranks a fixed sample of at most this many users (0: all)
+    eval_scores: int = 1_000_000_000  # and at most this many user x item scores: fewer users on a huge catalogue
     objective: str = "implicit"  # implicit | rating
     verbose: bool = False
 
