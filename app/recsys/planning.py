@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from app.recsys.models.base import TrainConfig
+from app.recsys.models.hybrid import FIT_CELLS
 from app.recsys.training import SCORE_CELLS
 
 F32, I64 = 4, 8
@@ -36,6 +37,9 @@ SPLIT_BYTES_PER_EVENT = 2 * (3 * I64 + F32)
 CGROUP_V2 = Path("/sys/fs/cgroup")
 CGROUP_V1 = Path("/sys/fs/cgroup/memory")
 MEMINFO = Path("/proc/meminfo")
+
+
+MEMBER_DIM = 128  # the widest member vectors the hybrid's estimate allows for (the defaults use 64)
 
 
 @dataclass(frozen=True)
@@ -209,7 +213,8 @@ def _hybrid(sizes: Sizes, cfg: Any, train: TrainConfig, members: int) -> Estimat
     users = min(cfg.max_fit_users, sizes.users)
     width = sizes.items if sizes.items <= cfg.fit_all_items else 1 + members * cfg.fit_depth
     cached = users * width * (F32 * members + 1)  # member scores and the seen mask
-    step = 3 * F32 * users * width + 3 * F32 * 256 * sizes.items  # fused validation; member scoring chunks
+    gather = F32 * FIT_CELLS * (MEMBER_DIM + 2 * members)  # a block of member scoring: vectors gathered per cell
+    step = 3 * F32 * users * width + 3 * F32 * 256 * sizes.items + gather  # fused validation; member scoring
     peak = cached + step + _ranking(sizes)
     cost = f"O(U_fit W M) per epoch, U_fit={users:,}, W={width:,}, M={members}"
     return Estimate("hybrid", int(peak), F32 * (sizes.users + 2 * members), cost)

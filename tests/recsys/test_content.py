@@ -145,3 +145,26 @@ def test_rating_head_beats_global_mean_and_rates_new_items(split, tmp_path):
     m.save(tmp_path / "content")
     loaded = Content.load(tmp_path / "content")
     assert torch.equal(loaded.predict_ratings(users, taste_item), liked)
+
+
+def test_sampled_softmax_learns_taste_without_encoding_the_catalogue(split, monkeypatch):
+    """Above sampled_above items a step encodes only the items it touches (never the whole catalogue), and
+    the model still ranks each user's taste first, on items seen and on feature-only items."""
+    from app.recsys.models.content_net import ContentNet
+
+    def whole_catalogue(self):
+        if self.training:
+            raise AssertionError("a sampled step encoded the whole catalogue")
+        return original(self)
+
+    original = ContentNet.encode_catalogue
+    monkeypatch.setattr(ContentNet, "encode_catalogue", whole_catalogue)
+    m = Content(ContentConfig(sampled_above=10, num_sampled=16))
+    m.fit(split.train, split.valid, CFG)
+    assert m.extra["loss"] == "sampled-softmax"
+    users = np.arange(split.train.n_users)
+    scores = m.score_history(split.train, users)  # [U, I]
+    match = torch.as_tensor(item_categories(split.train)[None, :] == favourites(split.train)[:, None])  # [U, I]
+    pairs = match.unsqueeze(2) & ~match.unsqueeze(1)
+    wins = (scores.unsqueeze(2) > scores.unsqueeze(1)) & pairs
+    assert wins.sum() / pairs.sum() >= 0.8  # AUC of taste over every user's pairs

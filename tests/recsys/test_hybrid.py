@@ -191,6 +191,19 @@ def test_one_user_scores_match_the_batch(trained):
             assert torch.allclose(one, batch[u], atol=1e-4), model.name
 
 
+def test_member_scores_of_many_users_are_scored_in_blocks_with_the_same_result(trained, monkeypatch):
+    """Fitting the weights scores every fit user against every item: in blocks of FIT_CELLS cells (a member
+    gathers a vector per cell), equal to scoring all of them at once."""
+    hybrid, split = trained
+    users = np.arange(split.train.n_users)
+    items = torch.arange(split.train.n_items).expand(len(users), -1)
+    whole = hybrid.member_scores(split.train.select(users), users, items)  # [U, I, M]
+    width = split.train.n_items + hybrid.reference_items()[0].size
+    monkeypatch.setattr("app.recsys.models.hybrid.FIT_CELLS", 7 * width)  # blocks of 7 users
+    blocks = hybrid.member_scores_chunked(split.train, users, items)
+    assert len(users) > 7 and blocks.shape == whole.shape and torch.allclose(blocks, whole, atol=1e-5)
+
+
 def test_unseen_user_scored_by_history_members(trained):
     """A user absent from training (row past the last one): mf sits out, history-based members serve."""
     hybrid, split = trained

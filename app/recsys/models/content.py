@@ -33,6 +33,10 @@ class ContentConfig:
     profile_half_life: float = 2.0  # weight 0.5 ** (steps back / half_life); 0 = plain mean
     item_residual: bool = True  # per-item vector + bias, only for items with training interactions
     loss: str = "softmax"  # softmax (full catalogue) | bpr | bce (sampled negatives)
+    # Above this many items the softmax is sampled: each step encodes only the batch's items, its users'
+    # profile items and num_sampled shared negatives (popularity^0.75, logQ-corrected), not the catalogue.
+    sampled_above: int = 20_000
+    num_sampled: int = 1024
     reg: float = 1e-5  # implicit objective: L2 on the user and item vectors of each batch
     rating_reg: float = 0.08  # rating objective: the same L2 plus the biases, per rating
     # Rating objective: what a user watched lately says little about how they rate (validation RMSE
@@ -43,9 +47,12 @@ class ContentConfig:
 class Content(Recommender):
     """Content model over item features.
 
-    Cost: time O(E (d L + I d) + (E / B) I h d) per epoch with the softmax loss (the encoder runs over the
-    catalogue every step; k d instead of I d with sampled negatives), L = max_history, h = hidden;
-    memory O(E L) profile windows, O(I h) encoder activations, O(B I) logits, 20 (U + I) d weights.
+    Cost: time O(E (d L + I d) + (E / B) I h d) per epoch with the full softmax (the encoder runs over the
+    catalogue every step); above ``sampled_above`` items the softmax is sampled and an epoch costs
+    O(E (L + K) h d / B + E K d) with K = num_sampled shared negatives per batch of B (plus a dense update
+    of the I (d + 1) residual table per step); L = max_history, h = hidden; memory O(E L) profile windows,
+    O(I h) encoder activations (O((B L + K) h) sampled), O(B I) logits (O(B K) sampled), 20 (U + I) d
+    weights.
     """
 
     name = "content"
@@ -104,6 +111,12 @@ class Content(Recommender):
         targets = torch.as_tensor(train.ratings[keep], device=self.device)
         sampler = NegativeSampler(train, seed=cfg.seed)
         negs = torch.empty(0, dtype=torch.int64)
+        sampled = not rating and self.config.loss == "softmax" and train.n_items > self.config.sampled_above
+        self.extra["loss"] = "sampled-softmax" if sampled else self.config.loss
+        gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
+        q_items = torch.as_tensor(train.item_counts(), dtype=torch.float32, device=self.device).add(1.0).pow(0.75)
+        q_items /= q_items.sum()  # [I] the negatives' sampling distribution
+        log_q = q_items.log()
         if rating:
             mean = float(targets.mean()) if len(targets) else 0.0
             net.global_mean.fill_(mean)
@@ -113,7 +126,27 @@ class Content(Recommender):
             if not rating and self.config.loss != "softmax":
                 negs = torch.as_tensor(sampler.sample(train.users, cfg.num_negatives), device=self.device)  # [N, K]
 
+        def sampled_step(idx: torch.Tensor) -> torch.Tensor:
+            """Softmax over the batch's item and K shared negatives, encoding only the items it touches."""
+            u, i, w = users[idx], items[idx], windows[idx]  # [B], [B], [B, L]
+            negs = torch.multinomial(q_items, self.config.num_sampled, replacement=True, generator=gen)  # [K]
+            profile = w > 0
+            uniq, inv = torch.unique(torch.cat([i, negs, w[profile] - 1]), return_inverse=True)  # [M], [B + K + P]
+            enc, bias = net.encode_items(uniq)  # [M, D], [M]
+            b, k = len(i), len(negs)
+            local = torch.zeros_like(w)
+            local[profile] = inv[b + k :] + 1  # the windows in the encoded rows' numbering
+            q = net.user_vectors(u, local, enc)  # [B, D]
+            pi, ni = inv[:b], inv[b : b + k]
+            pos = (q * enc[pi]).sum(-1, keepdim=True) + bias[pi].unsqueeze(1) - log_q[i].unsqueeze(1)  # [B, 1]
+            neg = q @ enc[ni].T + bias[ni] - log_q[negs]  # [B, K]
+            neg = neg.masked_fill(negs.unsqueeze(0) == i.unsqueeze(1), float("-inf"))  # accidental hits
+            reg = self.config.reg * (q.pow(2).sum() + enc[pi].pow(2).sum()) / b
+            return F.cross_entropy(torch.cat([pos, neg], dim=1), torch.zeros_like(i)) + reg
+
         def step(idx: torch.Tensor) -> torch.Tensor:
+            if sampled:
+                return sampled_step(idx)
             u, i, w = users[idx], items[idx], windows[idx]
             enc, bias = net.encode_catalogue()  # [I, D], [I]
             q = net.user_vectors(u, w, enc)  # [B, D]

@@ -89,6 +89,13 @@ class ContentNet(nn.Module):
             out = out + self.residual.weight * self.known_items
         return out[:, : self.dim], out[:, self.dim]
 
+    def encode_items(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(M,) item indexes -> (M, D), (M,): :meth:`encode_catalogue` for those items only (sampled softmax)."""
+        out = self.encoder(self.features[items])  # [M, D + 1]
+        if self.residual is not None:
+            out = out + self.residual(items) * self.known_items[items]
+        return out[:, : self.dim], out[:, self.dim]
+
     def freeze_catalogue(self) -> None:
         """Serving: the weights no longer change, so encode the catalogue once, not on every request.
         Switching to training mode drops the cache."""

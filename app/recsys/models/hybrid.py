@@ -48,6 +48,11 @@ def _registered_defaults(names: tuple[str, ...] = DEFAULT_MEMBERS) -> tuple[str,
     return tuple(n for n in names if n in registered)
 
 
+# Candidate cells (user x item) one block of member scoring holds while the weights are fitted: each member
+# gathers a d-vector per cell, so 2^21 cells stay near 0.5 GiB at d = 64.
+FIT_CELLS = 1 << 21
+
+
 @dataclass(frozen=True)
 class HybridConfig:
     members: tuple[str, ...] = ()  # empty: every registered name of DEFAULT_MEMBERS
@@ -189,7 +194,7 @@ class Hybrid(Recommender):
             else:  # each user's retrieval candidates, as ranking will see them on a large catalogue
                 candidates, seen = self.fit_candidates(train, users, first)  # [U, W], [U, W]
                 targets = torch.zeros_like(first)  # the held-out item is the first candidate
-            z = self.member_scores(train.select(users), users, candidates)  # [U, W, M]
+            z = self.member_scores_chunked(train, users, candidates)  # [U, W, M]
         lengths = torch.as_tensor(train.user_counts()[users], device=self.device)  # [U]
 
         def step(idx: torch.Tensor) -> torch.Tensor:
@@ -441,6 +446,17 @@ class Hybrid(Recommender):
         if member.reads_history:
             return np.ones(len(users), dtype=bool)
         return (users >= 0) & (users < len(member.user_ids))
+
+    def member_scores_chunked(self, train: InteractionData, users: np.ndarray, items: torch.Tensor) -> torch.Tensor:
+        """:meth:`member_scores` of many users (fitting the weights), a few users at a time: a member scores a
+        [B, K + R] block of candidates by gathering [B, K + R, d] vectors, so B is sized to FIT_CELLS."""
+        width = items.shape[1] + self.reference_items()[0].size
+        rows = max(1, FIT_CELLS // width)
+        parts = [
+            self.member_scores(train.select(users[s : s + rows]), users[s : s + rows], items[s : s + rows])
+            for s in range(0, len(users), rows)
+        ]
+        return torch.cat(parts) if parts else torch.zeros((0, items.shape[1], len(self.members)), device=self.device)
 
     def member_scores(self, batch: InteractionData, users: np.ndarray, items: torch.Tensor) -> torch.Tensor:
         """(B,) users, (B, K) items (as ``score_candidates``) -> (B, K, M) member scores normalised per user
