@@ -529,7 +529,12 @@ class Hybrid(Recommender):
         users = np.asarray(users, dtype=np.int64)
         everything = torch.arange(self.n_items, device=self.device).expand(len(users), -1)
         known = np.where(users < self.dims.get("n_users", 0), users, -1)  # rows past the training users: unseen
-        return self.score_candidates(history.select(users), known, everything)
+        rows = max(1, FIT_CELLS // (self.n_items + self.reference_items()[0].size))  # bounded member gathers
+        parts = [
+            self.score_candidates(history.select(users[s : s + rows]), known[s : s + rows], everything[s : s + rows])
+            for s in range(0, len(users), rows)
+        ]
+        return torch.cat(parts) if parts else torch.zeros((0, self.n_items), device=self.device)
 
     def score_users(self, users: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError("the hybrid scores from the users' items: call score_history(history, users)")
