@@ -70,6 +70,10 @@ class Service:
     url: str
     backend: str
     settings: Settings
+    log: Path | None = None  # the server's output: its tail goes into a failure message
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log and self.log.is_file() else ""
 
     def client(self, key: str = ADMIN_KEY) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"X-API-Key": key}, timeout=30)
@@ -127,7 +131,7 @@ def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         with log.open("ab") as out:
             proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], env=env,
                                     cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
-        svc = Service(f"http://127.0.0.1:{port}", request.param, settings)
+        svc = Service(f"http://127.0.0.1:{port}", request.param, settings, log)
 
         def ready() -> bool:
             assert proc is not None and proc.poll() is None, log.read_text()[-3000:]

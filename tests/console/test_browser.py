@@ -89,7 +89,12 @@ def test_a_retrain_from_the_console_ends_with_a_new_active_version(console: Cons
         def mf() -> dict:
             return next(m for m in api.get("/v1/models").json()["models"] if m["name"] == "mf")
 
-        wait_for(lambda: mf()["active_version"] == version and mf()["loaded"], 30, 0.2, "the new mf to be served")
+        # A hang guard, not a timing: the API's poller shares its thread with the job reaper, whose write
+        # can wait on SQLite's lock while the worker writes, on a machine loaded by the rest of the suite.
+        try:
+            wait_for(lambda: mf()["active_version"] == version and mf()["loaded"], 90, 0.2, "the new mf")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; mf: {mf()}; server log:\n{service.log_tail()}") from None
     page = console.open("models")
     assert page.inner_text(f"[data-model=mf] tr[data-version='{version}']").count("active") >= 1
     roll_back = page.locator(f"[data-model=mf] tr[data-version='{before['mf']}'] button")
