@@ -13,7 +13,7 @@ from app.api.access import Keyring
 from app.api.errors import CatchAll, install_error_handlers
 from app.api.guard import RequestGuard
 from app.api.jobs_app import start_embedded_worker, start_hot_swap
-from app.api.observability import configure_logging, start_metrics_server
+from app.api.observability import start_metrics_server
 from app.api.openapi import install_openapi
 from app.api.routes import browse, catalog, health, interactions, jobs, stats
 from app.api.serving_app import install_serving, start_serving
@@ -21,6 +21,7 @@ from app.config import Settings, get_settings
 from app.console.web import install_console, install_docs
 from app.db.migrations import upgrade
 from app.db.session import make_engine, make_sessionmaker
+from app.logs import configure_logging
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,8 @@ from fastapi import APIRouter, FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest, start_http_server
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.logs import configure_logging, request_id_var
+from app.logs import request_id_var
 from app.serving.metrics import LATENCY, REQUESTS
-
-__all__ = ["configure_logging", "request_id_var"]
 
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 access_log = logging.getLogger("deeprec.access")
