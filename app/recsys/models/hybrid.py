@@ -447,14 +447,17 @@ class Hybrid(Recommender):
             return np.ones(len(users), dtype=bool)
         return (users >= 0) & (users < len(member.user_ids))
 
+    def user_blocks(self, n_users: int, n_candidates: int) -> list[slice]:
+        """Slices of users small enough that a member scoring their [B, K + R] candidates (plus the reference
+        items) gathers at most FIT_CELLS vectors: how many users are scored at once when fitting and ranking."""
+        rows = max(1, FIT_CELLS // (n_candidates + self.reference_items()[0].size))
+        return [slice(s, s + rows) for s in range(0, n_users, rows)]
+
     def member_scores_chunked(self, train: InteractionData, users: np.ndarray, items: torch.Tensor) -> torch.Tensor:
-        """:meth:`member_scores` of many users (fitting the weights), a few users at a time: a member scores a
-        [B, K + R] block of candidates by gathering [B, K + R, d] vectors, so B is sized to FIT_CELLS."""
-        width = items.shape[1] + self.reference_items()[0].size
-        rows = max(1, FIT_CELLS // width)
+        """:meth:`member_scores` of many users (fitting the weights), a :meth:`user_blocks` block at a time."""
         parts = [
-            self.member_scores(train.select(users[s : s + rows]), users[s : s + rows], items[s : s + rows])
-            for s in range(0, len(users), rows)
+            self.member_scores(train.select(users[b]), users[b], items[b])
+            for b in self.user_blocks(len(users), items.shape[1])
         ]
         return torch.cat(parts) if parts else torch.zeros((0, items.shape[1], len(self.members)), device=self.device)
 
@@ -529,10 +532,9 @@ class Hybrid(Recommender):
         users = np.asarray(users, dtype=np.int64)
         everything = torch.arange(self.n_items, device=self.device).expand(len(users), -1)
         known = np.where(users < self.dims.get("n_users", 0), users, -1)  # rows past the training users: unseen
-        rows = max(1, FIT_CELLS // (self.n_items + self.reference_items()[0].size))  # bounded member gathers
         parts = [
-            self.score_candidates(history.select(users[s : s + rows]), known[s : s + rows], everything[s : s + rows])
-            for s in range(0, len(users), rows)
+            self.score_candidates(history.select(users[b]), known[b], everything[b])
+            for b in self.user_blocks(len(users), self.n_items)
         ]
         return torch.cat(parts) if parts else torch.zeros((0, self.n_items), device=self.device)
 
