@@ -45,16 +45,30 @@ def run_job(
 ) -> dict[str, dict[str, Any]]:
     """Queue a job (``params``: FAST) and run it with a worker in this test process; returns its published
     versions by model."""
+    status, job = run_once(settings, session, models, promote, params, **overrides)
+    assert status == "succeeded" and job.result is not None
+    return {v["model"]: v for v in job.result["versions"]}
+
+
+def run_once(
+    settings: Settings,
+    session: Session,
+    models: tuple[str, ...] = ("mf",),
+    promote: str = "auto",
+    params: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> tuple[str, Any]:
+    """Queue a job and let a worker in this test process take it: (what run_once answered, the job after)."""
     job_id = queue.enqueue(session=session, models=list(models), params=params or FAST, promote=promote).job.id
     worker = Worker(settings.model_copy(update=overrides))
     try:
-        assert worker.run_once() == "succeeded"
+        status = worker.run_once()
     finally:
         worker.engine.dispose()
     job = queue.get_job(session=session, job_id=job_id)
     session.commit()
-    assert job is not None and job.result is not None
-    return {v["model"]: v for v in job.result["versions"]}
+    assert job is not None
+    return status, job
 
 
 def wait_for(check: Callable[[], Any], timeout_s: float = 60.0, every_s: float = 0.05, what: str = "") -> Any:
