@@ -31,7 +31,7 @@ HEALTHY_AFTER_S = 60.0  # a worker that ran this long has its backoff reset
 
 
 def start_hot_swap(app: FastAPI, stack: ExitStack) -> None:
-    """Poll for active versions every DEEPREC_MODEL_POLL_INTERVAL_S; reap dead workers' jobs meanwhile."""
+    """Poll for active versions every DEEPREC_MODEL_POLL_INTERVAL_S; reap dead workers' jobs in a thread of its own."""
     settings: Settings = app.state.settings
     sessions = app.state.sessionmaker
     poller = VersionPoller(app.state.registry, sessions)
@@ -42,11 +42,15 @@ def start_hot_swap(app: FastAPI, stack: ExitStack) -> None:
                 session=session, stale_after_s=settings.job_stale_after_s, max_attempts=settings.job_max_attempts
             )
 
-    ticker = Ticker([(settings.model_poll_interval_s, poller.check), (settings.job_heartbeat_s, reap)], "hot-swap")
+    # Two threads: the reaper writes to the database, and on SQLite that write can wait for the lock
+    # while a worker commits; the poller must not wait behind it to swap a published version in.
+    ticker = Ticker([(settings.model_poll_interval_s, poller.check)], "hot-swap")
+    reaper = Ticker([(settings.job_heartbeat_s, reap)], "job-reaper")
     app.state.version_poller = poller
     app.state.hot_swap = ticker
-    ticker.start()
-    stack.callback(ticker.stop)
+    for thread in (ticker, reaper):
+        thread.start()
+        stack.callback(thread.stop)
 
 
 def worker_env(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:

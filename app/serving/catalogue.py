@@ -23,7 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.tables import CatalogueRewrite, HistoryRewrite, Interaction, Item
-from app.serving.registry import LoadedModel
+from app.serving.registry import LoadedModel, positions
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +57,7 @@ class Catalogue:
 
     def rows_of(self, item_ids: np.ndarray | list[str]) -> np.ndarray:
         """Row of each external id, -1 where the catalogue does not hold it."""
-        if len(item_ids) == 0:
-            return np.empty(0, dtype=np.int64)
-        return self._index.get_indexer(pd.Index(np.asarray(item_ids, dtype=object))).astype(np.int64)
+        return positions(self._index, item_ids)
 
     def rows_of_db_ids(self, db_ids: np.ndarray) -> np.ndarray:
         """Row of each database item id, -1 where the catalogue does not hold it (newer items)."""

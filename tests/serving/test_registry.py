@@ -5,12 +5,13 @@ import threading
 import weakref
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from app.recsys.store import ModelStore
 from app.serving.pipeline import user_batch
-from app.serving.registry import LoadedModel, ModelRegistry, ModelSet, select_device
+from app.serving.registry import FEW_IDS, LoadedModel, ModelRegistry, ModelSet, positions, select_device
 from tests.serving.support import SERVED
 
 
@@ -153,3 +154,14 @@ def test_freeze_heap_settles_after_loading_and_frees_swapped_out_versions(models
 def test_registry_leaves_the_collector_alone_by_default(models_dir, thawed):
     ModelRegistry(ModelStore(models_dir), torch.device("cpu")).refresh()
     assert gc.get_freeze_count() == 0
+
+
+@pytest.mark.parametrize("n", [0, 1, FEW_IDS, FEW_IDS + 1, 500])
+def test_positions_equal_get_indexer_for_few_and_many_ids(n: int) -> None:
+    index = pd.Index(np.asarray([f"i{k}" for k in range(1000)], dtype=object))
+    rng = np.random.default_rng(n)
+    ids = [f"i{k}" if k < 1000 else f"unknown{k}" for k in rng.integers(0, 1200, n)]
+    expected = index.get_indexer(pd.Index(np.asarray(ids, dtype=object))) if n else np.empty(0, np.int64)
+    got = positions(index, ids)
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, expected)
