@@ -181,6 +181,17 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_settings(args: argparse.Namespace) -> int:
+    from app.config import effective, reference_markdown
+
+    if args.markdown:
+        sys.stdout.write(reference_markdown())
+        return 0
+    for name, value in effective(_settings()):
+        print(f"{name}={value}")
+    return 0
+
+
 def build_parser(invoked: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deeprec", description="DeepRec recommendation service")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -221,6 +232,10 @@ def build_parser(invoked: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--if-empty", action="store_true", help="do nothing when the database has interactions")
     p.add_argument("--chunk-size", type=int, default=100_000, help="events per transaction")
     p.set_defaults(func=cmd_demo_data)
+
+    p = sub.add_parser("settings", help="print the settings in effect (keys masked), or their reference")
+    p.add_argument("--markdown", action="store_true", help="the reference of every setting (docs/configuration.md)")
+    p.set_defaults(func=cmd_settings)
 
     for command in EXTERNAL:
         _add_external(sub, command, invoked=command == invoked)

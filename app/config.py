@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -153,6 +154,61 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+
+# Read by the test suite and the benchmarks only; listed in the reference with the settings.
+TEST_VARIABLES = (
+    ("DEEPREC_TEST_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/test",
+     "PostgreSQL server for the test suite; each run gets its own schema, dropped afterwards"),
+    ("DEEPREC_ML100K_DIR", "../shared/data/ml-100k", "MovieLens 100K folder (never copied into the repository)"),
+    ("CI", "unset", "When set, the test suite fails instead of skipping if PostgreSQL does not answer"),
+)  # fmt: skip
+SECRET = "***"
+
+
+def _shown(value: object) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def reference_markdown() -> str:
+    """docs/configuration.md: every setting with its default and meaning, from the Settings fields
+    (``deeprec settings --markdown`` writes it; a test keeps the file equal to it)."""
+    lines = [
+        "# Configuration",
+        "",
+        "Every setting is an environment variable with the `DEEPREC_` prefix (or a line in `.env`), read by",
+        "`app/config.py`; `deeprec serve` and every other command read the same settings. `deeprec settings`",
+        "prints the values in effect (keys and passwords masked). This file is written by",
+        "`deeprec settings --markdown > docs/configuration.md`.",
+        "",
+        "| Variable | Default | Meaning |",
+        "|---|---|---|",
+    ]
+    for name, info in Settings.model_fields.items():
+        text = " ".join((info.description or "").split())
+        lines.append(f"| `DEEPREC_{name.upper()}` | `{_shown(info.default)}` | {text} |")
+    lines += ["", "Read by tests and benchmarks only:", "", "| Variable | Default | Meaning |", "|---|---|---|"]
+    lines += [f"| `{name}` | `{default}` | {text} |" for name, default, text in TEST_VARIABLES]
+    return "\n".join(lines) + "\n"
+
+
+def effective(settings: Settings) -> list[tuple[str, str]]:
+    """(variable, value in effect) for every setting; API keys and a database password are masked."""
+    out = []
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if name in ("api_key", "api_keys") and value:
+            shown = SECRET
+        elif name == "database_url":
+            shown = re.sub(r"(://[^:/@]+:)[^@]*@", rf"\1{SECRET}@", value)
+        else:
+            shown = _shown(value)
+        out.append((f"DEEPREC_{name.upper()}", shown))
+    return out
 
 
 @lru_cache
