@@ -232,7 +232,7 @@ class RecommendationService:
     def default_model(self, models: ModelSet) -> str:
         if DEFAULT_MODEL in models:
             return DEFAULT_MODEL
-        order = (*PREFERENCE, *(served_name(m, "rating") for m in PREFERENCE))
+        order = (*PREFERENCE, *(served_name(get_model_class(m).for_ratings or m, "rating") for m in PREFERENCE))
         return next((m for m in order if m in models), DEFAULT_MODEL)
 
     def history(self, user_id: str, cat: Catalogue | None = None) -> UserHistory:
