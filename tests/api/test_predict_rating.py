@@ -109,6 +109,7 @@ def test_weights_reblend_the_hybrid_per_request(tmp_path, session, make_client, 
         r = client.get(url, params={"weights": bad})
         assert r.status_code == 422 and says in r.text, r.text
         assert r.headers["content-type"].startswith("application/json")
+    assert client.get(url, params={"weigths": "mf:1"}).status_code == 422  # misspelt: never silently ignored
     r = client.get(url, params={"weights": "mf:1", "model": "mf"})
     assert r.status_code == 422 and "not a ranking hybrid" in r.text
 
