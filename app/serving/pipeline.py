@@ -213,7 +213,7 @@ class RecommendationService:
 
     @staticmethod
     def check_model(name: str | None, *, sequential: bool = False) -> None:
-        """Registered names and the served ``-rating`` names of rating-capable ones (``hybrid-rating``)."""
+        """Registered names (``hybrid-rating`` included) and the served ``-rating`` names of rating-capable ones."""
         if name is None:
             return
         served = served_names()
