@@ -87,7 +87,9 @@ def defaults_table() -> list[str]:
     base = dataclasses.asdict(TrainConfig())
     lines = ["| model | objective | model config | training config |", "|---|---|---|---|"]
     for name in model_names():
-        objectives = ("implicit", "rating") if get_model_class(name).supports_rating else ("implicit",)
+        cls = get_model_class(name)
+        objectives = ("implicit", "rating") if cls.supports_rating else ("implicit",)
+        objectives = ("rating",) if cls.rating_only else objectives
         for objective in objectives:
             model_cfg, train_cfg = configs_for(name, {"objective": objective})
             shown = {"epochs", "batch_size", "lr"}

@@ -142,7 +142,9 @@ class ModelRead(BaseModel):
     loaded: bool = Field(description="Serving now (false: not trained yet, or its version was refused)")
     error: str | None = None
     weights: dict[str, float] | None = Field(
-        default=None, description="An ensemble's learned member weights (a request can re-blend them: weights=)"
+        default=None,
+        description="An ensemble's learned member weights: the hybrid's (weights= on recommendations overrides "
+        "them per request) or the rating stack's, for a user and item of typical training counts",
     )
     indexes: list[str] = Field(default_factory=list, description="ANN index files loaded with the version")
 

@@ -61,7 +61,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "rating_counts": ("auto", "on", "off"),
     "device": ("auto", "cpu", "cuda"),
 }
-MODEL_LISTS = ("members", "rating_members")
+MODEL_LISTS = ("members",)
 LAYER_SIZE = (1, 4096)
 MAX_LIST = 16
 FALLBACK = (-(2**31), 2**31)  # a field added to a config without a rule here still gets a bound

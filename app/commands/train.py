@@ -119,13 +119,14 @@ def train(
         resolve_models,
         run_objective,
         train_models,
+        without_unrated,
     )
     from app.recsys.store import served_name_of
     from app.recsys.training import resolve_device, set_train_threads
 
     store = open_store(settings)  # versions are recorded in model_version, which says what is active
     params = dict(params or {})
-    objective = run_objective(params)  # the rating hybrid has rating members
+    objective = run_objective(params)  # a rating run trains hybrid-rating, with its rating members, for hybrid
     wanted = resolve_models(models, objective=objective)
     targets = resolve_models(models, closed=True, objective=objective) if reuse_members else wanted
     if if_missing:
@@ -144,6 +145,7 @@ def train(
         wanted = [n for n in wanted if n not in dropped]
         targets = [n for n in targets if n not in dropped]
         params = {k: v for k, v in params.items() if k not in dropped}  # overrides of what is left out
+    wanted, targets = without_unrated(wanted, models, data), without_unrated(targets, models, data)
     if verbose:
         params.setdefault("verbose", True)
     dev = str(resolve_device(device or settings.device))

@@ -17,7 +17,7 @@ from app.config import Settings
 from app.db.tables import Interaction, TrainingJob
 from app.jobs import queue
 from app.jobs.versions import active_versions
-from app.recsys.models import model_names
+from app.recsys.models import get_model_class, model_names
 from app.recsys.pipeline import resolve_models
 from app.recsys.store import RATING_SUFFIX, model_of
 
@@ -31,9 +31,12 @@ def scheduled_models(session: Session) -> list[str]:
 
 
 def scheduled_rating_models(session: Session) -> list[str]:
-    """The models served on ratings (an active ``<model>-rating`` version): retrained with objective rating."""
+    """The models served on ratings (an active ``<model>-rating`` version): retrained with objective rating.
+
+    The rating stack, ``hybrid-rating``, is a model of its own, served under its name: the ranking job
+    (``scheduled_models``) retrains it, so it is not trained twice."""
     served = [model_of(name) for name in active_versions(session=session) if name.endswith(RATING_SUFFIX)]
-    names = [name for name in served if name in model_names()]
+    names = [name for name in served if name in model_names() and not get_model_class(name).rating_only]
     return resolve_models(names, objective="rating") if names else []
 
 

@@ -170,16 +170,21 @@ def evaluate_models(
             (_new(p, {**stats, "split": "loo"}, cfg, requested, missing), _ranker(p, split, cands, cfg))
             for p in ranking
         ]
-        _run(order, split, "implicit", cfg, group, say)
+        for res, _ in group:  # the rating stack rates: the rating protocols measure it
+            for name in (n for n in order if get_model_class(n).rating_only and n in res.models):
+                res.models[name].status, res.models[name].reason = "not applicable", "rates only"
+        _run([n for n in order if not get_model_class(n).rating_only], split, "implicit", cfg, group, say)
         results += [res for res, _ in group]
     for proto in (p for p in protocols if p.startswith("rating-")):
         split = rating_split(data, proto.removeprefix("rating-"))
-        order, missing = _availability(requested, "rating")  # the rating hybrid stacks rating models
+        order, missing = _availability(requested, "rating")  # hybrid-rating for the hybrid, with rating members
         res = _new(proto, {**split.train.stats(), "source": data.name, "split": split.name}, cfg, requested, missing)
         rating_order = [n for n in order if get_model_class(n).supports_rating]
-        for name in order:
-            if name not in rating_order and name in res.models:
-                res.models[name].status, res.models[name].reason = "not applicable", "no rating objective"
+        for name in list(res.models):
+            if name not in rating_order and name not in missing:
+                standin = get_model_class(name).for_ratings
+                why = f"no rating objective (ratings: {standin})" if standin else "no rating objective"
+                res.models[name].status, res.models[name].reason = "not applicable", why
         _run(rating_order, split, "rating", cfg, [(res, _rater(split))], say)
         results.append(res)
     return results

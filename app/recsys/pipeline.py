@@ -21,15 +21,23 @@ import numpy as np
 from app.recsys import planning
 from app.recsys.data import InteractionData
 from app.recsys.models import get_model_class, model_names
-from app.recsys.models.base import EpochInfo, FitReport, Recommender, TrainConfig, tuned_train_config
+from app.recsys.models.base import (
+    EpochInfo,
+    FitReport,
+    Recommender,
+    TrainConfig,
+    trained_on_ratings,
+    tuned_train_config,
+)
 from app.recsys.planning import Sizes, check_fits
 from app.recsys.splits import Split, leave_one_out
 from app.recsys.training import eval_sample, eval_user_limit, ranking_score, rating_errors
 
 # What `make run` trains first: quick on the demo data (no SASRec: its 200-epoch schedule is the
-# slowest), and it covers every serving path: personalized, sequence, content and the hybrid.
-# On a larger catalogue ``default_models`` leaves out what it cannot afford.
-DEFAULT_MODELS = ("popularity", "mf", "ease", "gru4rec", "content", "hybrid")
+# slowest), and it covers every serving path: personalized, sequence, content, the hybrid, and
+# ratings for POST /v1/predict (the rating stack, which trains its own rating members). On a larger
+# catalogue ``default_models`` leaves out what it cannot afford, and on data without ratings the stack.
+DEFAULT_MODELS = ("popularity", "mf", "ease", "gru4rec", "content", "hybrid", "hybrid-rating")
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,26 @@ def dependencies_for(name: str, objective: str | None) -> tuple[str, ...]:
     return dependencies(name, objective) if objective == "rating" else dependencies(name)
 
 
+def for_objective(name: str, objective: str | None) -> str:
+    """The model a run with ``objective`` trains for ``name``: with 'rating', the hybrid's rating
+    counterpart (``hybrid`` -> ``hybrid-rating``); ``name`` otherwise."""
+    if objective != "rating":
+        return name
+    return get_model_class(name).for_ratings or name
+
+
+def needs_ratings(name: str) -> bool:
+    """The model trains on ratings whatever the run asks (the rating stack): data without them cannot train it."""
+    return get_model_class(name).rating_only
+
+
+def rated(data: InteractionData | Sizes) -> bool:
+    """Whether the data holds explicit ratings (Sizes without a count: assumed so)."""
+    if isinstance(data, Sizes):
+        return data.ratings is None or data.ratings > 0
+    return bool(data.has_ratings().any())
+
+
 def resolve_models(
     spec: str | Sequence[str],
     *,
@@ -87,6 +115,9 @@ def resolve_models(
     default: Sequence[str] | None = None,
 ) -> list[str]:
     """'all', 'default', a name, a comma list or a list -> registered names in a valid training order.
+
+    With ``objective='rating'`` the hybrid stands for the rating stack, ``hybrid-rating``: a rating
+    run trains that, beside the ranking hybrid's versions, never in their place.
 
     A model named explicitly brings its dependencies (the hybrid needs its members trained in the
     same run); 'default' is a closed set (``default``, else ``DEFAULT_MODELS``; see
@@ -100,13 +131,15 @@ def resolve_models(
     for part in [spec] if isinstance(spec, str) else list(spec):
         for token in (t.strip() for t in part.split(",")):
             if token == "all":
-                named += registered
+                named += [for_objective(m, objective) for m in registered]
             elif token == "default":
-                fixed += [m for m in (DEFAULT_MODELS if default is None else default) if m in registered]
+                chosen_set = DEFAULT_MODELS if default is None else default
+                fixed += [for_objective(m, objective) for m in chosen_set if m in registered]
             elif token:
                 if token not in registered:
                     raise KeyError(f"unknown model {token!r}; valid: {', '.join(registered + ['all', 'default'])}")
-                named.append(token)
+                named.append(for_objective(token, objective))
+    named, fixed = list(dict.fromkeys(named)), list(dict.fromkeys(fixed))
     if closed:
         fixed, named = fixed + named, []
     order: list[str] = []
@@ -144,9 +177,22 @@ class DefaultPick:
         return f"{self.name:>10}  {'kept' if self.kept else 'dropped'}: {self.reason}"
 
 
-def mentions_default(spec: str | Sequence[str]) -> bool:
+def _tokens(spec: str | Sequence[str]) -> list[str]:
     parts = [spec] if isinstance(spec, str) else list(spec)
-    return any(token.strip() == "default" for part in parts for token in part.split(","))
+    return [t for t in (token.strip() for part in parts for token in part.split(",")) if t]
+
+
+def without_unrated(names: Sequence[str], spec: str | Sequence[str], data: InteractionData | Sizes) -> list[str]:
+    """``names`` less the models that need ratings when the data has none, unless ``spec`` named them:
+    'all' and 'default' train on data without ratings; asking for the rating stack by name is an error."""
+    if rated(data):
+        return list(names)
+    asked = set(_tokens(spec))
+    return [n for n in names if not needs_ratings(n) or n in asked]
+
+
+def mentions_default(spec: str | Sequence[str]) -> bool:
+    return "default" in _tokens(spec)
 
 
 def default_models(
@@ -155,7 +201,8 @@ def default_models(
     """The default set for this catalogue, in training order: ``DEFAULT_MODELS`` less EASE above its
     ``max_items``, less every model whose estimated memory (with what the models before it keep)
     exceeds ``available`` (default :func:`~app.recsys.planning.available_memory`), less a hybrid left
-    without members. The hybrid combines whatever members stay in the set.
+    without members, less the rating stack on data without ratings. The hybrid combines whatever
+    members stay in the set.
     """
     sizes = data if isinstance(data, Sizes) else Sizes.of(data)
     room = planning.available_memory() if available is None else available
@@ -168,7 +215,9 @@ def default_models(
         model_cfg, _ = configs_for(name, params)
         max_items = get_model_class(name).item_limit(model_cfg)
         members = [d for d in dependencies_for(name, objective) if d in kept]
-        if max_items is not None and sizes.items > max_items:
+        if needs_ratings(name) and not rated(sizes):
+            reason = "the data set has no explicit ratings to train it on"
+        elif max_items is not None and sizes.items > max_items:
             reason = f"{sizes.items:,} items is above its max_items={max_items:,}"
         elif dependencies_for(name, objective) and not members:
             reason = "none of its members is in the set"
@@ -196,6 +245,8 @@ def configs_for(name: str, params: Mapping[str, Any] | None) -> tuple[Any, Train
     params = dict(params or {})
     flat = {k: v for k, v in params.items() if not isinstance(v, Mapping)}
     flat.update(params.get(name, {}) if isinstance(params.get(name), Mapping) else {})
+    if cls.rating_only:  # the rating stack trains on ratings in any run
+        flat["objective"] = "rating"
     train_cfg = tuned_train_config(cls, flat.get("objective", "implicit"))  # rating models have their own
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     model_fields = {f.name for f in dataclasses.fields(model_cfg)}
@@ -246,7 +297,7 @@ def evaluate(model: Recommender, split: Split, k: int = 10, *, eval_users: int =
         history = split.train.union(split.valid)
         test = eval_sample(split.test, eval_users, seed)
         metrics.update({f"test_{m}": v for m, v in ranking_score(model, history, test, k).items()})
-    if model.supports_rating and model.extra.get("objective") == "rating":
+    if trained_on_ratings(model):
         for part, targets in (("valid", split.valid), ("test", split.test)):
             if targets.has_ratings().any():
                 metrics.update({f"{part}_{m}": v for m, v in rating_errors(model, targets).items()})
@@ -299,6 +350,7 @@ def train_models(
     if default is None and mentions_default(models):
         default = [p.name for p in default_models(data, params) if p.kept]
     resolved = resolve_models(models, closed=closed, objective=run_objective(params), default=default)
+    resolved = without_unrated(resolved, models, data)
     names = [n for n in resolved if n not in reuse]
     # Overrides of a default model this catalogue left out are still known keys, only unused.
     asked = resolve_models(models, closed=closed, objective=run_objective(params)) if default is not None else []

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from app.recsys.models.base import TrainConfig
-from app.recsys.models.hybrid import FIT_CELLS
+from app.recsys.models.ensemble import FIT_CELLS
 from app.recsys.training import SCORE_CELLS
 
 F32, I64 = 4, 8
@@ -47,11 +47,14 @@ class Sizes:
     users: int
     items: int
     events: int
+    ratings: int | None = None  # events with an explicit rating (None: not known)
 
     @classmethod
     def of(cls, data: Any) -> Sizes:
         """The sizes of an ``InteractionData`` (or anything with n_users, n_items, n_interactions)."""
-        return cls(int(data.n_users), int(data.n_items), int(data.n_interactions))
+        has = getattr(data, "has_ratings", None)
+        ratings = int(has().sum()) if callable(has) else None
+        return cls(int(data.n_users), int(data.n_items), int(data.n_interactions), ratings)
 
 
 @dataclass(frozen=True)
@@ -220,6 +223,29 @@ def _hybrid(sizes: Sizes, cfg: Any, train: TrainConfig, members: int) -> Estimat
     return Estimate("hybrid", int(peak), F32 * (sizes.users + 2 * members), cost)
 
 
+def _rating_stack(sizes: Sizes, cfg: Any, train: TrainConfig) -> Estimate:
+    """The rating stack: its rating members trained one after another (each keeps its weights while the next
+    trains), then a ridge solve over the validation ratings (negligible beside them)."""
+    from app.recsys.models.stacking import RATING_MEMBERS, RatingStack, RatingStackConfig
+
+    stack = RatingStack(cfg if isinstance(cfg, RatingStackConfig) else None)
+    peak = kept = 0
+    parts = []
+    for name in stack.configured_members() or RATING_MEMBERS:
+        member = estimate(name, sizes, *_rating_configs(name))
+        peak = max(peak, kept + member.peak_bytes)
+        kept += member.resident_bytes
+        parts.append(name)
+    cost = f"its members' on ratings ({', '.join(parts)}), then O(N M^2) ridge solves over N validation ratings"
+    return Estimate("hybrid-rating", int(peak), int(kept), cost)
+
+
+def _rating_configs(name: str) -> tuple[Any, TrainConfig]:
+    from app.recsys.pipeline import configs_for
+
+    return configs_for(name, {"objective": "rating"})
+
+
 Estimator = Callable[[Sizes, Any, TrainConfig], Estimate]
 ESTIMATORS: dict[str, Estimator] = {
     "popularity": _popularity,
@@ -231,6 +257,7 @@ ESTIMATORS: dict[str, Estimator] = {
     "content": _content,
     "gru4rec": lambda s, c, t: _sequential("gru4rec", s, c, t),
     "sasrec": lambda s, c, t: _sequential("sasrec", s, c, t),
+    "hybrid-rating": _rating_stack,
 }
 
 

@@ -66,10 +66,11 @@ def served_name(model_name: str, objective: str | None = None) -> str:
     if objective != "rating":
         return model_name
     try:
-        rates = get_model_class(model_name).supports_rating
+        cls = get_model_class(model_name)
+        rates, own = cls.supports_rating, cls.rating_only
     except KeyError:
-        rates = True
-    return f"{model_name}{RATING_SUFFIX}" if rates else model_name
+        rates, own = True, False
+    return f"{model_name}{RATING_SUFFIX}" if rates and not own else model_name
 
 
 def trained_objective(model: Recommender) -> str:
@@ -83,7 +84,10 @@ def served_name_of(model: Recommender) -> str:
 
 
 def model_of(name: str) -> str:
-    """The registered model a served name is a version of: 'hybrid-rating' -> 'hybrid'; others unchanged."""
+    """The registered model a served name is a version of: 'mf-rating' -> 'mf'; a registered name
+    ('hybrid-rating', the rating stack) and others unchanged."""
+    if name in model_names():
+        return name
     base = name.removesuffix(RATING_SUFFIX)
     return base if base != name and base in model_names() else name
 

@@ -37,9 +37,9 @@ from app.recsys.models.abilities import (
     FeatureEncoder,
     ItemEmbeddings,
     ItemVectors,
-    RatingPredictor,
 )
 from app.recsys.models.base import trained_on_ratings
+from app.recsys.models.ensemble import Ensemble
 from app.recsys.models.hybrid import Hybrid
 from app.recsys.store import served_name, served_names, trained_objective
 from app.serving import retrieval
@@ -151,26 +151,37 @@ def user_batch(lm: LoadedModel, cols: np.ndarray) -> InteractionData:
     )
 
 
-def parse_weights(spec: str | None, ranker: LoadedModel) -> torch.Tensor | None:
-    """``mf:0.5,gru4rec:0.5`` -> [M] weights in the ensemble's member order (members left out weigh 0)."""
-    if spec is None:
-        return None
+def parse_weights(spec: str, ranker: LoadedModel) -> torch.Tensor:
+    """``mf:0.5,gru4rec:0.5`` -> [M] weights in the hybrid's member order, normalised to sum to 1 (members
+    left out weigh 0). A 422 (``BadRequest``) says what is wrong: not a hybrid, an unknown member, a bad or
+    negative number, a member given twice, or nothing to weigh."""
     model = ranker.model
-    if not isinstance(model, Hybrid) or model.rating_model:
-        raise BadRequest(f"weights re-blend an ensemble's members; {ranker.name} has none")
+    if not isinstance(model, Hybrid):
+        raise BadRequest(f"weights re-blend the ranking hybrid's members; {ranker.name} is not a ranking hybrid")
     members = list(model.members)
-    out = torch.zeros(len(members))
-    for part in filter(None, (p.strip() for p in spec.split(","))):
-        name, _, value = part.partition(":")
+    out = torch.zeros(len(members), dtype=torch.float64)
+    given: set[str] = set()
+    for part in (p.strip() for p in spec.split(",")):
+        name, sep, value = part.partition(":")
+        name = name.strip()
+        if not sep or not name:
+            raise BadRequest(f"weights: {part!r} is not member:number (e.g. mf:0.5,gru4rec:0.5)")
         if name not in members:
             raise BadRequest(f"weights: {name!r} is not a member of {ranker.name} ({', '.join(members)})")
+        if name in given:
+            raise BadRequest(f"weights: {name!r} is given twice")
         try:
-            out[members.index(name)] = float(value)
+            w = float(value)
         except ValueError:
-            raise BadRequest(f"weights: {part!r} is not member:number") from None
-    if not torch.isfinite(out).all():
-        raise BadRequest("weights must be finite numbers")
-    return out
+            raise BadRequest(f"weights: {part!r} is not member:number (e.g. mf:0.5,gru4rec:0.5)") from None
+        if not np.isfinite(w) or w < 0:
+            raise BadRequest(f"weights: {part!r}: a weight is a finite number >= 0")
+        given.add(name)
+        out[members.index(name)] = w
+    total = float(out.sum())
+    if total <= 0:
+        raise BadRequest("weights: at least one member needs a weight above 0")
+    return (out / total).float()
 
 
 @dataclass
@@ -202,7 +213,7 @@ class RecommendationService:
 
     @staticmethod
     def check_model(name: str | None, *, sequential: bool = False) -> None:
-        """Registered names and the served ``-rating`` names of rating-capable ones (``hybrid-rating``)."""
+        """Registered names (``hybrid-rating`` included) and the served ``-rating`` names of rating-capable ones."""
         if name is None:
             return
         served = served_names()
@@ -221,7 +232,7 @@ class RecommendationService:
     def default_model(self, models: ModelSet) -> str:
         if DEFAULT_MODEL in models:
             return DEFAULT_MODEL
-        order = (*PREFERENCE, *(served_name(m, "rating") for m in PREFERENCE))
+        order = (*PREFERENCE, *(served_name(get_model_class(m).for_ratings or m, "rating") for m in PREFERENCE))
         return next((m for m in order if m in models), DEFAULT_MODEL)
 
     def history(self, user_id: str, cat: Catalogue | None = None) -> UserHistory:
@@ -285,7 +296,7 @@ class RecommendationService:
         if exact or ranker.n_items < self.ann_min_items:
             return Candidates.everything(ranker)
         models = self.registry.models
-        names = [ranker.name, *(ranker.model.members if isinstance(ranker.model, Hybrid) else ())]
+        names = [ranker.name, *(ranker.model.members if isinstance(ranker.model, Ensemble) else ())]
         found = []
         for name in dict.fromkeys(names):
             lm = ranker if name == ranker.name else models.get(name)
@@ -471,7 +482,8 @@ class RecommendationService:
                 out.detail = plan
             return out
         w = parse_weights(weights, plan.lm) if weights is not None else None
-        key = (models.token, "user", name, user_id, hist.digest, weights)
+        blend = None if w is None else tuple(round(float(x), 6) for x in w)  # normalised: equal blends share a key
+        key = (models.token, "user", name, user_id, hist.digest, blend)
         ranked, picked = self.top(plan, hist, cat, filters, key, exact, w)
         STRATEGY.labels(plan.strategy).inc()
         return RecList(
@@ -653,7 +665,7 @@ class RecommendationService:
         missing = np.flatnonzero(cols < 0)
         if missing.size:
             self._score_new(models, user_id, hist, item_ids, missing, score, scored_by, lm)
-        ratings = self._ratings(models, user_id, item_ids, lm)
+        ratings, unrated = self._ratings(models, user_id, item_ids, lm)
         preds = [
             Prediction(i, float(s), None if np.isnan(r) else float(r), str(b))
             for i, s, r, b in zip(item_ids, score, ratings, scored_by, strict=True)
@@ -664,7 +676,7 @@ class RecommendationService:
             "version": lm.version,
             "strategy": plan.strategy,
             "predictions": preds,
-            "detail": plan.detail,
+            "detail": "; ".join(d for d in (plan.detail, unrated) if d) or None,
         }
 
     def _score_new(
@@ -693,15 +705,22 @@ class RecommendationService:
         score[missing] = s.float().cpu().numpy()
         scored_by[missing] = content.name
 
-    def _ratings(self, models: ModelSet, user_id: str, item_ids: list[str], lm: LoadedModel) -> np.ndarray:
+    def _ratings(
+        self, models: ModelSet, user_id: str, item_ids: list[str], lm: LoadedModel
+    ) -> tuple[np.ndarray, str | None]:
         """Ratings from the requested model when it rates, else from the rating model with the lowest
-        validation RMSE that knows the user; NaN where none can."""
-        raters = [m for m in models.values() if rates(m) and m.user_of(user_id) >= 0]
+        validation RMSE that knows the user; NaN where none can, with why (None when every item is rated)."""
+        rating_models = [m for m in models.values() if trained_on_ratings(m.model)]
+        raters = [m for m in rating_models if m.user_of(user_id) >= 0]
         raters.sort(key=lambda m: (validation_rmse(m.metrics) or ("", np.inf))[1])
         rater = lm if lm in raters else (raters[0] if raters else None)
         out = np.full(len(item_ids), np.nan)
         if rater is None:
-            return out
+            if rating_models:
+                return out, f"rating is null: no rating model knows user {user_id!r}"
+            if any((m.metrics.get("data") or {}).get("n_ratings") == 0 for m in models.values()):
+                return out, "rating is null: the data set has no explicit ratings"
+            return out, "rating is null: no model trained on ratings is active (train hybrid-rating)"
         cols = rater.items_of(item_ids)
         ok = cols >= 0
         if ok.any():
@@ -709,12 +728,8 @@ class RecommendationService:
             users = torch.full_like(items, rater.user_of(user_id))
             with inference_timer(rater.name), torch.no_grad():
                 out[ok] = rater.model.predict_ratings(users, items).float().cpu().numpy()  # type: ignore[attr-defined]
-        return out
-
-
-def rates(lm: LoadedModel) -> bool:
-    """Predicts ratings on the data set's scale: a rating model trained with objective 'rating'."""
-    return isinstance(lm.model, RatingPredictor) and trained_on_ratings(lm.model)
+        why = None if ok.all() else f"rating is null for items {rater.name} does not know"
+        return out, why
 
 
 def find_items_of(sessions: sessionmaker[Session], item_ids: list[str]) -> pd.DataFrame:

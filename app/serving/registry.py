@@ -23,9 +23,10 @@ import pandas as pd
 import torch
 
 from app.recsys.index import VectorIndex, load_indexes
+from app.recsys.models import get_model_class
 from app.recsys.models.base import Recommender
-from app.recsys.models.hybrid import Hybrid
-from app.recsys.store import ModelStore, StoreError, model_of, served_names, version_time
+from app.recsys.models.ensemble import Ensemble
+from app.recsys.store import ModelStore, StoreError, model_of, served_name_of, served_names, version_time
 from app.recsys.training import resolve_device
 
 log = logging.getLogger(__name__)
@@ -40,19 +41,29 @@ def select_device(name: str) -> torch.device:
 
 def prepare_for_serving(model: Recommender) -> None:
     """Let a model (and an ensemble's members) precompute what only depends on frozen weights."""
-    for m in [model, *(model.members.values() if isinstance(model, Hybrid) else ())]:
+    for m in [model, *(model.members.values() if isinstance(model, Ensemble) else ())]:
         m.prepare_for_serving()
 
 
 def share_members(
-    hybrid: Hybrid, digests: Mapping[str, str], current: Mapping[str, LoadedModel], store: ModelStore
+    ensemble: Ensemble, digests: Mapping[str, str], current: Mapping[str, LoadedModel], store: ModelStore
 ) -> None:
-    """Replace each member of ``hybrid`` whose weights equal a loaded version's by that version's model."""
-    for name in list(hybrid.members):
+    """Replace each member of ``ensemble`` whose weights equal a loaded version's by that version's model
+    (a rating stack's members are served under their ``-rating`` names)."""
+    for name, member in list(ensemble.members.items()):
         mine = digests.get(f"members/{name}/weights.safetensors")
-        lm = current.get(name)
-        if mine is not None and lm is not None and store.digests(name, lm.version).get("weights.safetensors") == mine:
-            hybrid.members[name] = lm.model
+        served = served_name_of(member)
+        lm = current.get(served)
+        if mine is not None and lm is not None and store.digests(served, lm.version).get("weights.safetensors") == mine:
+            ensemble.members[name] = lm.model
+
+
+def is_ensemble(served: str) -> bool:
+    """Whether a served name is an ensemble's, loaded after its members so that it can share them."""
+    try:
+        return issubclass(get_model_class(model_of(served)), Ensemble)
+    except KeyError:
+        return False
 
 
 FEW_IDS = 32  # below this many ids, one hash look-up each beats building an Index for get_indexer
@@ -190,9 +201,9 @@ class ModelRegistry:
         model = self.store.load(name, version, device=self.device)
         model.eval()
         prepare_for_serving(model)
-        if isinstance(model, Hybrid) and current:
+        if isinstance(model, Ensemble) and current:
             share_members(model, self.store.digests(name, version), current, self.store)
-        for m in [model, *(model.members.values() if isinstance(model, Hybrid) else ())]:
+        for m in [model, *(model.members.values() if isinstance(model, Ensemble) else ())]:
             m.item_ids, m.user_ids = np.asarray(self._interned(m.item_ids)), np.asarray(self._interned(m.user_ids))
         items, users = self._interned(model.item_ids), self._interned(model.user_ids)
         indexes = load_indexes(self.store.path(name, version))
@@ -224,7 +235,7 @@ class ModelRegistry:
         """Load what changed and swap once; a version that fails to load is refused and the old one kept."""
         with self._lock:
             wanted = dict(self.wanted_versions() if wanted is None else wanted)
-            wanted = dict(sorted(wanted.items(), key=lambda kv: model_of(kv[0]) == "hybrid"))  # members first
+            wanted = dict(sorted(wanted.items(), key=lambda kv: is_ensemble(kv[0])))  # members first
             current = self.models
             loaded: dict[str, LoadedModel] = {}
             for name, version in wanted.items():

@@ -101,7 +101,8 @@ def test_rating_job_trains_the_rating_hybrid_and_predict_rates_with_it(client, s
     seed_database(session)
     params = {**FAST, "objective": "rating"}
     r = client.post("/v1/train", json={"models": ["hybrid"], "params": params, "promote": "always"})
-    assert r.status_code == 202 and r.json()["models"] == ["mf", "content", "gmf", "hybrid"]  # its rating members
+    # The hybrid ranks: a rating run trains the rating stack, hybrid-rating, after its rating members.
+    assert r.status_code == 202 and r.json()["models"] == ["mf", "content", "gmf", "hybrid-rating"]
     worker = Worker(settings)
     assert worker.run_once() == "succeeded"
     worker.engine.dispose()
@@ -114,8 +115,19 @@ def test_rating_job_trains_the_rating_hybrid_and_predict_rates_with_it(client, s
     raters = {n: models[n]["metrics"]["valid_rmse"] for n in rating}
     assert min(raters, key=raters.__getitem__) == "hybrid-rating", raters
     body = client.post("/v1/predict", json={"user_id": "u1", "item_ids": ["i1", "i2"]}).json()
-    assert body["model"] == "hybrid-rating"  # only rating versions: the default falls back to the rating hybrid
+    assert body["model"] == "hybrid-rating"  # only rating versions: the default falls back to the rating stack
     assert all(p["rating"] is not None for p in body["predictions"])
     via_mf = client.post("/v1/predict", json={"user_id": "u1", "item_ids": ["i1", "i2"], "model": "mf-rating"}).json()
     assert via_mf["model"] == "mf-rating"
     assert [p["rating"] for p in via_mf["predictions"]] != [p["rating"] for p in body["predictions"]]  # mf rates itself
+
+
+def test_train_accepts_the_rating_stack_by_name(client) -> None:
+    """hybrid-rating is a model of its own: asked for in any run, it trains on ratings with its own members."""
+    r = client.post("/v1/train", json={"models": ["hybrid-rating"], "params": {"epochs": 1}})
+    assert r.status_code == 202, r.text
+    assert r.json()["models"] == ["hybrid-rating"]
+    r = client.post("/v1/train", json={"models": ["hybrid-rating"], "params": {"hybrid-rating": {"members": ["mf"]}}})
+    assert r.status_code == 202, r.text
+    r = client.post("/v1/train", json={"models": ["hybrid-ratings"]})
+    assert r.status_code == 422 and "hybrid-rating" in r.text

@@ -72,3 +72,11 @@ def test_models_served_on_ratings_are_retrained_on_ratings(make_settings, settin
         (["popularity"], {}, "schedule"),
         (["mf"], {"objective": "rating"}, "schedule"),
     ]
+
+
+def test_the_rating_stack_is_retrained_by_the_ranking_job_only(monkeypatch) -> None:
+    """hybrid-rating is served under its own name and trains on ratings in any run: one job retrains it."""
+    active = {"popularity": "v", "mf": "v", "hybrid": "v", "hybrid-rating": "v", "mf-rating": "v"}
+    monkeypatch.setattr(schedule, "active_versions", lambda session: active)
+    assert "hybrid-rating" in schedule.scheduled_models(None)  # type: ignore[arg-type]
+    assert schedule.scheduled_rating_models(None) == ["mf"]  # type: ignore[arg-type]

@@ -15,7 +15,7 @@ CFG = TrainConfig(epochs=3, batch_size=256, lr=5e-3, patience=100, seed=0)
 VECTORS = {"mf", "gmf", "content", "gru4rec", "sasrec"}
 EMBEDDINGS = VECTORS | {"mlp", "neumf"}
 SEQUENCES = {"gru4rec", "sasrec"}
-RATERS = {"mf", "gmf", "mlp", "neumf", "content", "hybrid"}
+RATERS = {"mf", "gmf", "mlp", "neumf", "content", "hybrid-rating"}
 
 
 @pytest.fixture(scope="module")

@@ -199,7 +199,7 @@ def test_member_scores_of_many_users_are_scored_in_blocks_with_the_same_result(t
     items = torch.arange(split.train.n_items).expand(len(users), -1)
     whole = hybrid.member_scores(split.train.select(users), users, items)  # [U, I, M]
     width = split.train.n_items + hybrid.reference_items()[0].size
-    monkeypatch.setattr("app.recsys.models.hybrid.FIT_CELLS", 7 * width)  # blocks of 7 users
+    monkeypatch.setattr("app.recsys.models.ensemble.FIT_CELLS", 7 * width)  # blocks of 7 users
     blocks = hybrid.member_scores_chunked(split.train, users, items)
     assert len(users) > 7 and blocks.shape == whole.shape and torch.allclose(blocks, whole, atol=1e-5)
 

@@ -1,4 +1,4 @@
-"""Rating hybrid: a stack of rating members fitted on validation ratings beats each of them, saves, serves."""
+"""Rating stack (hybrid-rating): rating members stacked on validation ratings beat each of them; saves, serves."""
 
 import dataclasses
 
@@ -9,9 +9,11 @@ import torch
 from app.recsys import pipeline
 from app.recsys.metrics import rmse
 from app.recsys.models import stacking
-from app.recsys.models.base import FitReport, Recommender, TrainConfig
-from app.recsys.models.hybrid import Hybrid, HybridConfig
+from app.recsys.models.abilities import RatingPredictor
+from app.recsys.models.base import FitReport, Recommender, TrainConfig, trained_on_ratings
+from app.recsys.models.hybrid import Hybrid
 from app.recsys.models.mf import MF, MFConfig
+from app.recsys.models.stacking import RatingStack, RatingStackConfig
 from app.recsys.splits import ratio_split
 from app.recsys.training import rating_errors
 from tests.recsys.synthetic import taste_data, with_newcomer
@@ -82,9 +84,9 @@ def test_stack_beats_each_member_when_their_errors_differ(split):
     by_user = truth + 0.8 * torch.randn(truth.shape[0], 1, generator=gen)  # wrong per user
     by_item = truth + 0.8 * torch.randn(1, truth.shape[1], generator=gen)  # wrong per item
     members = [Planted("by_user", by_user, split.train), Planted("by_item", by_item, split.train)]
-    hybrid = Hybrid.from_members(members)
+    hybrid = RatingStack.from_members(members)
     report = hybrid.fit(split.train, split.valid, CFG)
-    assert report.metric_name == "rmse" and hybrid.rating_model
+    assert report.metric_name == "rmse" and trained_on_ratings(hybrid)
 
     users, items, truth_test = _pairs(split.test)
     lo, hi = float(np.nanmin(split.train.ratings)), float(np.nanmax(split.train.ratings))
@@ -105,7 +107,7 @@ def test_members_must_be_rating_models(split):
     flat = Planted("flat", torch.zeros(split.train.n_users, split.train.n_items), split.train)
     flat.extra["objective"] = "implicit"
     with pytest.raises(ValueError, match="objective 'rating'"):
-        Hybrid.from_members([flat]).fit(split.train, split.valid, CFG)
+        RatingStack.from_members([flat]).fit(split.train, split.valid, CFG)
 
 
 def test_ridge_fit_recovers_a_linear_blend():
@@ -128,8 +130,8 @@ def offered(split):
 
 @pytest.fixture(scope="module")
 def trained(split, offered):
-    """A rating hybrid given the run's mf; it trains its other member (content) on ratings itself."""
-    hybrid = Hybrid(HybridConfig(rating_members=("mf", "content")))
+    """A rating stack given the run's mf; it trains its other member (content) on ratings itself."""
+    hybrid = RatingStack(RatingStackConfig(members=("mf", "content")))
     hybrid.use_dependencies({"mf": offered})
     hybrid.fit(split.train, split.valid, CFG)
     return hybrid
@@ -151,7 +153,7 @@ def test_trains_rating_members_and_predicts_on_the_scale(trained, offered, split
 def test_save_load_gives_identical_predictions(trained, split, tmp_path):
     trained.save(tmp_path / "hybrid")
     assert not list(tmp_path.rglob("*.pkl")) and (tmp_path / "hybrid" / "members" / "mf" / "meta.json").is_file()
-    loaded = Hybrid.load(tmp_path / "hybrid")
+    loaded = RatingStack.load(tmp_path / "hybrid")
     users, items, _ = _pairs(split.test)
     assert torch.equal(loaded.predict_ratings(users, items), trained.predict_ratings(users, items))
     everyone = np.arange(split.train.n_users)
@@ -162,26 +164,47 @@ def test_save_load_gives_identical_predictions(trained, split, tmp_path):
     assert set(names[codes.numpy()].ravel()) <= {"mf", "content", "gmf"}
 
 
-def test_implicit_hybrid_refuses_rating_predictions(split):
+def test_the_ranking_hybrid_does_not_rate(split):
+    """Ranking and rating are two models: the hybrid has no rating objective and points to hybrid-rating."""
     from app.recsys.models.popularity import Popularity
 
     pop = Popularity()
     pop.fit(split.train, split.valid, dataclasses.replace(CFG, objective="implicit"))
+    assert not isinstance(Hybrid(), RatingPredictor) and isinstance(RatingStack(), RatingPredictor)
+    with pytest.raises(ValueError, match="hybrid-rating"):
+        Hybrid.from_members([pop]).fit(split.train, split.valid, CFG)
     hybrid = Hybrid.from_members([pop])
     hybrid.fit(split.train, split.valid, dataclasses.replace(CFG, objective="implicit", epochs=1))
-    with pytest.raises(ValueError, match="implicit"):
-        hybrid.predict_ratings(torch.tensor([0]), torch.tensor([0]))
+    assert not trained_on_ratings(hybrid)
 
 
 def test_pipeline_trains_the_rating_members_first_and_hands_them_over():
     data = taste_data(n_users=40, n_items=30, per_user=10)
-    assert pipeline.resolve_models("hybrid", objective="rating") == ["mf", "content", "gmf", "hybrid"]
+    # A rating run asked for the hybrid trains the rating stack in its place, after its rating members.
+    assert pipeline.resolve_models("hybrid", objective="rating") == ["mf", "content", "gmf", "hybrid-rating"]
+    assert pipeline.resolve_models("hybrid-rating", objective="rating") == ["mf", "content", "gmf", "hybrid-rating"]
     assert "sasrec" in pipeline.resolve_models("hybrid")  # the implicit hybrid keeps its members
+    assert pipeline.resolve_models("hybrid-rating") == ["hybrid-rating"]  # elsewhere it trains its own
     results = {r.name: r for r in pipeline.train_models(data, "hybrid", params={"epochs": 2, "objective": "rating"})}
-    assert list(results) == ["mf", "content", "gmf", "hybrid"]
-    hybrid = results["hybrid"].model
-    assert all(hybrid.members[n] is results[n].model for n in ("mf", "content", "gmf"))
-    assert results["hybrid"].metrics["test_rmse"] > 0 and results["hybrid"].metrics["valid_rmse"] > 0
+    assert list(results) == ["mf", "content", "gmf", "hybrid-rating"]
+    stack = results["hybrid-rating"].model
+    assert isinstance(stack, RatingStack) and stack.name == "hybrid-rating"
+    assert all(stack.members[n] is results[n].model for n in ("mf", "content", "gmf"))
+    assert results["hybrid-rating"].metrics["test_rmse"] > 0 and results["hybrid-rating"].metrics["valid_rmse"] > 0
+
+
+def test_an_implicit_run_trains_the_stack_beside_the_hybrid_with_its_own_rating_members():
+    data = taste_data(n_users=40, n_items=30, per_user=10)
+    params = {"epochs": 2, "hybrid": {"members": ["mf", "popularity"]}}
+    run = pipeline.train_models(data, "mf,popularity,hybrid,hybrid-rating", params=params, closed=True)
+    results = {r.name: r.model for r in run}
+    assert list(results) == ["mf", "popularity", "hybrid", "hybrid-rating"]
+    hybrid, stack = results["hybrid"], results["hybrid-rating"]
+    assert isinstance(hybrid, Hybrid) and isinstance(stack, RatingStack)
+    assert not trained_on_ratings(results["mf"]) and not trained_on_ratings(hybrid) and trained_on_ratings(stack)
+    assert list(stack.members) == ["mf", "content", "gmf"] and stack.members["mf"] is not results["mf"]
+    assert all(trained_on_ratings(m) for m in stack.members.values())
+    assert stack.metrics["valid_rmse"] > 0 and "valid_ndcg@10" in hybrid.metrics
 
 
 def test_rating_protocols_list_the_hybrid_after_its_members():
@@ -191,9 +214,11 @@ def test_rating_protocols_list_the_hybrid_after_its_members():
 
     data = EvalData("taste", taste_frame(n_users=40, n_items=30, per_user=10), items_frame(30))
     (res,) = evaluate_models("hybrid", data, ["rating"], EvalConfig(seeds=(0,), epochs=2))
-    assert list(res.models) == ["hybrid", "mf", "content", "gmf"]  # requested first, then its members
-    assert all(m.status == "ok" for m in res.models.values()), {n: m.reason for n, m in res.models.items()}
-    assert res.models["hybrid"].runs[0]["rmse"] > 0
+    assert list(res.models) == ["hybrid", "mf", "content", "gmf", "hybrid-rating"]  # requested, then what rates
+    assert res.models["hybrid"].status == "not applicable" and "hybrid-rating" in res.models["hybrid"].reason
+    rated = {n: m for n, m in res.models.items() if n != "hybrid"}
+    assert all(m.status == "ok" for m in rated.values()), {n: m.reason for n, m in rated.items()}
+    assert res.models["hybrid-rating"].runs[0]["rmse"] > 0
 
 
 def test_unseen_user_is_rated_by_the_members_that_read_history(trained, split):
@@ -204,7 +229,7 @@ def test_unseen_user_is_rated_by_the_members_that_read_history(trained, split):
     lo, hi = trained.extra["rating_min"], trained.extra["rating_max"]
     assert torch.isfinite(scores).all() and scores.min() >= lo and scores.max() <= hi and scores.std() > 0
     everything = torch.arange(split.train.n_items).unsqueeze(0)
-    contrib = trained.contributions(history.select(row), np.array([-1]), everything)[0]  # [I, M]
+    contrib = trained.contributions(history.select(row), np.array([-1]), everything)[0][0]  # [I, M]
     assert torch.all(contrib[:, 0] == 0)  # nothing credited to mf, which never saw the user
     top = torch.topk(scores, 3).indices.unsqueeze(0)
     _, names, codes = trained.explain_candidates(history.select(row), np.array([-1]), top)

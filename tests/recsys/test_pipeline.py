@@ -133,7 +133,7 @@ def test_default_set_drops_ease_above_its_limit_and_the_hybrid_follows():
     assert picks["hybrid"].kept and "ease" not in picks["hybrid"].reason.split(";")[0]
     kept = [n for n, p in picks.items() if p.kept]
     order = resolve_models("default", default=kept)
-    assert "ease" not in order and order[-1] == "hybrid"
+    assert "ease" not in order and order[-2:] == ["hybrid", "hybrid-rating"]
     raised = pipeline.default_models(Sizes(1_000, 30_000, 100_000), {"ease": {"max_items": 50_000}}, available=1 << 50)
     assert all(p.kept for p in raised)
 

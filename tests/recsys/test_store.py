@@ -161,12 +161,13 @@ def test_loads_onto_requested_device(tmp_path, mf):
 
 
 def test_served_names_put_rating_versions_beside_ranking_ones():
-    assert [served_name(n, "rating") for n in ("mf", "hybrid", "content")] == ["mf-rating", "hybrid-rating",
-                                                                              "content-rating"]  # fmt: skip
+    assert [served_name(n, "rating") for n in ("mf", "content")] == ["mf-rating", "content-rating"]
+    assert served_name("hybrid", "rating") == "hybrid"  # it ranks; a rating run trains hybrid-rating instead
+    assert served_name("hybrid-rating", "rating") == served_name("hybrid-rating") == "hybrid-rating"  # its own name
     assert served_name("mf") == served_name("mf", "implicit") == "mf"
     assert served_name("popularity", "rating") == "popularity"  # no rating objective: it trains for ranking
-    assert [model_of(n) for n in ("hybrid-rating", "hybrid", "popularity-rating", "nope-rating")] == [
-        "hybrid", "hybrid", "popularity", "nope-rating"]  # fmt: skip
+    assert [model_of(n) for n in ("mf-rating", "hybrid-rating", "hybrid", "popularity-rating", "nope-rating")] == [
+        "mf", "hybrid-rating", "hybrid", "popularity", "nope-rating"]  # fmt: skip
     names = served_names()
     assert {"mf", "hybrid", "mf-rating", "gmf-rating", "hybrid-rating"} <= set(names)
     assert "popularity-rating" not in names and "sasrec-rating" not in names

@@ -183,8 +183,26 @@ def test_weights_reblend_the_hybrids_members(stack):
         cached.recommend("u7", model="hybrid", weights="sasrec:1")
     with pytest.raises(BadRequest, match="member:number"):
         cached.recommend("u7", model="hybrid", weights="mf:lots")
-    with pytest.raises(BadRequest, match="ensemble"):
+    with pytest.raises(BadRequest, match="not a ranking hybrid"):
         cached.recommend("u7", model="mf", weights="mf:1")
+
+
+def test_weights_are_normalised_and_part_of_the_cache_key(stack):
+    cached, plain = stack
+    even = cached.recommend("u7", model="hybrid", filters=Filters(n=6), weights="mf:0.5,gru4rec:0.5")
+    assert as_tuple(cached.recommend("u7", model="hybrid", filters=Filters(n=6), weights="gru4rec:3, mf:3")) == (
+        as_tuple(even)
+    )  # the same blend, normalised: the same list (and cache entry)
+    assert as_tuple(even) == as_tuple(
+        plain.recommend("u7", model="hybrid", filters=Filters(n=6), weights="mf:1,gru4rec:1")
+    )
+    gru = cached.recommend("u7", model="hybrid", filters=Filters(n=6), weights="gru4rec:1")
+    assert {i.reason for i in gru.items} == {"gru4rec"}  # not the even blend's cached list
+    assert [i.item_id for i in gru.items] != [i.item_id for i in even.items]
+    for bad, says in [("mf:-1", ">= 0"), ("mf:0", "above 0"), ("mf:nan", ">= 0"), ("mf", "member:number"),
+                      ("mf:1,mf:2", "twice"), ("", "member:number")]:  # fmt: skip
+        with pytest.raises(BadRequest, match=says):
+            cached.recommend("u7", model="hybrid", weights=bad)
 
 
 def test_a_model_asked_for_that_failed_to_load_is_a_503_not_another_model(models_dir, loaded):

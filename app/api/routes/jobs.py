@@ -40,7 +40,7 @@ def resolve(body: TrainCreate) -> list[str]:
     ]
     if bad:
         raise InvalidInput(bad)
-    names = resolve_models(body.models, objective=run_objective(body.params))  # the rating hybrid: rating members
+    names = resolve_models(body.models, objective=run_objective(body.params))  # rating: hybrid-rating for hybrid
     errors = param_errors(names, body.params)
     if errors:
         raise InvalidInput(errors)

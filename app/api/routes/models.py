@@ -10,7 +10,7 @@ from app.api.deps import SessionDep
 from app.api.recommend_schemas import ModelsRead, VersionsRead
 from app.jobs.versions import list_versions as list_recorded
 from app.recsys.models import model_names
-from app.recsys.models.hybrid import Hybrid
+from app.recsys.models.ensemble import Ensemble
 from app.recsys.store import StoreError, served_names, version_time
 from app.serving.registry import ModelRegistry
 from app.serving.results import UnknownModel
@@ -29,7 +29,9 @@ Registry = Annotated[ModelRegistry, Depends(get_registry)]
 @router.get("/models", response_model=ModelsRead, summary="Models")
 def list_models(registry: Registry) -> dict[str, Any]:
     """Each model's active version, its metrics, the device it is on and when it was trained; a model
-    trained on ratings is listed under its own name (``hybrid-rating``) once it has a version."""
+    trained on ratings is listed under its own name (``mf-rating``) once it has a version. An ensemble
+    lists its learned member weights: the hybrid's, which ``weights=`` on recommendations overrides per
+    request, and the rating stack's (``hybrid-rating``) for a user and item of typical counts."""
     loaded = registry.models
     out = []
     rating_only = set(served_names()) - set(model_names())
@@ -38,7 +40,7 @@ def list_models(registry: Registry) -> dict[str, Any]:
             continue
         lm = loaded.get(name)
         if lm is not None:
-            weights = lm.model.weights if isinstance(lm.model, Hybrid) else None
+            weights = lm.model.weights if isinstance(lm.model, Ensemble) else None
             row = {"name": name, "active_version": lm.version, "metrics": lm.metrics, "device": str(lm.device),
                    "trained_at": lm.trained_at, "loaded": True, "weights": weights,
                    "indexes": sorted(lm.indexes)}  # fmt: skip

@@ -90,8 +90,10 @@ Weights = Annotated[
     str | None,
     Query(
         max_length=1_000,
-        description="Re-blend the hybrid's members for this request: member:weight pairs; "
-        "members left out weigh 0. Default: the weights learned in training (GET /v1/models)",
+        description="Re-blend the ranking hybrid's members for this request: member:weight pairs, each weight a "
+        "number >= 0, normalised to sum to 1; members left out weigh 0. Default: the weights learned in training "
+        "(listed by GET /v1/models). An unknown member, a bad number, a member given twice, all zeros, or weights "
+        "for a model other than the hybrid: 422 saying which",
         examples=["mf:0.5,gru4rec:0.5"],
     ),
 ]

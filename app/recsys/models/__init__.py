@@ -17,6 +17,7 @@ _REGISTRY: dict[str, str] = {
     "gru4rec": "app.recsys.models.gru4rec:GRU4Rec",
     "sasrec": "app.recsys.models.sasrec:SASRec",
     "hybrid": "app.recsys.models.hybrid:Hybrid",
+    "hybrid-rating": "app.recsys.models.stacking:RatingStack",
 }
 
 

@@ -79,7 +79,10 @@ class Recommender:
     sequential: ClassVar[bool] = False  # scores from an item sequence (serves unseen users/sessions)
     # reads each user's items at scoring time (``score_history``), so it serves users unseen in training
     reads_history: ClassVar[bool] = False
+    # can be trained with objective 'rating' (whether an instance was: ``trained_on_ratings``)
     supports_rating: ClassVar[bool] = False
+    rating_only: ClassVar[bool] = False  # trains on ratings whatever the run's objective (the rating stack)
+    for_ratings: ClassVar[str | None] = None  # the model a run with objective 'rating' trains in its place
     uses_features: ClassVar[bool] = False
     # Models a pipeline trains first and hands to ``use_dependencies`` (the hybrid's members);
     # ``rating_depends_on`` replaces them for the rating objective (None: the same).
@@ -230,7 +233,8 @@ class Recommender:
 
 
 def trained_on_ratings(model: Recommender) -> bool:
-    """The model predicts ratings on the data set's scale (trained with objective 'rating')."""
+    """The model predicts ratings on the data set's scale (trained with objective 'rating'): the one
+    test of "is this a rating model" for training, storing and serving."""
     return model.supports_rating and model.extra.get("objective") == "rating"
 
 

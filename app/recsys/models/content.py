@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from app.recsys.data import InteractionData
-from app.recsys.models.base import EpochCallback, FitReport, Recommender, TrainConfig
+from app.recsys.models.base import EpochCallback, FitReport, Recommender, TrainConfig, trained_on_ratings
 from app.recsys.models.content_net import ContentNet, causal_windows
 from app.recsys.sampling import NegativeSampler
 from app.recsys.training import rating_errors, seed_everything, train_loop, validation_score
@@ -85,10 +85,6 @@ class Content(Recommender):
             item_residual=c.item_residual,
             rating=bool(rating),
         )
-
-    @property
-    def rating_model(self) -> bool:
-        return bool(self.dims.get("rating", 0))
 
     # -- training -------------------------------------------------------------------------------
     def fit(
@@ -221,13 +217,13 @@ class Content(Recommender):
         enc, bias = net.encode_catalogue()
         u = torch.as_tensor(users, device=self.device)
         q = net.user_vectors(u, self._windows(history, users), enc)  # [B, D]
-        if self.rating_model:
+        if trained_on_ratings(self):
             return net.rating_matrix(u, q, enc, bias)
         return q @ enc.T + bias  # [B, I]
 
     @torch.no_grad()
     def predict_ratings(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        if not self.rating_model:
+        if not trained_on_ratings(self):
             raise NotImplementedError("content was trained with the implicit objective; fit with objective='rating'")
         net = self._net()
         enc, bias = net.encode_catalogue()
@@ -255,7 +251,7 @@ class Content(Recommender):
         u, q = self._batch_vectors(batch, users)  # [B], [B, D]
         enc, bias = net.encode_features(torch.as_tensor(features, dtype=torch.float32, device=self.device))
         scores = q @ enc.T + bias  # [B, M]
-        if self.rating_model:
+        if trained_on_ratings(self):
             scores = scores + net.global_mean + net.known_user_bias(u).unsqueeze(1)
         return scores
 
@@ -292,6 +288,6 @@ class Content(Recommender):
         u, q = self._batch_vectors(batch, users)  # [B], [B, D]
         i = torch.as_tensor(items, device=self.device)  # [B, K]
         scores = (enc[i] * q.unsqueeze(1)).sum(-1) + bias[i]  # [B, K]
-        if self.rating_model:
+        if trained_on_ratings(self):
             scores = scores + net.global_mean + net.known_user_bias(u).unsqueeze(1)
         return scores

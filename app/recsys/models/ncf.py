@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from app.recsys.data import InteractionData
-from app.recsys.models.base import EpochCallback, FitReport, Recommender, TrainConfig
+from app.recsys.models.base import EpochCallback, FitReport, Recommender, TrainConfig, trained_on_ratings
 from app.recsys.sampling import NegativeSampler
 from app.recsys.training import rating_errors, seed_everything, train_loop, validation_score
 
@@ -76,10 +76,6 @@ class PairRecommender(Recommender):
     """
 
     supports_rating = True
-
-    @property
-    def objective(self) -> str:
-        return self.extra.get("objective", "implicit")
 
     def fit(
         self,
@@ -201,12 +197,12 @@ class PairRecommender(Recommender):
         """(B,) -> (B, I): logits, or the predicted rating when trained on ratings (servable either way)."""
         assert isinstance(self.net, PairNet)
         scores = self.net.full(users)  # [B, I]
-        return self._clamp(scores) if self.objective == "rating" else scores
+        return self._clamp(scores) if trained_on_ratings(self) else scores
 
     @torch.no_grad()
     def predict_ratings(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """(B,), (B,) -> (B,) ratings clamped to the training range. Needs ``objective='rating'``."""
-        if self.objective != "rating":
+        if not trained_on_ratings(self):
             raise ValueError(f"{self.name} was trained on implicit feedback; train with objective='rating'")
         assert isinstance(self.net, PairNet)
         return self._clamp(self.net(users, items.unsqueeze(1)).squeeze(1))
@@ -217,4 +213,4 @@ class PairRecommender(Recommender):
         assert isinstance(self.net, PairNet)
         u = torch.as_tensor(np.asarray(users, dtype=np.int64), device=self.device)
         scores = self.net(u, torch.as_tensor(items, device=self.device))  # [B, K]
-        return self._clamp(scores) if self.objective == "rating" else scores
+        return self._clamp(scores) if trained_on_ratings(self) else scores

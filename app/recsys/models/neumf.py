@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from app.recsys.data import InteractionData
-from app.recsys.models.base import EpochCallback, FitReport, TrainConfig
+from app.recsys.models.base import EpochCallback, FitReport, TrainConfig, trained_on_ratings
 from app.recsys.models.gmf import GMF, GMFBranch, GMFConfig, GMFNet
 from app.recsys.models.mlp import MLP, MLPBranch, MLPConfig, MLPNet
 from app.recsys.models.ncf import PairNet, PairRecommender, ncf_rating_config
@@ -120,8 +120,8 @@ class NeuMF(PairRecommender):
         """Copy a trained GMF and MLP (same id maps and objective) into this model's branches."""
         if list(gmf.item_ids) != list(mlp.item_ids) or list(gmf.user_ids) != list(mlp.user_ids):
             raise ValueError("GMF and MLP were trained on different id maps")
-        if gmf.objective != mlp.objective:
-            raise ValueError(f"GMF ({gmf.objective}) and MLP ({mlp.objective}) objectives differ")
+        if trained_on_ratings(gmf) != trained_on_ratings(mlp):
+            raise ValueError("GMF and MLP were trained with different objectives")
         a = self.config.alpha
         self.device = gmf.device
         self.user_ids, self.item_ids, self.feature_schema = gmf.user_ids, gmf.item_ids, gmf.feature_schema

@@ -1,4 +1,4 @@
-"""Rating stacking for the hybrid: a ridge-regularised linear blend of member rating predictions.
+"""The rating stack, ``hybrid-rating``: a ridge-regularised linear blend of rating models' predictions.
 
 Shapes: N rated (user, item) pairs, M members. ``preds`` is [N, M] member ratings, ``user_feat`` and
 ``item_feat`` are [N] standardised log(1 + training count) of each pair's user and item.
@@ -10,15 +10,30 @@ The blend (Netflix-prize style linear stacking, fitted on held-out validation ra
 where the count terms (``gated``) let the blend trust collaborative members more for well-known
 users and items. Whether they help, and the ridge strength, are chosen by K-fold cross-validation
 on the validation ratings alone; the ridge pulls the weights towards the plain mean of the members.
+
+``RatingStack`` is the model: it trains on ratings whatever the run's objective. In a run with objective
+'rating' its members are the run's rating models (served too, as ``mf-rating`` ...); otherwise it trains
+its own on the ratings, so the default set predicts ratings from the first run. It shares member
+handling with the ranking hybrid (``ensemble.py``).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import nn
+
+from app.recsys.data import InteractionData
+from app.recsys.models.base import EpochCallback, EpochInfo, FitReport, Recommender, TrainConfig, trained_on_ratings
+from app.recsys.models.ensemble import Ensemble
+from app.recsys.training import rating_errors
+
+# The rating models whose errors differ most (chosen on the u1.base validation slice).
+RATING_MEMBERS = ("mf", "content", "gmf")
 
 RIDGE_GRID = (1e-4, 1e-3, 1e-2, 1e-1)  # per rating: the penalty is lambda * N * |coef - prior|^2
 
@@ -138,3 +153,221 @@ class RatingStackNet(nn.Module):
 
     def clamp(self, ratings: torch.Tensor) -> torch.Tensor:
         return ratings.clamp(float(self.bounds[0]), float(self.bounds[1]))
+
+
+@dataclass(frozen=True)
+class RatingStackConfig:
+    members: tuple[str, ...] = ()  # empty: every registered name of RATING_MEMBERS
+    rating_counts: str = "auto"  # count terms in the stack: auto (cross-validated) | on | off
+    rating_folds: int = 5  # cross-validation folds over the validation ratings
+
+
+def _registered(names: tuple[str, ...]) -> tuple[str, ...]:
+    from app.recsys.models import model_names
+
+    known = set(model_names())
+    return tuple(n for n in names if n in known)
+
+
+class RatingStack(Ensemble):
+    """Ratings on the data set's scale: a linear stack of rating members, fitted on the validation ratings.
+
+    Cost: its members' on the rated events (trained first unless the run offers them), then a ridge
+    solve of O(N M^2) per candidate setting over the N validation ratings.
+    """
+
+    name = "hybrid-rating"
+    config_cls = RatingStackConfig
+    supports_rating = True
+    rating_only = True
+    default_members = RATING_MEMBERS
+    member_objective = "rating"
+    # A run on ratings trains (and serves) the members first; any other run leaves them to the stack.
+    rating_depends_on: ClassVar[tuple[str, ...] | None] = _registered(RATING_MEMBERS)
+
+    @classmethod
+    def default_train_config(cls) -> TrainConfig:
+        """Caps the members' epochs at their own defaults; the stack itself is a closed-form solve."""
+        return TrainConfig(epochs=200, objective="rating")
+
+    def accepts(self, member: Recommender) -> bool:
+        return trained_on_ratings(member)
+
+    def build(self, *, n_users: int, n_items: int, n_members: int = 1, rating: int = 1) -> torch.nn.Module:
+        return RatingStackNet(n_users, n_items, n_members)
+
+    def _stack(self) -> RatingStackNet:
+        assert isinstance(self.net, RatingStackNet)
+        return self.net
+
+    # -- training -------------------------------------------------------------------------------
+    def fit(
+        self,
+        train: InteractionData,
+        valid: InteractionData | None,
+        cfg: TrainConfig,
+        on_epoch: EpochCallback | None = None,
+    ) -> FitReport:
+        """Rating members (trained on ratings), then their linear stack fitted on the validation ratings."""
+        t0 = time.perf_counter()
+        self.device = torch.device(cfg.device)
+        rated = train.has_ratings()
+        if not rated.any():
+            raise ValueError(f"{self.name} needs interactions with a rating; this data set has none")
+        if self._given:  # handed in: exactly these, and they must rate
+            names = list(self.members)
+            wrong = [n for n, m in self.members.items() if not trained_on_ratings(m)]
+            if wrong:
+                raise ValueError(f"{self.name}: members {wrong} were not trained with objective 'rating'")
+        else:  # the run's rating models where offered, the rest trained here
+            names = self.configured_members()
+            pool = {**self._offered, **self.members}
+            self.members = {n: pool[n] for n in names if n in pool and trained_on_ratings(pool[n])}
+        if not names:
+            raise ValueError(f"{self.name} has no members: none of its member names is registered")
+        member_reports = self.train_members(names, train, valid, cfg)
+        ratings = train.ratings[rated]
+        lo, hi = float(ratings.min()), float(ratings.max())
+        net = self.bind(train, n_members=len(names))
+        assert isinstance(net, RatingStackNet)
+        net.bounds.copy_(torch.tensor([lo, hi]))
+        self.extra = {
+            "members": names,
+            "member_reports": member_reports,
+            "objective": "rating",
+            "rating_min": lo,
+            "rating_max": hi,
+            "rating_mean": float(ratings.mean()),
+        }
+        held = None if valid is None else valid.subset(valid.has_ratings())
+        if held is None or held.n_interactions < 2 * max(2, self.config.rating_folds):  # too few: the plain mean
+            net.set_counts(train.user_counts(), train.item_counts(), train.users, train.items)
+            net.coef[: len(names)] = 1.0 / len(names)
+            self.extra["stack"] = {"fitted_on": 0}
+            self.extra["weights"] = self.weights
+            return FitReport(epochs_run=0, metric_name="rmse", seconds=time.perf_counter() - t0)
+        net.set_counts(train.user_counts(), train.item_counts(), held.users, held.items)
+        users = torch.as_tensor(held.users, device=self.device)
+        items = torch.as_tensor(held.items, device=self.device)
+        with torch.no_grad():
+            preds = self._member_pair_ratings(users, items).double().cpu().numpy()  # [N, M]
+            au = net.user_features(users).double().cpu().numpy()
+            ai = net.item_features(items).double().cpu().numpy()
+        y = held.ratings.astype(np.float64)
+        options = {"auto": (False, True), "on": (True,), "off": (False,)}.get(self.config.rating_counts)
+        if options is None:
+            raise ValueError(f"unknown rating_counts {self.config.rating_counts!r}: use auto, on or off")
+        choice = choose(preds, au, ai, y, lo, hi, folds=self.config.rating_folds, seed=cfg.seed, options=options)
+        cols = active_columns(len(names), choice.gated)
+        prior = np.zeros(len(cols))
+        prior[: len(names)] = 1.0 / len(names)
+        coef, intercept = ridge_fit(design(preds, au, ai)[:, cols], y, prior, choice.ridge)
+        full = np.zeros(n_coefs(len(names)))
+        full[cols] = coef
+        net.coef.copy_(torch.as_tensor(full, dtype=torch.float32))
+        net.intercept.fill_(intercept)
+        member_rmse = np.sqrt(np.square(np.clip(preds, lo, hi) - y[:, None]).mean(0))
+        self.extra["stack"] = {
+            "fitted_on": int(len(y)),
+            "count_terms": choice.gated,
+            "ridge": choice.ridge,
+            "cv_rmse": choice.cv_rmse,
+            "cv": choice.table,
+            "member_valid_rmse": dict(zip(names, member_rmse.tolist(), strict=True)),
+        }
+        self.extra["weights"] = self.weights
+        errors = rating_errors(self, held)
+        self.metrics.update({f"valid_{k}": v for k, v in errors.items()})
+        self.metrics["valid_rmse_cv"] = choice.cv_rmse  # out-of-fold: what the stack does on unseen pairs
+        seconds = time.perf_counter() - t0
+        if on_epoch is not None:
+            on_epoch(EpochInfo(1, 1, errors["rmse"] ** 2, errors["rmse"], "rmse", errors["rmse"], 1, seconds))
+        return FitReport(
+            epochs_run=1, best_epoch=1, best_metric=errors["rmse"], metric_name="rmse", seconds=seconds,
+            history=[{"epoch": 1, "loss": errors["rmse"] ** 2, "rmse": errors["rmse"], "seconds": seconds}],
+        )  # fmt: skip
+
+    # -- rating predictions ---------------------------------------------------------------------
+    def _fill(self, preds: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
+        """(..., M) member ratings, (..., M) bool -> missing ones replaced by the mean of the others."""
+        n = ok.sum(-1, keepdim=True)
+        mean = (preds * ok).sum(-1, keepdim=True) / n.clamp(min=1)
+        mean = torch.where(n > 0, mean, torch.full_like(mean, float(self.extra.get("rating_mean", 0.0))))
+        return torch.where(ok, preds, mean)
+
+    def _member_pair_ratings(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """(B,), (B,) -> (B, M) member ratings clamped to the rating range."""
+        net = self._stack()
+        u = users.cpu().numpy()
+        preds = torch.zeros((len(users), len(self.members)), device=self.device)
+        ok = torch.zeros_like(preds, dtype=torch.bool)
+        for m, member in enumerate(self.members.values()):
+            serve = torch.as_tensor((u >= 0) & (u < len(member.user_ids)), device=self.device)
+            if serve.any():
+                preds[serve, m] = member.predict_ratings(users[serve], items[serve]).float()  # type: ignore[attr-defined]
+                ok[serve, m] = True
+        return self._fill(net.clamp(preds), ok)
+
+    def _unseen_past_end(self, users: np.ndarray) -> torch.Tensor:
+        """(B,) users, -1 for one never seen -> the nets' convention: a row past the training users."""
+        return torch.as_tensor(np.where(users >= 0, users, self.dims.get("n_users", 0)), device=self.device)
+
+    def _member_candidate_ratings(
+        self, batch: InteractionData, users: np.ndarray, items: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,), (B, K) -> (B, K, M) member ratings clamped to the rating range (a member that cannot rate a
+        user stands in with the others' mean), and (B, 1, M) which members could."""
+        net = self._stack()
+        preds = torch.zeros((*items.shape, len(self.members)), device=self.device)
+        ok = torch.zeros((len(users), 1, len(self.members)), dtype=torch.bool, device=self.device)
+        for m, member in enumerate(self.members.values()):
+            serve = self.serves_users(member, users)
+            if serve.any():
+                rows = np.flatnonzero(serve)
+                scored = member.score_candidates(batch.select(rows), users[rows], items[rows]).float()
+                preds[torch.as_tensor(rows, device=self.device), :, m] = scored
+                ok[torch.as_tensor(rows, device=self.device), :, m] = True
+        return self._fill(net.clamp(preds), ok.expand_as(preds)), ok
+
+    def contributions(
+        self, batch: InteractionData, users: np.ndarray, items: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,), (B, K) -> (B, K, M) each member's weighted rating and (B, K) the rest of the stacked rating
+        (intercept and count terms); the rating is their sum, clamped to the rating range."""
+        users = np.asarray(users, dtype=np.int64)
+        items = torch.as_tensor(items, device=self.device)
+        net = self._stack()
+        au = net.user_features(self._unseen_past_end(users)).unsqueeze(1).expand(items.shape)  # [B, K]
+        ai = net.item_features(items)  # [B, K]
+        preds, ok = self._member_candidate_ratings(batch, users, items)  # [B, K, M], [B, 1, M]
+        contrib = preds * net.member_weights(au, ai)  # [B, K, M]
+        n_ok = ok.sum(-1, keepdim=True)  # [B, 1, 1]
+        if bool(((n_ok > 0) & (n_ok < ok.shape[-1])).any()):  # credit stand-ins to the members that scored
+            moved = (contrib * ~ok).sum(-1, keepdim=True) / n_ok.clamp(min=1)
+            contrib = torch.where(n_ok > 0, torch.where(ok, contrib + moved, torch.zeros_like(contrib)), contrib)
+        return contrib, net.offset(au, ai)
+
+    @torch.no_grad()
+    def explain_candidates(
+        self, batch: InteractionData, users: np.ndarray, items: torch.Tensor, weights: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, np.ndarray, torch.Tensor]:
+        """Stacked ratings of the candidates as their scores; ``weights`` are refused (the stack's are fitted
+        jointly with its intercept and count terms)."""
+        if weights is not None:
+            raise ValueError(f"{self.name} does not re-blend its members per request")
+        contrib, rest = self.contributions(batch, users, items)  # [B, K, M], [B, K]
+        scores = self._stack().clamp(contrib.sum(-1) + rest)
+        return scores, np.asarray(list(self.members), dtype=object), contrib.argmax(-1)
+
+    @torch.no_grad()
+    def predict_ratings(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """(B,), (B,) -> (B,) stacked ratings, clamped to the training range."""
+        net = self._stack()
+        au, ai = net.user_features(users), net.item_features(items)
+        preds = self._member_pair_ratings(users, items)  # [B, M]
+        return net.clamp((preds * net.member_weights(au, ai)).sum(-1) + net.offset(au, ai))
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """The stack's member weights for a user and item of typical training counts."""
+        return dict(zip(self.members, self._stack().coef[: len(self.members)].detach().cpu().tolist(), strict=True))
