@@ -61,7 +61,8 @@ class Optimizers:
     def __init__(self, net: torch.nn.Module, cfg: TrainConfig) -> None:
         sparse = [m.weight for m in net.modules() if isinstance(m, torch.nn.Embedding) and m.sparse]
         ids = {id(p) for p in sparse}
-        self.all = [make_optimizer([p for p in net.parameters() if id(p) not in ids], cfg)]
+        dense = [p for p in net.parameters() if id(p) not in ids]
+        self.all = [make_optimizer(dense, cfg)] if dense or not sparse else []
         if sparse:
             self.all.append(torch.optim.SparseAdam(sparse, lr=cfg.lr))
 
@@ -72,6 +73,19 @@ class Optimizers:
     def step(self) -> None:
         for opt in self.all:
             opt.step()
+
+
+def sparsify_embeddings(net: torch.nn.Module, n_items: int, cfg: TrainConfig) -> bool:
+    """Makes every embedding table of ``net`` sparse when the catalogue has more than ``cfg.sparse_above``
+    items and the optimiser is plain Adam without weight decay (what SparseAdam does): :class:`Optimizers`
+    then steps them with SparseAdam, so a step costs the rows the batch read, not U + I rows. The tables
+    must only be read through their ``forward`` (lookups) while training. Returns whether it did."""
+    if n_items <= cfg.sparse_above or cfg.optimizer != "adam" or cfg.weight_decay:
+        return False
+    for m in net.modules():
+        if isinstance(m, torch.nn.Embedding):
+            m.sparse = True
+    return True
 
 
 def train_loop(

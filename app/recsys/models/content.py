@@ -18,7 +18,7 @@ from app.recsys.data import InteractionData
 from app.recsys.models.base import EpochCallback, FitReport, Recommender, TrainConfig
 from app.recsys.models.content_net import ContentNet, causal_windows
 from app.recsys.sampling import NegativeSampler
-from app.recsys.training import rating_errors, seed_everything, train_loop, validation_score
+from app.recsys.training import rating_errors, seed_everything, sparsify_embeddings, train_loop, validation_score
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,8 @@ class Content(Recommender):
         negs = torch.empty(0, dtype=torch.int64)
         sampled = not rating and self.config.loss == "softmax" and train.n_items > self.config.sampled_above
         self.extra["loss"] = "sampled-softmax" if sampled else self.config.loss
+        # The sampled softmax reads the user and residual tables by lookup only: sparse above sparse_above.
+        self.extra["sparse"] = sampled and sparsify_embeddings(net, train.n_items, cfg)
         gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
         q_items = torch.as_tensor(train.item_counts(), dtype=torch.float32, device=self.device).add(1.0).pow(0.75)
         q_items /= q_items.sum()  # [I] the negatives' sampling distribution
