@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from app.recsys.data import InteractionData
 from app.recsys.models.base import EpochCallback, FitReport, Recommender, TrainConfig
-from app.recsys.models.content_net import ContentNet, causal_windows
+from app.recsys.models.content_net import CausalWindows, ContentNet
 from app.recsys.sampling import NegativeSampler
 from app.recsys.training import rating_errors, seed_everything, sparsify_embeddings, train_loop, validation_score
 
@@ -107,7 +107,8 @@ class Content(Recommender):
         keep = train.has_ratings() if rating else np.ones(train.n_interactions, dtype=bool)
         users = torch.as_tensor(train.users[keep], device=self.device)
         items = torch.as_tensor(train.items[keep], device=self.device)
-        windows = torch.as_tensor(causal_windows(train, self.config.max_history)[keep], device=self.device)  # [N, L]
+        positions = torch.as_tensor(np.flatnonzero(keep), device=self.device)  # [N] rows of ``train``
+        window_of = CausalWindows(train, self.config.max_history, self.device)  # [B] positions -> [B, L]
         targets = torch.as_tensor(train.ratings[keep], device=self.device)
         sampler = NegativeSampler(train, seed=cfg.seed)
         negs = torch.empty(0, dtype=torch.int64)
@@ -130,7 +131,7 @@ class Content(Recommender):
 
         def sampled_step(idx: torch.Tensor) -> torch.Tensor:
             """Softmax over the batch's item and K shared negatives, encoding only the items it touches."""
-            u, i, w = users[idx], items[idx], windows[idx]  # [B], [B], [B, L]
+            u, i, w = users[idx], items[idx], window_of(positions[idx])  # [B], [B], [B, L]
             negs = torch.multinomial(q_items, self.config.num_sampled, replacement=True, generator=gen)  # [K]
             profile = w > 0
             uniq, inv = torch.unique(torch.cat([i, negs, w[profile] - 1]), return_inverse=True)  # [M], [B + K + P]
@@ -149,7 +150,7 @@ class Content(Recommender):
         def step(idx: torch.Tensor) -> torch.Tensor:
             if sampled:
                 return sampled_step(idx)
-            u, i, w = users[idx], items[idx], windows[idx]
+            u, i, w = users[idx], items[idx], window_of(positions[idx])
             enc, bias = net.encode_catalogue()  # [I, D], [I]
             q = net.user_vectors(u, w, enc)  # [B, D]
             l2 = q.pow(2).sum() + enc[i].pow(2).sum()
