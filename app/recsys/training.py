@@ -248,7 +248,9 @@ def ranks_on_candidates(model: Recommender, n_items: int) -> bool:
 
 
 @torch.no_grad()
-def candidate_ranks(model: Recommender, history: InteractionData, users: np.ndarray, targets: torch.Tensor) -> torch.Tensor:
+def candidate_ranks(
+    model: Recommender, history: InteractionData, users: np.ndarray, targets: torch.Tensor
+) -> torch.Tensor:
     """(U,) users, (U,) held-out items -> (U,) 0-based rank of each target as the two-stage path would rank
     it: among the unseen items that the hybrid's members retrieve (each member's top ``fit_depth``,
     ``Hybrid.fit_candidates``), scored by the hybrid. A target that no member retrieves, or seen, or scored

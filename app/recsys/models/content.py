@@ -49,8 +49,10 @@ class Content(Recommender):
 
     Cost: time O(E (d L + I d) + (E / B) I h d) per epoch with the full softmax (the encoder runs over the
     catalogue every step); above ``sampled_above`` items the softmax is sampled and an epoch costs
-    O(E (L + K) h d / B + E K d) with K = num_sampled shared negatives per batch of B (plus a dense update
-    of the I (d + 1) residual table per step); L = max_history, h = hidden; memory O(E L) profile windows,
+    O(E (L + K / B) h d + E K d) with K = num_sampled shared negatives per batch of B (the encoder runs
+    over each batch's distinct items, profiles included) (plus the update
+    of the touched residual rows per step: sparse above ``TrainConfig.sparse_above``); L = max_history,
+    h = hidden; memory 16 E bytes for the profile windows (gathered per batch),
     O(I h) encoder activations (O((B L + K) h) sampled), O(B I) logits (O(B K) sampled), 20 (U + I) d
     weights.
     """
