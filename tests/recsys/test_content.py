@@ -177,3 +177,21 @@ def test_windows_built_per_batch_equal_the_precomputed_ones():
     full = causal_windows(data, 8)
     pos = torch.randperm(data.n_interactions)[:100]
     assert torch.equal(CausalWindows(data, 8, "cpu")(pos), torch.as_tensor(full)[pos])
+
+
+def test_validation_and_evaluation_encode_the_catalogue_once():
+    split = leave_one_out(taste_data())
+    model = Content()
+    calls = []
+    model.fit(split.train, split.valid, TrainConfig(epochs=2, batch_size=256, lr=2e-3, eval_users=0))
+    net = model._net()
+    net.encoder.register_forward_hook(lambda *a: calls.append(1))
+    frozen = net.encode_catalogue()
+    users = np.unique(split.valid.users)
+    from app.recsys.training import ranking_score
+
+    ranking_score(model, split.train, split.valid, batch_size=8)  # several batches of users
+    assert not calls  # the kept weights were encoded when fit ended
+    net.__dict__["_frozen"] = None
+    again = net.encode_catalogue()
+    assert calls and torch.allclose(again[0], frozen[0]) and len(users) > 8
