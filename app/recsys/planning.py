@@ -175,10 +175,17 @@ def _content(sizes: Sizes, cfg: Any, train: TrainConfig) -> Estimate:
     u, i, e, d, h = sizes.users, sizes.items, sizes.events, cfg.dim, cfg.hidden
     n_features = 64  # a typical encoded feature width (categories, year, hashed title tokens)
     params = u * d + i * (d + 1) + n_features * h + h * (d + 1) + d * d
-    catalogue = 4 * F32 * i * (h + d + 1)  # the encoder runs over every item each step, with gradients
     windows = 2 * I64 * e  # the item column and each event's user start: a batch's windows are gathered
     b = train.batch_size
-    step = 3 * F32 * b * i if cfg.loss == "softmax" else 6 * F32 * b * (1 + train.num_negatives) * d
+    if cfg.loss == "softmax" and i > cfg.sampled_above:
+        # A step encodes only the batch's items, its profiles' items and K negatives; validation encodes the
+        # catalogue once, without gradients (hidden layer and output, twice for the activation's copy).
+        catalogue = 2 * F32 * i * (h + d + 1)
+        touched = b + cfg.num_sampled + b * cfg.max_history
+        step = 4 * F32 * touched * (h + d + 1) + 3 * F32 * b * (cfg.num_sampled + 1)
+    else:
+        catalogue = 4 * F32 * i * (h + d + 1)  # the encoder runs over every item each step, with gradients
+        step = 3 * F32 * b * i if cfg.loss == "softmax" else 6 * F32 * b * (1 + train.num_negatives) * d
     step += 4 * F32 * b * cfg.max_history * d
     peak = ADAM_COPIES * F32 * params + catalogue + windows + step + F32 * i * n_features + _ranking(sizes)
     if cfg.loss == "softmax" and i > cfg.sampled_above:  # the encoder sees each batch's distinct items only
