@@ -45,6 +45,7 @@ NUMBERS: dict[str, tuple[float, float]] = {
     "max_len": (1, 1000),
     "num_sampled": (1, 100_000),
     "sampled_above": (0, 100_000_000),
+    "sparse_above": (0, 100_000_000),
     "profile_half_life": (0.0, 10_000.0),
     "recency_half_life": (0.0, 10_000.0),
     "rank_offset": (0.0, 1e6),

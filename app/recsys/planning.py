@@ -156,7 +156,8 @@ def _pair(model: str, sizes: Sizes, cfg: Any, train: TrainConfig) -> Estimate:
         peak += 2 * F32 * params
     tower = " + ".join(f"{a}x{b}" for a, b in zip((2 * d, *layers), layers, strict=False))
     per_pair = f"(d + {tower})" if tower else "d"
-    cost = f"O(E (1 + k) {per_pair}) per epoch, k={k}, d={d}; validation O(U_v I d)"
+    adam = "sparse Adam" if i > train.sparse_above else "+ (E / B)(U + I) d dense Adam"
+    cost = f"O(E (1 + k) {per_pair}) per epoch {adam}, k={k}, d={d}; validation O(U_v I d)"
     return Estimate(model, int(peak), int(F32 * params), cost)
 
 
@@ -177,13 +178,25 @@ def _content(sizes: Sizes, cfg: Any, train: TrainConfig) -> Estimate:
     u, i, e, d, h = sizes.users, sizes.items, sizes.events, cfg.dim, cfg.hidden
     n_features = 64  # a typical encoded feature width (categories, year, hashed title tokens)
     params = u * d + i * (d + 1) + n_features * h + h * (d + 1) + d * d
-    catalogue = 4 * F32 * i * (h + d + 1)  # the encoder runs over every item each step, with gradients
-    windows = I64 * e * cfg.max_history  # each event's previous items
+    windows = 2 * I64 * e  # the item column and each event's user start: a batch's windows are gathered
     b = train.batch_size
-    step = 3 * F32 * b * i if cfg.loss == "softmax" else 6 * F32 * b * (1 + train.num_negatives) * d
+    if cfg.loss == "softmax" and i > cfg.sampled_above:
+        # A step encodes only the batch's items, its profiles' items and K negatives; validation encodes the
+        # catalogue once, without gradients (hidden layer and output, twice for the activation's copy).
+        catalogue = 2 * F32 * i * (h + d + 1)
+        touched = b + cfg.num_sampled + b * cfg.max_history
+        step = 4 * F32 * touched * (h + d + 1) + 3 * F32 * b * (cfg.num_sampled + 1)
+    else:
+        catalogue = 4 * F32 * i * (h + d + 1)  # the encoder runs over every item each step, with gradients
+        step = 3 * F32 * b * i if cfg.loss == "softmax" else 6 * F32 * b * (1 + train.num_negatives) * d
     step += 4 * F32 * b * cfg.max_history * d
     peak = ADAM_COPIES * F32 * params + catalogue + windows + step + F32 * i * n_features + _ranking(sizes)
-    cost = f"O(E (d L + {'I d' if cfg.loss == 'softmax' else 'k d'}) + (E / B) I h d) per epoch, L={cfg.max_history}"
+    if cfg.loss == "softmax" and i > cfg.sampled_above:  # the encoder sees each batch's distinct items only
+        cost = f"O(E (L + K / B) h d + E K d) per epoch, sampled softmax K={cfg.num_sampled}, L={cfg.max_history}"
+    else:
+        cost = (
+            f"O(E (d L + {'I d' if cfg.loss == 'softmax' else 'k d'}) + (E / B) I h d) per epoch, L={cfg.max_history}"
+        )
     return Estimate("content", int(peak), int(F32 * (params + i * n_features)), cost)
 
 
@@ -220,6 +233,8 @@ def _hybrid(sizes: Sizes, cfg: Any, train: TrainConfig, members: int) -> Estimat
     step = 3 * F32 * users * width + 3 * F32 * 256 * sizes.items + gather  # fused validation; member scoring
     peak = cached + step + _ranking(sizes)
     cost = f"O(U_fit W M) per epoch, U_fit={users:,}, W={width:,}, M={members}"
+    if sizes.items > cfg.fit_all_items:  # evaluation ranks each user's retrieved candidates
+        cost += f"; evaluation O(U_v (M I d + W M)), W={width:,}"
     return Estimate("hybrid", int(peak), F32 * (sizes.users + 2 * members), cost)
 
 

@@ -10,7 +10,7 @@ from app.recsys.models.base import TrainConfig
 from app.recsys.models.content import Content, ContentConfig
 from app.recsys.splits import leave_one_out
 from app.recsys.training import rating_errors
-from tests.recsys.synthetic import CATEGORIES, items_frame, taste_frame
+from tests.recsys.synthetic import CATEGORIES, items_frame, taste_data, taste_frame
 
 CFG = TrainConfig(epochs=15, batch_size=128, lr=5e-3, patience=100, seed=0)
 N_KNOWN = 60  # items with interactions; the catalogue adds 10 feature-only items after them
@@ -168,3 +168,30 @@ def test_sampled_softmax_learns_taste_without_encoding_the_catalogue(split, monk
     pairs = match.unsqueeze(2) & ~match.unsqueeze(1)
     wins = (scores.unsqueeze(2) > scores.unsqueeze(1)) & pairs
     assert wins.sum() / pairs.sum() >= 0.8  # AUC of taste over every user's pairs
+
+
+def test_windows_built_per_batch_equal_the_precomputed_ones():
+    from app.recsys.models.content_net import CausalWindows, causal_windows
+
+    data = taste_data(n_users=30, per_user=17)
+    full = causal_windows(data, 8)
+    pos = torch.randperm(data.n_interactions)[:100]
+    assert torch.equal(CausalWindows(data, 8, "cpu")(pos), torch.as_tensor(full)[pos])
+
+
+def test_validation_and_evaluation_encode_the_catalogue_once():
+    split = leave_one_out(taste_data())
+    model = Content()
+    calls = []
+    model.fit(split.train, split.valid, TrainConfig(epochs=2, batch_size=256, lr=2e-3, eval_users=0))
+    net = model._net()
+    net.encoder.register_forward_hook(lambda *a: calls.append(1))
+    frozen = net.encode_catalogue()
+    users = np.unique(split.valid.users)
+    from app.recsys.training import ranking_score
+
+    ranking_score(model, split.train, split.valid, batch_size=8)  # several batches of users
+    assert not calls  # the kept weights were encoded when fit ended
+    net.__dict__["_frozen"] = None
+    again = net.encode_catalogue()
+    assert calls and torch.allclose(again[0], frozen[0]) and len(users) > 8

@@ -16,9 +16,9 @@ import torch.nn.functional as F
 
 from app.recsys.data import InteractionData
 from app.recsys.models.base import EpochCallback, FitReport, Recommender, TrainConfig, trained_on_ratings
-from app.recsys.models.content_net import ContentNet, causal_windows
+from app.recsys.models.content_net import CausalWindows, ContentNet
 from app.recsys.sampling import NegativeSampler
-from app.recsys.training import rating_errors, seed_everything, train_loop, validation_score
+from app.recsys.training import rating_errors, seed_everything, sparsify_embeddings, train_loop, validation_score
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,10 @@ class Content(Recommender):
 
     Cost: time O(E (d L + I d) + (E / B) I h d) per epoch with the full softmax (the encoder runs over the
     catalogue every step); above ``sampled_above`` items the softmax is sampled and an epoch costs
-    O(E (L + K) h d / B + E K d) with K = num_sampled shared negatives per batch of B (plus a dense update
-    of the I (d + 1) residual table per step); L = max_history, h = hidden; memory O(E L) profile windows,
+    O(E (L + K / B) h d + E K d) with K = num_sampled shared negatives per batch of B (the encoder runs
+    over each batch's distinct items, profiles included) (plus the update
+    of the touched residual rows per step: sparse above ``TrainConfig.sparse_above``); L = max_history,
+    h = hidden; memory 16 E bytes for the profile windows (gathered per batch),
     O(I h) encoder activations (O((B L + K) h) sampled), O(B I) logits (O(B K) sampled), 20 (U + I) d
     weights.
     """
@@ -103,12 +105,15 @@ class Content(Recommender):
         keep = train.has_ratings() if rating else np.ones(train.n_interactions, dtype=bool)
         users = torch.as_tensor(train.users[keep], device=self.device)
         items = torch.as_tensor(train.items[keep], device=self.device)
-        windows = torch.as_tensor(causal_windows(train, self.config.max_history)[keep], device=self.device)  # [N, L]
+        positions = torch.as_tensor(np.flatnonzero(keep), device=self.device)  # [N] rows of ``train``
+        window_of = CausalWindows(train, self.config.max_history, self.device)  # [B] positions -> [B, L]
         targets = torch.as_tensor(train.ratings[keep], device=self.device)
         sampler = NegativeSampler(train, seed=cfg.seed)
         negs = torch.empty(0, dtype=torch.int64)
         sampled = not rating and self.config.loss == "softmax" and train.n_items > self.config.sampled_above
         self.extra["loss"] = "sampled-softmax" if sampled else self.config.loss
+        # The sampled softmax reads the user and residual tables by lookup only: sparse above sparse_above.
+        self.extra["sparse"] = sampled and sparsify_embeddings(net, train.n_items, cfg)
         gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
         q_items = torch.as_tensor(train.item_counts(), dtype=torch.float32, device=self.device).add(1.0).pow(0.75)
         q_items /= q_items.sum()  # [I] the negatives' sampling distribution
@@ -124,7 +129,7 @@ class Content(Recommender):
 
         def sampled_step(idx: torch.Tensor) -> torch.Tensor:
             """Softmax over the batch's item and K shared negatives, encoding only the items it touches."""
-            u, i, w = users[idx], items[idx], windows[idx]  # [B], [B], [B, L]
+            u, i, w = users[idx], items[idx], window_of(positions[idx])  # [B], [B], [B, L]
             negs = torch.multinomial(q_items, self.config.num_sampled, replacement=True, generator=gen)  # [K]
             profile = w > 0
             uniq, inv = torch.unique(torch.cat([i, negs, w[profile] - 1]), return_inverse=True)  # [M], [B + K + P]
@@ -143,7 +148,7 @@ class Content(Recommender):
         def step(idx: torch.Tensor) -> torch.Tensor:
             if sampled:
                 return sampled_step(idx)
-            u, i, w = users[idx], items[idx], windows[idx]
+            u, i, w = users[idx], items[idx], window_of(positions[idx])
             enc, bias = net.encode_catalogue()  # [I, D], [I]
             q = net.user_vectors(u, w, enc)  # [B, D]
             l2 = q.pow(2).sum() + enc[i].pow(2).sum()
@@ -163,6 +168,9 @@ class Content(Recommender):
             return F.softplus(-pos).mean() + F.softplus(neg).mean() + reg
 
         def validate() -> float:
+            # Encode the catalogue once for the whole validation, not once per batch of users (1,000 users
+            # at 1M items are 63 batches); switching back to training drops the cache.
+            net.freeze_catalogue()
             if rating:
                 return rating_errors(self, valid)["rmse"]
             return validation_score(self, train, valid, cfg)[f"ndcg@{cfg.eval_k}"]
@@ -179,6 +187,7 @@ class Content(Recommender):
             on_epoch=on_epoch,
             before_epoch=before_epoch,
         )
+        net.freeze_catalogue()  # the kept weights, encoded once for the evaluation that follows
         if rating and has_valid:
             self.metrics.update({f"valid_{k}": v for k, v in rating_errors(self, valid).items()})
         return report

@@ -24,6 +24,23 @@ def causal_windows(data: InteractionData, max_len: int) -> np.ndarray:
     return np.where(valid, data.items[np.maximum(cand, 0)] + 1, 0).astype(np.int64)
 
 
+class CausalWindows:
+    """:func:`causal_windows` built per batch: (B,) interaction positions -> (B, L) their windows.
+
+    Holds the item column and each interaction's user start (16 bytes an event) instead of the [N, L]
+    array (8 L bytes an event: 4 GB at 10M events and L = 50), at the cost of one [B, L] gather a step."""
+
+    def __init__(self, data: InteractionData, max_len: int, device: torch.device | str) -> None:
+        self.items = torch.as_tensor(data.items, device=device).long()  # [N]
+        self.start = torch.as_tensor(data.indptr[data.users], device=device).long()  # [N] the user's first
+        self.offset = torch.arange(1, max_len + 1, device=device)  # [L]
+
+    def __call__(self, pos: torch.Tensor) -> torch.Tensor:
+        cand = pos.unsqueeze(1) - self.offset  # [B, L] latest first
+        valid = cand >= self.start[pos].unsqueeze(1)
+        return torch.where(valid, self.items[cand.clamp(min=0)] + 1, torch.zeros_like(cand))
+
+
 class ContentNet(nn.Module):
     def __init__(
         self,

@@ -14,7 +14,7 @@ from torch import nn
 from app.recsys.data import InteractionData
 from app.recsys.models.base import EpochCallback, FitReport, Recommender, TrainConfig, trained_on_ratings
 from app.recsys.sampling import NegativeSampler
-from app.recsys.training import rating_errors, seed_everything, train_loop, validation_score
+from app.recsys.training import rating_errors, seed_everything, sparsify_embeddings, train_loop, validation_score
 
 LOSSES = ("bce", "bpr")
 
@@ -103,7 +103,7 @@ class PairRecommender(Recommender):
         self, train: InteractionData, valid: InteractionData | None, cfg: TrainConfig, on_epoch: EpochCallback | None
     ) -> FitReport:
         net = self.prepare(train, cfg)
-        self.extra.update(objective="implicit")
+        self.extra.update(objective="implicit", sparse=sparsify_embeddings(net, train.n_items, cfg))
         net.mu.zero_()
         sampler = NegativeSampler(train, seed=cfg.seed)
         users = torch.as_tensor(train.users, device=self.device)
