@@ -24,6 +24,7 @@ run: install
 
 lint: install
 	$(BIN)/ruff check app tests bench
+	$(BIN)/python -m mypy
 
 test: lint
 	$(BIN)/python -m pytest -q

@@ -17,6 +17,7 @@ import torch
 
 from app.recsys.data import InteractionData
 from app.recsys.metrics import loo_metrics
+from app.recsys.models.abilities import RatingPredictor
 from app.recsys.models.base import EpochCallback, EpochInfo, FitReport, Recommender, TrainConfig
 
 
@@ -249,6 +250,8 @@ def rating_errors(model: Recommender, targets: InteractionData) -> dict[str, flo
     """RMSE and MAE of the model's rating predictions on rows with a rating."""
     from app.recsys.metrics import mae, rmse
 
+    if not isinstance(model, RatingPredictor):
+        raise TypeError(f"{model.name} does not predict ratings")
     mask = targets.has_ratings()
     users = torch.as_tensor(targets.users[mask], device=model.device)
     items = torch.as_tensor(targets.items[mask], device=model.device)

@@ -167,6 +167,7 @@ class Content(Recommender):
             return F.softplus(-pos).mean() + F.softplus(neg).mean() + reg
 
         def validate() -> float:
+            assert valid is not None  # called only when has_valid
             if rating:
                 return rating_errors(self, valid)["rmse"]
             return validation_score(self, train, valid, cfg)[f"ndcg@{cfg.eval_k}"]
@@ -183,7 +184,7 @@ class Content(Recommender):
             on_epoch=on_epoch,
             before_epoch=before_epoch,
         )
-        if rating and has_valid:
+        if rating and has_valid and valid is not None:
             self.metrics.update({f"valid_{k}": v for k, v in rating_errors(self, valid).items()})
         return report
 

@@ -25,6 +25,12 @@ def causal_windows(data: InteractionData, max_len: int) -> np.ndarray:
 
 
 class ContentNet(nn.Module):
+    recency: torch.Tensor
+    features: torch.Tensor
+    known_items: torch.Tensor
+    train_windows: torch.Tensor
+    global_mean: torch.Tensor
+
     def __init__(
         self,
         n_users: int,

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from app.recsys.data import InteractionData
 from app.recsys.models import stacking
+from app.recsys.models.abilities import RatingPredictor
 from app.recsys.models.base import (
     EpochCallback,
     EpochInfo,
@@ -376,6 +377,7 @@ class Hybrid(Recommender):
         for m, member in enumerate(self.members.values()):
             serve = torch.as_tensor((u >= 0) & (u < len(member.user_ids)), device=self.device)
             if serve.any():
+                assert isinstance(member, RatingPredictor)  # a rating stack's members are rating models
                 preds[serve, m] = member.predict_ratings(users[serve], items[serve]).float()
                 ok[serve, m] = True
         return self._fill(net.clamp(preds), ok)
