@@ -11,7 +11,7 @@ export DEEPREC_DATABASE_URL ?= sqlite:///./var/deeprec.db
 $(BIN)/deeprec: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip >/dev/null
-	$(BIN)/pip install -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install -c constraints.txt -e '.[dev,plot]'
 	touch $@
 
 install: $(BIN)/deeprec
