@@ -24,12 +24,14 @@ ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-COPY constraints.txt ./
-# torch first, from its own index and pinned by the constraints file; a layer of its own for the cache.
-RUN pip install --index-url "${TORCH_INDEX_URL}" -c constraints.txt torch
+COPY requirements.lock ./
+# torch first: the locked version, in the build its index names (+cpu, +cu126); a layer of its own for the cache.
+RUN pip install -c requirements.lock --extra-index-url "${TORCH_INDEX_URL}" \
+      "torch==$(sed -n 's/^torch==//p' requirements.lock)+${TORCH_INDEX_URL##*/}"
 COPY pyproject.toml README.md ./
 COPY app ./app
-RUN pip install -c constraints.txt . && pip check
+# Then exactly the locked packages, and the service without resolving anything more.
+RUN pip install --no-deps -r requirements.lock && pip install --no-deps . && pip check
 
 FROM base AS runtime
 ENV PATH=/opt/venv/bin:$PATH \

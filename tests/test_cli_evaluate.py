@@ -1,5 +1,6 @@
 """`deeprec evaluate` end to end on a small MovieLens-format folder written here: table, JSON, PNG."""
 
+import builtins
 import json
 
 import numpy as np
@@ -39,7 +40,7 @@ def test_evaluate_writes_table_json_and_chart(ml_folder, tmp_path, capsys):
     out = tmp_path / "report"
     argv = ["evaluate", "--models", "popularity,mf,not_a_model", "--protocol", "loo,sampled", "--k", "5,10",
             "--data", str(ml_folder), "--seeds", "2", "--epochs", "2", "--negatives", "20", "--out", str(out),
-            "--quiet", "--threads", "1"]  # fmt: skip
+            "--quiet", "--threads", "1", "--plot"]  # fmt: skip
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "NDCG@10" in printed and "SAMPLED" in printed and "unavailable" in printed
@@ -67,7 +68,7 @@ def test_evaluate_rating_uses_the_u1_files(ml_folder, tmp_path, capsys):
         run = res["models"]["mf"]["runs"][0]
         assert run["n_ratings"] > 0 and 0 < run["mae"] <= run["rmse"]
     assert "RMSE" in capsys.readouterr().out
-    assert (out / "evaluate-rating-u1.png").is_file()
+    assert not (out / "evaluate-rating-u1.png").exists()  # charts only with --plot
 
 
 def test_evaluate_rejects_bad_arguments(ml_folder, tmp_path, capsys):
@@ -76,12 +77,32 @@ def test_evaluate_rejects_bad_arguments(ml_folder, tmp_path, capsys):
     assert "deeprec evaluate:" in capsys.readouterr().err
 
 
+def test_evaluate_plot_without_matplotlib_says_what_to_install(ml_folder, tmp_path, capsys, monkeypatch):
+    """Without the [plot] extra, --plot stops before training and names the extra; no --plot needs nothing."""
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name == "matplotlib" or name.startswith("matplotlib."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    argv = ["evaluate", "--models", "popularity", "--data", str(ml_folder), "--seeds", "1", "--k", "5",
+            "--out", str(tmp_path), "--quiet", "--threads", "1"]  # fmt: skip
+    assert main([*argv, "--plot"]) == 2
+    err = capsys.readouterr().err
+    assert "deeprec evaluate: charts need matplotlib" in err and "pip install 'deeprec[plot]'" in err
+    assert not list(tmp_path.iterdir())  # it stopped before evaluating anything
+    assert main(argv) == 0
+    assert (tmp_path / "evaluate-loo.json").is_file() and not (tmp_path / "evaluate-loo.png").exists()
+
+
 def test_evaluate_from_the_database(settings, session, tmp_path):
     with pytest.raises(ValueError, match="no interactions"):
         evaluate(models="popularity", protocols=["loo"], ks=(5,), seeds=1, data=None, out=tmp_path, settings=settings)
     seed_database(session)
     loo, rating = evaluate(models="popularity", protocols=["loo", "rating"], ks=(5, 10), seeds=1, data=None,
-                           out=tmp_path, settings=settings, threads=1)  # fmt: skip
+                           out=tmp_path, settings=settings, threads=1, plot=True)  # fmt: skip
     assert loo.data["source"] == "database" and loo.data["test_users"] == N_USERS
     assert 0 <= loo.models["popularity"].mean["ndcg@10"] <= 1
     assert rating.protocol == "rating-temporal"  # the database has no explicit u1 split

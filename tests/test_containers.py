@@ -126,7 +126,9 @@ def test_dockerfile_has_the_required_instructions() -> None:
     assert instr.count("FROM") >= 3  # base, build, runtime: multi-stage
     assert re.search(r"^ARG BASE_IMAGE=python:3\.\d+-slim$", text, re.M)  # slim default, CUDA by build arg
     assert "COPY --from=build" in text
-    assert re.search(r"pip install [^\n]*-c constraints\.txt[^\n]*torch", text)  # torch pinned by constraints
+    joined = text.replace("\\\n", " ")
+    assert re.search(r"pip install [^\n]*-c requirements\.lock[^\n]*torch==", joined)  # torch at the locked version
+    assert "pip install --no-deps -r requirements.lock" in text  # then exactly the locked packages
     assert "whl/cpu" in text and "whl/cu" in text  # CPU wheels by default; how to build for CUDA
     runtime = lines[max(i for i, k in enumerate(instr) if k == "FROM") :]
     users = [ln.split()[1] for ln in runtime if ln.upper().startswith("USER ")]

@@ -26,7 +26,8 @@ def add_evaluate_parser(sub: Any) -> None:
     p.add_argument("--k", default="5,10,20", help="cut-offs, comma list (default: 5,10,20)")
     p.add_argument("--data", type=Path, default=None, help="a MovieLens folder (ml-100k, ml-1m, ml-latest-small)")
     p.add_argument("--seeds", type=int, default=3, help="number of seeds: 0..N-1 (default: 3)")
-    p.add_argument("--out", type=Path, default=Path("var/evaluation"), help="folder for JSON and PNG")
+    p.add_argument("--out", type=Path, default=Path("var/evaluation"), help="folder for JSON (and PNG)")
+    p.add_argument("--plot", action="store_true", help="also draw a PNG chart per protocol (the [plot] extra)")
     p.add_argument("--epochs", type=int, default=None, help="override every model's epoch budget (quick runs)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto (default: cpu)")
     p.add_argument("--negatives", type=int, default=99, help="negatives per user for the sampled protocol")
@@ -78,14 +79,19 @@ def evaluate(
     device: str = "cpu",
     negatives: int = 99,
     threads: int = 0,
+    plot: bool = False,
     log=None,
     settings: Settings | None = None,
 ) -> list[Any]:
-    """Run the evaluation and write ``evaluate-<protocol>.json`` and ``.png`` into ``out``."""
+    """Run the evaluation and write ``evaluate-<protocol>.json`` (and with ``plot``, ``.png``) into ``out``.
+
+    With ``plot``, a missing matplotlib is reported before any model trains."""
+    from app.recsys import report
     from app.recsys.experiment import EvalConfig, evaluate_models
-    from app.recsys.report import plot, write_json
     from app.recsys.training import resolve_device, set_train_threads
 
+    if plot:
+        report.require_matplotlib()
     settings = settings or get_settings()
     source = load_folder(data) if data is not None else load_database(settings)
     set_train_threads(threads or settings.train_threads)
@@ -94,8 +100,9 @@ def evaluate(
     )
     results = evaluate_models(models, source, protocols, cfg, log=log)
     for res in results:
-        write_json([res], out / f"evaluate-{res.protocol}.json")
-        plot(res, out / f"evaluate-{res.protocol}.png")
+        report.write_json([res], out / f"evaluate-{res.protocol}.json")
+        if plot:
+            report.plot(res, out / f"evaluate-{res.protocol}.png")
     return results
 
 
@@ -125,6 +132,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             device=args.device,
             negatives=args.negatives,
             threads=args.threads,
+            plot=args.plot,
             log=log,
         )
     except (KeyError, ValueError, FileNotFoundError, RuntimeError) as e:
@@ -135,6 +143,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(format_table(res))
         print()
         failed |= any(m.status == "failed" for m in res.models.values())
-    names = ", ".join(f"evaluate-{r.protocol}.json/.png" for r in results)
+    suffix = ".json/.png" if args.plot else ".json"
+    names = ", ".join(f"evaluate-{r.protocol}{suffix}" for r in results)
     print(f"wrote {names} to {args.out} in {time.perf_counter() - t0:.1f}s")
     return 1 if failed else 0

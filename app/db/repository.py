@@ -113,7 +113,7 @@ def add_interactions(*, session: Session, rows: pd.DataFrame | Mapping[str, Any]
     order = np.lexsort((event_rank, occurred_us, user_ids))  # stable: the last key sorts first
     event_ids = None
     if not no_id.all():
-        event_ids = np.where(no_id, None, events)[order].tolist()
+        event_ids = np.where(no_id, np.array(None, dtype=object), events)[order].tolist()
     inserted = insert_interactions(
         conn,
         user_ids=user_ids[order],

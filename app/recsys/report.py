@@ -81,8 +81,20 @@ def write_json(results: list[ProtocolResult], path: Path) -> None:
     path.write_text(json.dumps([r.to_dict() for r in results], indent=2))
 
 
+PLOT_MISSING = "charts need matplotlib, an optional extra: pip install 'deeprec[plot]' (or pip install matplotlib)"
+
+
+def require_matplotlib() -> None:
+    """Raise a RuntimeError that says what to install when matplotlib is missing."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as e:
+        raise RuntimeError(PLOT_MISSING) from e
+
+
 def plot(res: ProtocolResult, path: Path) -> None:
     """Bars of the mean over seeds with std error bars, one dot per seed; one panel per metric."""
+    require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

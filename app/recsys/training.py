@@ -11,13 +11,18 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeGuard
 
 import numpy as np
 import torch
 
 from app.recsys.data import InteractionData
 from app.recsys.metrics import loo_metrics
+from app.recsys.models.abilities import RatingPredictor
 from app.recsys.models.base import EpochCallback, EpochInfo, FitReport, Recommender, TrainConfig
+
+if TYPE_CHECKING:
+    from app.recsys.models.hybrid import Hybrid
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -237,7 +242,7 @@ def ranking_score(
     return loo_metrics(torch.cat(ranks), k)
 
 
-def ranks_on_candidates(model: Recommender, n_items: int) -> bool:
+def ranks_on_candidates(model: Recommender, n_items: int) -> TypeGuard[Hybrid]:
     """Whether ``ranking_score`` ranks ``model`` on its retrieval candidates (:func:`candidate_ranks`) rather
     than the whole catalogue: the implicit hybrid above its ``fit_all_items``, where scoring every item
     through every member costs O(U I M) gathered vectors (612 s at 10k items), while serving ranks only
@@ -248,9 +253,7 @@ def ranks_on_candidates(model: Recommender, n_items: int) -> bool:
 
 
 @torch.no_grad()
-def candidate_ranks(
-    model: Recommender, history: InteractionData, users: np.ndarray, targets: torch.Tensor
-) -> torch.Tensor:
+def candidate_ranks(model: Hybrid, history: InteractionData, users: np.ndarray, targets: torch.Tensor) -> torch.Tensor:
     """(U,) users, (U,) held-out items -> (U,) 0-based rank of each target as the two-stage path would rank
     it: among the unseen items that the hybrid's members retrieve (each member's top ``fit_depth``,
     ``Hybrid.fit_candidates``), scored by the hybrid. A target that no member retrieves, or seen, or scored
@@ -261,7 +264,7 @@ def candidate_ranks(
     candidates, repeat = model.fit_candidates(history, users, targets)  # [U, W], column 0 is the target
     # Member m's top list is columns 1 + m depth ... ; a member that cannot score a user fills it with the
     # target, which is not a retrieval.
-    hits = (candidates[:, 1:] == targets.unsqueeze(1)).view(len(users), -1, model.config.fit_depth)  # type: ignore[attr-defined]
+    hits = (candidates[:, 1:] == targets.unsqueeze(1)).view(len(users), -1, model.config.fit_depth)
     found = (hits.any(2) & ~hits.all(2)).any(1) if hits.shape[2] > 1 else hits.any(2).any(1)  # [U]
     rows_np, pos = history.rows_of(users)
     seen_keys = np.unique(rows_np * np.int64(n_items) + history.items[pos])
@@ -272,7 +275,7 @@ def candidate_ranks(
     counted[:, 0] = False  # the target itself
     known = np.where(users < model.dims.get("n_users", 0), users, -1)
     ranks = []
-    for b in model.user_blocks(len(users), candidates.shape[1]):  # type: ignore[attr-defined]
+    for b in model.user_blocks(len(users), candidates.shape[1]):
         scores = model.score_candidates(history.select(users[b]), known[b], candidates[b]).float()  # [B, W]
         target = scores[:, :1]
         above = ((scores >= target) & counted[b]).sum(1)
@@ -309,6 +312,8 @@ def rating_errors(model: Recommender, targets: InteractionData) -> dict[str, flo
     """RMSE and MAE of the model's rating predictions on rows with a rating."""
     from app.recsys.metrics import mae, rmse
 
+    if not isinstance(model, RatingPredictor):
+        raise TypeError(f"{model.name} does not predict ratings")
     mask = targets.has_ratings()
     users = torch.as_tensor(targets.users[mask], device=model.device)
     items = torch.as_tensor(targets.items[mask], device=model.device)

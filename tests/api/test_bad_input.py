@@ -154,6 +154,22 @@ def test_unknown_query_parameters_are_a_422_naming_them(client: TestClient) -> N
     assert client.get("/v1/users/u/interactions?limit=5").status_code == 200
 
 
+def test_the_serving_routes_refuse_unknown_query_parameters_too(client: TestClient) -> None:
+    """A misspelt option would otherwise be ignored silently: each unknown name is an entry of the 422."""
+    client.post("/v1/interactions", json=events({"user_id": "u", "item_id": "i"}))
+    r = client.get("/v1/users/u/recommendations?n=5&modle=mf&exclude_seen=false&sort=asc")
+    assert r.status_code == 422
+    body = r.json()
+    assert [e["field"] for e in body["errors"]] == ["modle", "sort"]
+    assert body["detail"].startswith("modle: unknown query parameter; known: ")
+    known = body["errors"][0]["message"].split("known: ")[1].split(", ")
+    assert {"n", "model", "exclude_seen"} <= set(known)
+    r = client.get("/v1/items/i/similar?n=5&limit=3")
+    assert r.status_code == 422 and [e["field"] for e in r.json()["errors"]] == ["limit"]
+    for url in ("/v1/users/u/recommendations?n=5&exclude_seen=false", "/v1/items/i/similar?n=5"):
+        assert client.get(url).status_code != 422, url  # declared parameters pass the check
+
+
 def test_trailing_slash_is_not_redirected_to_the_host_header(client: TestClient) -> None:
     r = client.get("/v1/items/", headers={"host": "evil.example"}, follow_redirects=False)
     assert r.status_code == 404 and "location" not in r.headers

@@ -106,7 +106,9 @@ class Recommender:
         self.device = torch.device("cpu")
 
     # -- to implement ---------------------------------------------------------------------------
-    def build(self, **dims: int) -> torch.nn.Module:
+    def build(self, *args: Any, **dims: Any) -> torch.nn.Module:
+        """The network for the dimensions ``bind`` passes: n_users, n_items and the model's own; each
+        model's override names the ones it takes (which is why this signature accepts any)."""
         raise NotImplementedError
 
     def fit(

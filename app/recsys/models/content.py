@@ -168,6 +168,7 @@ class Content(Recommender):
             return F.softplus(-pos).mean() + F.softplus(neg).mean() + reg
 
         def validate() -> float:
+            assert valid is not None  # called only when has_valid
             # Encode the catalogue once for the whole validation, not once per batch of users (1,000 users
             # at 1M items are 63 batches); switching back to training drops the cache.
             net.freeze_catalogue()
@@ -188,7 +189,7 @@ class Content(Recommender):
             before_epoch=before_epoch,
         )
         net.freeze_catalogue()  # the kept weights, encoded once for the evaluation that follows
-        if rating and has_valid:
+        if rating and has_valid and valid is not None:
             self.metrics.update({f"valid_{k}": v for k, v in rating_errors(self, valid).items()})
         return report
 

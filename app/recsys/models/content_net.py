@@ -42,6 +42,12 @@ class CausalWindows:
 
 
 class ContentNet(nn.Module):
+    recency: torch.Tensor
+    features: torch.Tensor
+    known_items: torch.Tensor
+    train_windows: torch.Tensor
+    global_mean: torch.Tensor
+
     def __init__(
         self,
         n_users: int,

@@ -33,6 +33,10 @@ EASE_BYTES_PER_CELL = 20
 
 
 class _EASENet(torch.nn.Module):
+    B: torch.Tensor
+    indptr: torch.Tensor
+    items: torch.Tensor
+
     def __init__(self, n_users: int, n_items: int, n_train: int) -> None:
         super().__init__()
         self.register_buffer("B", torch.zeros(n_items, n_items))  # [I, I]
@@ -122,6 +126,7 @@ class EASE(Recommender):
                 "with that memory"
             )
         net = self.bind(train, n_train=train.n_interactions)
+        assert isinstance(net, _EASENet)
         # Peak: the Gram and its Cholesky factor (float64), then P and B (float32); every step in place.
         g = gram(train)
         g.diagonal().add_(self.config.lam)

@@ -45,6 +45,9 @@ class FusionNet(nn.Module):
     mix can lean on collaborative members for long histories and on others for short ones.
     """
 
+    length_stats: torch.Tensor
+    train_lengths: torch.Tensor
+
     def __init__(self, n_users: int, n_members: int, gated: bool) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.ones(n_members))  # [M]

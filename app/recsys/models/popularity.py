@@ -17,6 +17,8 @@ class PopularityConfig:
 
 
 class _Counts(torch.nn.Module):
+    counts: torch.Tensor
+
     def __init__(self, n_items: int) -> None:
         super().__init__()
         self.register_buffer("counts", torch.zeros(n_items))
@@ -42,6 +44,7 @@ class Popularity(Recommender):
         on_epoch: EpochCallback | None = None,
     ) -> FitReport:
         net = self.bind(train)
+        assert isinstance(net, _Counts)
         weights = np.ones(train.n_interactions)
         if self.config.half_life_days > 0 and train.n_interactions:
             age_days = (train.ts.max() - train.ts) / 86_400.0
@@ -51,9 +54,9 @@ class Popularity(Recommender):
         return FitReport(epochs_run=1, best_epoch=1)
 
     def score_users(self, users: torch.Tensor) -> torch.Tensor:
-        assert self.net is not None
+        assert isinstance(self.net, _Counts)
         return self.net.counts.unsqueeze(0).expand(len(users), -1)  # [B, I]
 
     def score_candidates(self, batch: InteractionData, users: np.ndarray, items: torch.Tensor) -> torch.Tensor:
-        assert self.net is not None
+        assert isinstance(self.net, _Counts)
         return self.net.counts[torch.as_tensor(items, device=self.device)]  # [B, K]
