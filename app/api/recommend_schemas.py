@@ -7,9 +7,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.api.fields import JsonId
+
 MAX_N = 1000
 MAX_ITEMS = 1000
-IdStr = Field(min_length=1, max_length=256)
 
 Strategy = Literal["personalized", "sequential", "content", "popular", "similar"]
 
@@ -82,8 +83,8 @@ class PredictRequest(BaseModel):
         json_schema_extra={"example": {"user_id": "u1", "item_ids": ["i242", "i302"], "model": "mf"}},
     )
 
-    user_id: str = IdStr
-    item_ids: list[str] = Field(min_length=1, max_length=MAX_ITEMS)
+    user_id: JsonId
+    item_ids: list[JsonId] = Field(min_length=1, max_length=MAX_ITEMS)
     model: str | None = None
 
 
@@ -124,7 +125,7 @@ class SessionRequest(BaseModel):
         json_schema_extra={"example": {"item_ids": ["i50", "i172", "i181"], "n": 10, "model": "gru4rec"}},
     )
 
-    item_ids: list[str] = Field(min_length=1, max_length=MAX_ITEMS, description="The session's items, oldest first")
+    item_ids: list[JsonId] = Field(min_length=1, max_length=MAX_ITEMS, description="The session's items, oldest first")
     n: int = Field(default=10, gt=0, le=MAX_N)
     model: str | None = None
     exclude_seen: bool = Field(default=True, description="Leave out the session's own items")

@@ -189,3 +189,23 @@ def test_a_body_that_is_not_json_or_not_an_object_is_a_422(client: TestClient) -
         assert r.status_code == 422, (body, r.text)
     r = client.post("/v1/interactions", content=json.dumps(events({"user_id": "u", "item_id": "i", "rating": 1e400})))
     assert r.status_code == 422
+
+
+@pytest.mark.parametrize("bad", ["a\u0000b", "", "   ", "x/y"])
+def test_ids_in_predict_and_session_bodies_are_checked_like_stored_ids(client: TestClient, bad: str) -> None:
+    """A NUL reached PostgreSQL from these bodies and answered 500; every id they carry is now an id."""
+    calls = [
+        ("/v1/predict", {"user_id": bad, "item_ids": ["1"]}, "user_id"),
+        ("/v1/predict", {"user_id": "u", "item_ids": ["1", bad]}, "item_ids[1]"),
+        ("/v1/sessions/next-items", {"item_ids": [bad]}, "item_ids[0]"),
+    ]
+    for path, body, field in calls:
+        r = client.post(path, json=body)
+        assert r.status_code == 422, (path, body, r.text)
+        assert [e["field"] for e in r.json()["errors"]] == [field]
+
+
+def test_predict_takes_integer_ids_as_digits(client: TestClient) -> None:
+    r = client.post("/v1/predict", json={"user_id": 7, "item_ids": [1, "2"]})  # an empty catalogue here
+    assert r.status_code == 404, r.text
+    assert r.json()["unknown_item_ids"] == ["1", "2"]
