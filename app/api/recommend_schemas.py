@@ -145,6 +145,11 @@ class ModelRead(BaseModel):
         default=None, description="An ensemble's learned member weights (a request can re-blend them: weights=)"
     )
     indexes: list[str] = Field(default_factory=list, description="ANN index files loaded with the version")
+    training_job: int | None = Field(
+        default=None,
+        description="A queued or running training job will publish a version of this model (the first start "
+        "trains the slower models in the background): its id; null when none",
+    )
 
 
 class ModelsRead(BaseModel):
@@ -160,6 +165,7 @@ class ModelsRead(BaseModel):
                         "trained_at": "2025-01-01T12:00:00Z",
                         "loaded": True,
                         "error": None,
+                        "training_job": None,
                     }
                 ]
             }

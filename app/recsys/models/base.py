@@ -39,6 +39,9 @@ class TrainConfig:
     eval_scores: int = 1_000_000_000  # and at most this many user x item scores: fewer users on a huge catalogue
     objective: str = "implicit"  # implicit | rating
     verbose: bool = False
+    # Stop after the epoch that ends past this many seconds of training (0: no limit). The first run
+    # caps its quick models with it (app.commands.first_run); a normal train leaves it at 0.
+    max_seconds: float = 0.0
 
 
 @dataclass
