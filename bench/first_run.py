@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -46,6 +47,7 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="do not empty --workdir first")
     ap.add_argument("--timeout", type=float, default=1800.0)
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the server on the way out
     work = (ROOT / args.workdir).resolve()
     if work.exists() and not args.keep:
         shutil.rmtree(work)

@@ -37,7 +37,9 @@ def versions(session, name: str) -> list[str]:
     return [v.version for v in list_versions(session=session, name=name)]
 
 
-def test_first_start_serves_the_quick_models_and_queues_the_rest(make_client, settings, session, tmp_path: Path):
+def test_first_start_serves_the_quick_models_and_queues_the_rest(
+    make_client, make_settings, settings, session, tmp_path: Path
+):
     seed_database(session)
     out = first_start(settings)
     assert "(quick)" in out.stdout and "queued" in out.stdout, out.stdout
@@ -61,7 +63,7 @@ def test_first_start_serves_the_quick_models_and_queues_the_rest(make_client, se
 
     # A worker process trains the job: each model published as it is trained, the hybrid last.
     log = tmp_path / "worker.log"
-    worker = start_worker(settings, log)
+    worker = start_worker(make_settings(log_level="INFO", log_format="text"), log)
     try:
         done = wait_for(
             lambda: (j := queue.get_job(session=session, job_id=job.id)) and j.status not in queue.OPEN and j,
