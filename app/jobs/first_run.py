@@ -28,11 +28,11 @@ QUICK = ("popularity", "mf")
 QUICK_PARAMS: dict[str, dict[str, Any]] = {"mf": {"max_seconds": 5.0, "num_negatives": 1}}
 REUSED = ("popularity",)  # closed-form: its quick version is the full one
 
-# Seconds each default model took on the demo data (2,000 users, 1,500 items, 100k events) on the
-# 2-core machine of BENCHMARKS.md; only their ratios matter: the clock rescales them by how fast the
-# models done so far actually ran.
+# Seconds each default model took in the first-run job on the demo data (2,000 users, 1,500 items,
+# 100k events) on the shared 2-core machine (BENCHMARKS.md "First start"); only their ratios matter:
+# the clock rescales them by how fast the models done so far actually ran.
 TYPICAL_S: dict[str, float] = {
-    "popularity": 1.0, "mf": 40.0, "ease": 5.0, "gru4rec": 120.0, "content": 90.0, "hybrid": 30.0,
+    "popularity": 1.0, "mf": 450.0, "ease": 1.0, "gru4rec": 275.0, "content": 125.0, "hybrid": 26.0,
 }  # fmt: skip
 UNKNOWN_S = 60.0
 
