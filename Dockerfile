@@ -2,7 +2,7 @@
 # DeepRec image: `deeprec serve` by default; the same image runs `deeprec worker` and one-shot commands.
 #
 #   docker build -t deeprec .                                  # CPU torch on python:3.11-slim
-#   docker build -t deeprec:cuda \
+#   docker build -t deeprec:gpu \
 #     --build-arg BASE_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04 \
 #     --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126 .
 #

@@ -56,7 +56,7 @@ lock:
 run: install
 	$(BIN)/deeprec db upgrade
 	$(BIN)/deeprec demo-data --if-empty
-	$(BIN)/deeprec train --model default --if-missing
+	$(BIN)/deeprec train --model default --if-missing --quick-first
 	$(BIN)/deeprec serve --host $(HOST) --port $(PORT)
 
 lint: install

@@ -34,6 +34,7 @@ EXTERNAL: dict[str, tuple[str, str, str]] = {
 def _fallback_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", action="append", default=None)  # `make run`: --model default --if-missing
     p.add_argument("--if-missing", action="store_true")
+    p.add_argument("--quick-first", action="store_true")
 
 
 FALLBACK_FLAGS: dict[str, Callable[[argparse.ArgumentParser], None]] = {"train": _fallback_train_flags}

@@ -119,6 +119,36 @@ def test_volumes_and_dependencies_are_consistent(compose) -> None:
         assert env_of(services[name])["DEEPREC_DEVICE"] == "cuda"
 
 
+def test_init_serves_first_and_leaves_the_rest_to_the_worker(compose) -> None:
+    """The one-shot init trains only the quick models, with its progress shown, and queues the rest."""
+    train = next(argv for argv in commands(compose["services"]["init"]) if argv[1] == "train")
+    args = build_parser("train").parse_args(train[1:])
+    assert args.quick_first and args.if_missing and not args.quiet
+    assert "worker" in compose["services"] and "DEEPREC_EMBEDDED_WORKER" not in env_of(compose["services"]["worker"])
+
+
+def test_gpu_services_have_their_own_cuda_image(compose) -> None:
+    services = compose["services"]
+    for name in ("init", "api", "worker"):
+        assert services[name]["image"] == "deeprec:latest"
+        assert "whl/cpu" in services[name]["build"]["args"]["TORCH_INDEX_URL"]
+    for name in ("api-gpu", "worker-gpu"):
+        image, build = services[name]["image"], services[name]["build"]
+        assert image != "deeprec:latest" and image.startswith("deeprec:"), image
+        assert re.search(r"whl/cu\d+", build["args"]["TORCH_INDEX_URL"])
+        assert "cuda" in build["args"]["BASE_IMAGE"]
+        assert build["context"] == "."
+    dockerfile_args = set(re.findall(r"^ARG (\w+)", DOCKERFILE.read_text(), re.M))
+    for service in services.values():
+        assert set((service.get("build") or {}).get("args", {})) <= dockerfile_args
+
+
+def test_the_readme_names_the_compose_version(compose) -> None:
+    assert compose["name"] == "deeprec"  # Compose v2 only: v1 refuses the top-level name
+    readme = (ROOT / "README.md").read_text()
+    assert re.search(r"Compose v2", readme)
+
+
 def test_dockerfile_has_the_required_instructions() -> None:
     text = DOCKERFILE.read_text()
     lines = [ln.strip() for ln in text.replace("\\\n", " ").splitlines() if ln.strip() and not ln.startswith("#")]

@@ -57,6 +57,11 @@ class Progress(BaseModel):
     loss: float | None = None
     metric_name: str | None = None
     metric: float | None = Field(default=None, description="The current validation metric")
+    pending: list[str] = Field(default_factory=list, description="The models the job trains after this one")
+    models_left: int | None = Field(default=None, description="Models not trained yet, this one included")
+    eta_s: float | None = Field(
+        default=None, description="Estimated seconds to the end of the job (an upper estimate: early stopping)"
+    )
 
 
 class Timings(BaseModel):
@@ -75,7 +80,8 @@ class JobRead(BaseModel):
                 "job_id": 7, "status": "running", "models": ["mf"], "params": {"epochs": 5}, "promote": "auto",
                 "trigger": "api", "attempts": 1, "worker": "host:123:ab12", "cancel_requested": False,
                 "progress": {"model": "mf", "model_index": 1, "models_total": 1, "stage": "epoch", "epoch": 2,
-                             "epochs": 5, "loss": 0.41, "metric_name": "ndcg@10", "metric": 0.061},
+                             "epochs": 5, "loss": 0.41, "metric_name": "ndcg@10", "metric": 0.061, "pending": [],
+                             "models_left": 1, "eta_s": 12.5},
                 "timings": {"created_at": "2025-01-01T12:00:00Z", "started_at": "2025-01-01T12:00:01Z",
                             "heartbeat_at": "2025-01-01T12:00:09Z", "finished_at": None, "queued_s": 1.0,
                             "running_s": 8.2},
@@ -89,7 +95,7 @@ class JobRead(BaseModel):
     models: list[str]
     params: dict[str, Any]
     promote: Promote
-    trigger: str = Field(description="api | schedule")
+    trigger: str = Field(description="api | schedule | first-run (the first start's background job)")
     attempts: int
     worker: str | None
     cancel_requested: bool
@@ -133,7 +139,8 @@ def job_read(job: TrainingJob, now: datetime, live: bool | None = None) -> JobRe
         progress = Progress(
             model=p.get("model"), model_index=p.get("index"), models_total=p.get("total"), stage=p.get("stage"),
             epoch=p.get("epoch"), epochs=p.get("epochs"), loss=p.get("loss"), metric_name=p.get("metric_name"),
-            metric=p.get("metric"),
+            metric=p.get("metric"), pending=list(p.get("pending") or []), models_left=p.get("models_left"),
+            eta_s=p.get("eta_s"),
         )  # fmt: skip
     end = job.finished_at or (now if job.status == "running" else None)
     return JobRead(

@@ -148,6 +148,11 @@ class ModelRead(BaseModel):
         "them per request) or the rating stack's, for a user and item of typical training counts",
     )
     indexes: list[str] = Field(default_factory=list, description="ANN index files loaded with the version")
+    training_job: int | None = Field(
+        default=None,
+        description="A queued or running training job will publish a version of this model (the first start "
+        "trains the slower models in the background): its id; null when none",
+    )
 
 
 class ModelsRead(BaseModel):
@@ -163,6 +168,7 @@ class ModelsRead(BaseModel):
                         "trained_at": "2025-01-01T12:00:00Z",
                         "loaded": True,
                         "error": None,
+                        "training_job": None,
                     }
                 ]
             }

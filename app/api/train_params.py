@@ -19,6 +19,7 @@ NUMBERS: dict[str, tuple[float, float]] = {
     "eval_k": (1, 1000),
     "eval_users": (0, 100_000_000),
     "eval_scores": (0, 10**15),
+    "max_seconds": (0.0, 10**7),  # 0: no time limit
     "lr": (1e-8, 10.0),
     "num_negatives": (1, 100),
     "patience": (0, 100_000),

@@ -7,9 +7,12 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.config import Settings, get_settings
+
+if TYPE_CHECKING:
+    from app.recsys.data import InteractionData
 
 # CLI flag -> TrainConfig / model-config field (the pipeline routes each to the configs that have it).
 OVERRIDES: dict[str, tuple[str, type]] = {
@@ -59,6 +62,13 @@ def add_train_parser(sub: Any) -> None:
         "versions when those were trained on the same data",
     )
     p.add_argument("--no-activate", action="store_true", help="save versions without making them active")
+    p.add_argument(
+        "--quick-first",
+        action="store_true",
+        help="the first start: train the quick models (popularity, MF capped to seconds) here, queue the rest "
+        "as one background job that publishes each model as it is trained (with --if-missing: nothing "
+        "when every model has a version)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_train)
 
@@ -103,6 +113,7 @@ def train(
     text_buckets: int = 0,
     verbose: bool = False,
     reuse_members: bool = False,
+    snapshot: tuple[InteractionData, int | None] | None = None,
 ) -> list[dict[str, Any]]:
     """Read a snapshot from the database, train, save each model as a new version; returns a summary.
 
@@ -133,7 +144,7 @@ def train(
         targets = [n for n in wanted if not store.versions(run_served_name(n, params))]
         if not targets:
             return []
-    data, max_id = database_data(settings, text_buckets=text_buckets)
+    data, max_id = snapshot if snapshot is not None else database_data(settings, text_buckets=text_buckets)
     if max_id is None:
         raise SystemExit("no interactions in the database: import some first (deeprec demo-data or deeprec import)")
     set_train_threads(settings.train_threads)
@@ -229,7 +240,99 @@ def reusable(
     return out
 
 
+def first_run(
+    settings: Settings,
+    models: Sequence[str] | str = "default",
+    *,
+    params: dict[str, Any] | None = None,
+    device: str | None = None,
+    verbose: bool = False,
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Train the quick models of ``models`` that have no version, here and capped to seconds; queue
+    the others (and MF in full) as one first-run job. Returns the quick models' summary and the job
+    (id, models, whether it was new), or None when nothing was queued.
+
+    When every model of the set has a version, nothing is read, trained or queued.
+    """
+    from app.db.session import make_engine, make_sessionmaker
+    from app.jobs import first_run as fr
+    from app.jobs import queue
+    from app.jobs.publish import open_store
+    from app.jobs.snapshot import database_data
+    from app.recsys.pipeline import default_models, mentions_default, resolve_models, run_objective
+
+    params = dict(params or {})
+    store = open_store(settings)
+    wanted = resolve_models(models, objective=run_objective(params))
+    missing = [n for n in wanted if not store.versions(run_served_name(n, params))]
+    if not missing:
+        return [], None
+    data, max_id = database_data(settings)
+    if max_id is None:
+        raise SystemExit("no interactions in the database: import some first (deeprec demo-data or deeprec import)")
+    if mentions_default(models):
+        kept = {p.name for p in default_models(data, params) if p.kept}
+        missing = [n for n in missing if n in kept]
+    quick = [n for n in missing if n in fr.QUICK]
+    summary: list[dict[str, Any]] = []
+    if quick:
+        summary = train(
+            settings, quick, params=fr.quick_params(quick, params), if_missing=True, device=device,
+            verbose=verbose, snapshot=(data, max_id),
+        )  # fmt: skip
+    if not [n for n in missing if n not in fr.REUSED]:
+        return summary, None
+    engine = make_engine(settings)
+    try:
+        with make_sessionmaker(engine)() as session:
+            queued = queue.enqueue(
+                session=session, models=[models] if isinstance(models, str) else list(models), params=params,
+                trigger=fr.TRIGGER,
+            )  # fmt: skip
+            job = {"job_id": queued.job.id, "models": list(queued.job.models), "created": queued.created}
+    finally:
+        engine.dispose()
+    rest = [n for n in missing if n not in fr.REUSED]
+    job["training"] = rest
+    return summary, job
+
+
+def run_first_run(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    t0 = time.perf_counter()
+    try:
+        summary, job = first_run(
+            settings, args.model or ["default"], params=parse_params(args), device=args.device,
+            verbose=not args.quiet,
+        )  # fmt: skip
+    except (KeyError, ValueError, RuntimeError) as e:
+        print(f"deeprec train: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+    if not summary and job is None:
+        print("every model already has a version; nothing to train (drop --if-missing to retrain)")
+        return 0
+    for row in summary:
+        ndcg = row["test_ndcg@10"]
+        shown = "n/a" if ndcg is None else f"{ndcg:.4f}"
+        print(f"{row['model']:>10}  {row['version']}  active  test ndcg@10 {shown}  {row['seconds']:.1f}s  (quick)")
+    if job is not None:
+        state = "queued" if job["created"] else "already queued"
+        print(
+            f"training job {job['job_id']} {state}: {', '.join(job['training'])} train in the background "
+            "(the worker that `deeprec serve` starts, or `deeprec worker`); each model is served as soon as it "
+            "is trained, the hybrid last. Follow it in the console (/console) or at /v1/jobs."
+        )
+    print(f"done in {time.perf_counter() - t0:.1f}s; store: {settings.models_dir}")
+    return 0
+
+
 def run_train(args: argparse.Namespace) -> int:
+    if args.quick_first:
+        if not args.if_missing or args.no_activate or args.reuse_members:
+            print("deeprec train: --quick-first goes with --if-missing (and neither --no-activate nor "
+                  "--reuse-members)", file=sys.stderr)  # fmt: skip
+            return 2
+        return run_first_run(args)
     settings = get_settings()
     t0 = time.perf_counter()
     try:

@@ -3,6 +3,8 @@
 Nothing is published until every model of the job has trained: a crash or a cancel part-way
 leaves the store and the serving models as they were. Each version is written to the store
 (temporary folder, then rename), then recorded, then passed through the promotion gate.
+The first start's job (trigger ``first-run``, see app.jobs.first_run) is the exception: it
+publishes each model as soon as it is trained, so each goes live in turn.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
-from app.jobs import queue
+from app.jobs import first_run, queue
 from app.jobs import versions as repo
 from app.jobs.publish import VersionedStore, promotion
 from app.jobs.snapshot import snapshot_data
@@ -33,6 +35,24 @@ log = logging.getLogger(__name__)
 def jsonable(value: Any) -> Any:
     """numpy scalars (metrics) -> Python numbers, so the JSON columns accept them."""
     return json.loads(json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+PROGRESS_LOG_S = 15.0  # a log line per model start and end, and one every this many seconds between
+
+
+def log_progress(job_id: int, p: dict[str, Any]) -> None:
+    """One line of a job's progress: the model, where it is, how many models are left, the ETA."""
+    stage = p.get("stage")
+    where = {"start": "training", "done": "trained"}.get(str(stage), f"epoch {p.get('epoch')}/{p.get('epochs')}")
+    eta = p.get("eta_s")
+    log.info(
+        "job %s: %s %s (%s of %s); %s model(s) left%s; ETA %s",
+        job_id, p.get("model"), where, p.get("index"), p.get("total"), p.get("models_left"),
+        f" (then {', '.join(p['pending'])})" if p.get("pending") else "",
+        "n/a" if eta is None else f"{eta:.0f}s",
+        extra={"job_id": job_id, "model": p.get("model"), "stage": stage, "models_left": p.get("models_left"),
+               "eta_s": eta},
+    )  # fmt: skip
 
 
 class Stop(Exception):
@@ -74,18 +94,23 @@ class JobRunner:
                 picks = default_models(data, job.params) if mentions_default(job.models) else []
                 for pick in picks:  # the default set this catalogue affords, and why
                     log.info("default set: %s", pick.describe().strip(), extra={"job_id": job.id})
+                each = job.trigger == first_run.TRIGGER  # publish every model as soon as it is trained
+                published: list[dict[str, Any]] = []
+                reuse = self._reusable(data, job, device) if each else {}
                 t1 = time.perf_counter()
                 results = train_models(
                     data, job.models, params=job.params, device=device,
                     on_progress=self._progress_writer(session, claim, should_stop),
-                    default=[p.name for p in picks if p.kept] if picks else None,
+                    default=[p.name for p in picks if p.kept] if picks else None, reuse=reuse,
+                    on_result=(lambda r: published.append(self._publish(r, job))) if each else None,
                 )  # fmt: skip
                 timings["train_s"] = round(time.perf_counter() - t1, 3)
                 reason = should_stop()
                 if reason is not None:
                     raise Stop(reason)
                 t2 = time.perf_counter()
-                published = [self._publish(r, job) for r in results]
+                if not each:
+                    published = [self._publish(r, job) for r in results]
                 timings["publish_s"] = round(time.perf_counter() - t2, 3)
             except Stop as stop:
                 session.rollback()
@@ -104,14 +129,29 @@ class JobRunner:
             result = {"versions": published, "timings": timings, "snapshot": {**data.stats(), "max_id": max_id}}
             if picks:
                 result["default_models"] = [dataclasses.asdict(p) for p in picks]
+            if reuse:
+                result["reused"] = sorted(reuse)  # their active versions, trained on this same snapshot
             queue.finish(session=session, claim=claim, result=jsonable(result))
             return "succeeded"
+
+    def _reusable(self, data: InteractionData, job: Any, device: str) -> dict[str, Any]:
+        """The first-run job's closed-form models, from their active versions on this same snapshot."""
+        from app.commands.train import reusable
+
+        return reusable(self.store, data, set(first_run.REUSED), device=device, params=job.params)
 
     def _progress_writer(
         self, session: Session, claim: queue.Claim, should_stop: Callable[[], str | None]
     ) -> Callable[[Progress], None]:
+        clock = first_run.JobClock()
+        logged = [0.0]
+
         def on_progress(p: Progress) -> None:
-            progress = jsonable(dataclasses.asdict(p))
+            progress = jsonable(clock.update(dataclasses.asdict(p)))
+            now = time.monotonic()
+            if p.stage != "epoch" or now - logged[0] >= PROGRESS_LOG_S:
+                logged[0] = now
+                log_progress(claim.job.id, progress)
             signal = queue.report_progress(session=session, claim=claim, progress=progress)
             reason = "lost" if not signal.owned else "cancelled" if signal.cancel else should_stop()
             if reason is not None:

@@ -53,6 +53,7 @@ class Progress:
     loss: float | None = None
     metric_name: str = ""
     metric: float | None = None
+    pending: tuple[str, ...] = ()  # the models of the run still to train after this one
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -365,14 +366,12 @@ def train_models(
         if device is not None:
             train_cfg = dataclasses.replace(train_cfg, device=device)
         model = build_model(name, model_cfg, train_cfg, trained)
-        emit(Progress(name, index, len(names), "start", epochs=train_cfg.epochs))
+        pending = tuple(names[index:])
+        emit(Progress(name, index, len(names), "start", epochs=train_cfg.epochs, pending=pending))
 
-        def on_epoch(info: EpochInfo, name: str = name, index: int = index) -> None:
-            emit(
-                Progress(
-                    name, index, len(names), "epoch", info.epoch, info.epochs, info.loss, info.metric_name, info.metric
-                )
-            )
+        def on_epoch(info: EpochInfo, name: str = name, index: int = index, pending: tuple[str, ...] = pending) -> None:
+            step = Progress(name, index, len(names), "epoch", info.epoch, info.epochs, info.loss, info.metric_name)
+            emit(dataclasses.replace(step, metric=info.metric, pending=pending))
 
         t0 = time.perf_counter()
         report = model.fit(split.train, split.valid, train_cfg, on_epoch)
@@ -393,6 +392,6 @@ def train_models(
         if on_result is not None:
             on_result(results[-1])
         key = f"ndcg@{train_cfg.eval_k}"
-        done = Progress(name, index, len(names), "done", report.epochs_run, train_cfg.epochs)
+        done = Progress(name, index, len(names), "done", report.epochs_run, train_cfg.epochs, pending=pending)
         emit(dataclasses.replace(done, metric_name=key, metric=metrics.get(f"valid_{key}")))
     return results

@@ -153,6 +153,8 @@ def train_loop(
             raise FloatingPointError(f"{model.name}: loss became {epoch_loss} at epoch {epoch}")
         if validate is not None and stale >= cfg.patience:
             break
+        if cfg.max_seconds and time.perf_counter() - t_start >= cfg.max_seconds:
+            break
     if best_state is not None:
         net.load_state_dict(best_state)
     net.eval()

@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.api.deps import SessionDep
 from app.api.recommend_schemas import ModelsRead, VersionsRead
+from app.jobs.first_run import still_training
+from app.jobs.queue import list_jobs
 from app.jobs.versions import list_versions as list_recorded
 from app.recsys.models import model_names
 from app.recsys.models.ensemble import Ensemble
@@ -26,12 +29,27 @@ async def get_registry(request: Request) -> ModelRegistry:
 Registry = Annotated[ModelRegistry, Depends(get_registry)]
 
 
+def open_jobs_training(session: Any) -> dict[str, int]:
+    """Model -> the open job that trains it; empty when the database does not answer (the models are
+    served from memory and listed all the same)."""
+    try:
+        training = still_training(list_jobs(session=session, limit=20, status="queued"))
+        training.update(still_training(list_jobs(session=session, limit=20, status="running")))
+    except SQLAlchemyError:
+        session.rollback()
+        return {}
+    return training
+
+
 @router.get("/models", response_model=ModelsRead, summary="Models")
-def list_models(registry: Registry) -> dict[str, Any]:
+def list_models(registry: Registry, session: SessionDep) -> dict[str, Any]:
     """Each model's active version, its metrics, the device it is on and when it was trained; a model
     trained on ratings is listed under its own name (``mf-rating``) once it has a version. An ensemble
     lists its learned member weights: the hybrid's, which ``weights=`` on recommendations overrides per
-    request, and the rating stack's (``hybrid-rating``) for a user and item of typical counts."""
+    request, and the rating stack's (``hybrid-rating``) for a user and item of typical counts.
+    ``training_job`` names the queued or running job that will publish a version of it (after the
+    first start: the models still training in the background)."""
+    training = open_jobs_training(session)
     loaded = registry.models
     out = []
     rating_only = set(served_names()) - set(model_names())
@@ -48,7 +66,7 @@ def list_models(registry: Registry) -> dict[str, Any]:
             active = registry.store.active_version(name)
             row = {"name": name, "active_version": active, "metrics": {}, "device": None,
                    "trained_at": version_time(active) if active else None, "loaded": False}  # fmt: skip
-        out.append({**row, "error": registry.errors.get(name)})
+        out.append({**row, "error": registry.errors.get(name), "training_job": training.get(name)})
     return {"models": out}
 
 

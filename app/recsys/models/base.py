@@ -42,6 +42,9 @@ class TrainConfig:
     sparse_above: int = 20_000
     objective: str = "implicit"  # implicit | rating
     verbose: bool = False
+    # Stop after the epoch that ends past this many seconds of training (0: no limit). The first run
+    # caps its quick models with it (app.commands.first_run); a normal train leaves it at 0.
+    max_seconds: float = 0.0
 
 
 @dataclass

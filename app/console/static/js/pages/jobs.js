@@ -14,7 +14,10 @@ export function fraction(job) {
   return Math.min(1, ((p.model_index || 1) - 1 + within) / p.models_total);
 }
 
+// The worker's estimate when it sent one (the model's epochs left, then the models after it), else by fraction.
 export function eta(job) {
+  const p = job.progress;
+  if (job.status === "running" && p && p.eta_s !== null && p.eta_s !== undefined) return p.eta_s;
   const f = fraction(job);
   const ran = job.timings.running_s;
   if (job.status !== "running" || !ran || f <= 0 || f >= 1) return null;
@@ -29,6 +32,10 @@ export function progressText(job) {
   if (p.loss !== null && p.loss !== undefined) parts.push(`loss ${num(p.loss)}`);
   if (p.metric !== null && p.metric !== undefined) parts.push(`${p.metric_name} ${num(p.metric)}`);
   if (p.stage === "done") parts.push("done");
+  if (p.models_left !== null && p.models_left !== undefined && p.models_total > 1) {
+    parts.push(`${p.models_left} model${p.models_left === 1 ? "" : "s"} left` +
+      (p.pending && p.pending.length ? ` (then ${p.pending.join(", ")})` : ""));
+  }
   return parts.join(" · ");
 }
 

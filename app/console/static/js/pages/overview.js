@@ -1,8 +1,8 @@
 // Overview: data counts and events per day, active models, the job queue, workers, request rate and p99.
 import { api } from "../api.js";
 import { timeBars } from "../charts.js";
-import { badge, h, inlineError, num, table, when } from "../ui.js";
-import { progressText } from "./jobs.js";
+import { badge, duration, h, inlineError, num, table, when } from "../ui.js";
+import { eta, progressText } from "./jobs.js";
 
 const REFRESH_MS = 5000;
 
@@ -30,11 +30,13 @@ function modelsSection(models) {
     num(m.metrics["valid_ndcg@10"]), num(m.metrics["test_ndcg@10"]), num(m.metrics["test_hr@10"]),
     when(m.trained_at),
   ]);
-  const untrained = models.filter((m) => !m.active_version && !m.error).map((m) => m.name);
+  const training = models.filter((m) => m.training_job).map((m) => `${m.name} (job #${m.training_job})`);
+  const untrained = models.filter((m) => !m.active_version && !m.error && !m.training_job).map((m) => m.name);
   return h("section", { id: "overview-models" }, h("h2", {}, "Active models"),
     rows.length ? table(["model", "active version", "state", "device",
       { label: "valid NDCG@10", num: true }, { label: "test NDCG@10", num: true }, { label: "test HR@10", num: true },
       "trained"], rows) : h("p", { class: "muted" }, "No model trained yet: popularity is counted from the database."),
+    training.length ? h("p", { class: "note", id: "overview-training" }, `Training: ${training.join(", ")}`) : null,
     untrained.length ? h("p", { class: "note" }, `Not trained: ${untrained.join(", ")}`) : null);
 }
 
@@ -42,8 +44,9 @@ function queueSection(jobs) {
   const open = jobs.filter((j) => j.status === "queued" || j.status === "running");
   return h("section", { id: "overview-queue" }, h("h2", {}, "Job queue"),
     open.length
-      ? table(["job", "status", "models", "progress"], open.map((j) => [
-        h("a", { href: `#/jobs?job=${j.job_id}` }, `#${j.job_id}`), badge(j.status), j.models.join(", "), progressText(j)]))
+      ? table(["job", "status", "models", "progress", "ETA"], open.map((j) => [
+        h("a", { href: `#/jobs?job=${j.job_id}` }, `#${j.job_id}`), badge(j.status), j.models.join(", "), progressText(j),
+        eta(j) === null ? "–" : `≈ ${duration(eta(j))}`]))
       : h("p", { class: "muted" }, "No job queued or running."),
     h("p", { class: "note" }, h("a", { href: "#/jobs" }, "All jobs")));
 }
