@@ -8,7 +8,8 @@ runs that job like any other, except that:
 - the models whose quick version is their full one (:data:`REUSED`: popularity) are taken from
   their active versions when those were trained on the same snapshot, not trained again;
 - each version is published (and so served) as soon as it is trained, instead of all at the end:
-  MF at full quality first, then EASE, GRU4Rec, content and the hybrid last.
+  MF at full quality first, then EASE, GRU4Rec, content, the hybrid (the default model for
+  recommendations) and last the rating stack ``hybrid-rating`` when the data has ratings.
 
 :class:`JobClock` turns a job's progress events into the models left and an estimated time to
 finish, for the job's progress row (the console, ``GET /v1/jobs``) and the worker's log.
@@ -33,6 +34,7 @@ REUSED = ("popularity",)  # closed-form: its quick version is the full one
 # the clock rescales them by how fast the models done so far actually ran.
 TYPICAL_S: dict[str, float] = {
     "popularity": 1.0, "mf": 450.0, "ease": 1.0, "gru4rec": 275.0, "content": 125.0, "hybrid": 26.0,
+    "hybrid-rating": 220.0,  # with its own rating members (mf, content, gmf on ratings)
 }  # fmt: skip
 UNKNOWN_S = 60.0
 

@@ -2,8 +2,9 @@
 
 `deeprec train --model default --if-missing --quick-first` trains popularity and a time-capped MF,
 queues the rest of the default set as one first-run job and exits; the service serves and is ready
-with those two; a worker process trains the job, publishing each model as it is trained (the
-hybrid last, popularity reused); a second start trains and queues nothing.
+with those two; a worker process trains the job, publishing each model as it is trained (MF, then
+EASE, GRU4Rec, content, the hybrid and the rating stack; popularity reused); a second start trains and
+queues nothing.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def test_first_start_serves_the_quick_models_and_queues_the_rest(
     out = first_start(settings)
     assert "(quick)" in out.stdout and "queued" in out.stdout, out.stdout
     assert versions(session, "popularity") and versions(session, "mf")
-    for name in ("ease", "gru4rec", "content", "hybrid"):
+    for name in ("ease", "gru4rec", "content", "hybrid", "hybrid-rating"):
         assert versions(session, name) == [], name  # left to the job
     jobs = queue.list_jobs(session=session)
     assert len(jobs) == 1
@@ -59,9 +60,11 @@ def test_first_start_serves_the_quick_models_and_queues_the_rest(
     assert r.status_code == 200 and r.json()["model"] == "mf" and r.json()["items"], r.text
     rows = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
     assert rows["mf"]["loaded"] and rows["popularity"]["loaded"]
-    assert {n for n, m in rows.items() if m["training_job"] == job.id} == {"mf", "ease", "gru4rec", "content", "hybrid"}
+    training = {n for n, m in rows.items() if m["training_job"] == job.id}
+    assert training == {"mf", "ease", "gru4rec", "content", "hybrid", "hybrid-rating"}
 
-    # A worker process trains the job: each model published as it is trained, the hybrid last.
+    # A worker process trains the job: each model published as it is trained, the hybrid after its members,
+    # then the rating stack (the data has ratings), which serves no recommendation.
     log = tmp_path / "worker.log"
     worker = start_worker(make_settings(log_level="INFO", log_format="text"), log)
     try:
@@ -74,18 +77,19 @@ def test_first_start_serves_the_quick_models_and_queues_the_rest(
         stop(worker)
     assert done.status == "succeeded", (done.error, log.read_text()[-3000:])
     published = [v["model"] for v in done.result["versions"]]
-    assert published == ["mf", "ease", "gru4rec", "content", "hybrid"]
+    assert published == ["mf", "ease", "gru4rec", "content", "hybrid", "hybrid-rating"]
     assert done.result["reused"] == ["popularity"]
     assert len(versions(session, "popularity")) == 1 and quick_mf in versions(session, "mf")
     text = log.read_text()
     assert "model(s) left" in text and "ETA" in text  # the worker's log says where the job is
     progress = done.progress or {}
-    assert progress["model"] == "hybrid" and progress["models_left"] == 0 and progress["pending"] == []
+    assert progress["model"] == "hybrid-rating" and progress["models_left"] == 0 and progress["pending"] == []
     wait_for(lambda: client.get("/v1/users/u1/recommendations?n=5").json()["model"] == "hybrid", what="hybrid live")
     assert all(m["training_job"] is None for m in client.get("/v1/models").json()["models"])
 
     # The second start trains nothing and queues nothing.
-    before = {n: versions(session, n) for n in ("popularity", "mf", "ease", "gru4rec", "content", "hybrid")}
+    names = ("popularity", "mf", "ease", "gru4rec", "content", "hybrid", "hybrid-rating")
+    before = {n: versions(session, n) for n in names}
     out = first_start(settings)
     assert "nothing to train" in out.stdout, out.stdout
     assert len(queue.list_jobs(session=session)) == 1
