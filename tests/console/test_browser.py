@@ -80,8 +80,10 @@ def test_a_retrain_from_the_console_ends_with_a_new_active_version(console: Cons
     page.wait_for_selector(f"{row}[data-status=succeeded]", timeout=120_000)
     assert "epoch 3/3" in page.inner_text(row)  # the progress the worker reported, shown without a reload
     page.click(row)
-    page.wait_for_selector(f"#job-detail[data-job='{job_id}'] table")
-    version = page.inner_text(f"#job-detail[data-job='{job_id}'] tbody tr td:nth-child(2)")
+    # The versions table by its id: the loss curves drawn above it, when the console saw the job's epochs
+    # while it trained, are charts whose legends are tables too.
+    page.wait_for_selector(f"#job-detail[data-job='{job_id}'] #job-versions")
+    version = page.inner_text(f"#job-detail[data-job='{job_id}'] #job-versions tbody tr td:nth-child(2)")
     assert version != before["mf"]
 
     with service.client() as api:
@@ -89,12 +91,17 @@ def test_a_retrain_from_the_console_ends_with_a_new_active_version(console: Cons
         def mf() -> dict:
             return next(m for m in api.get("/v1/models").json()["models"] if m["name"] == "mf")
 
-        # A hang guard, not a timing: the API's poller shares its thread with the job reaper, whose write
-        # can wait on SQLite's lock while the worker writes, on a machine loaded by the rest of the suite.
+        # A hang guard, not a timing. On a timeout the message holds what the database and the job say, to
+        # tell a version never activated from one activated but not swapped in.
         try:
             wait_for(lambda: mf()["active_version"] == version and mf()["loaded"], 90, 0.2, "the new mf")
         except AssertionError as exc:
-            raise AssertionError(f"{exc}; mf: {mf()}; server log:\n{service.log_tail()}") from None
+            versions = api.get("/v1/models/mf/versions").json()
+            job = api.get(f"/v1/jobs/{job_id}").json()
+            raise AssertionError(
+                f"{exc}; before {before['mf']}, page {version}; mf: {mf()}; versions: {versions}; job: {job}; "
+                f"server log:\n{service.log_tail()}"
+            ) from None
     page = console.open("models")
     assert page.inner_text(f"[data-model=mf] tr[data-version='{version}']").count("active") >= 1
     roll_back = page.locator(f"[data-model=mf] tr[data-version='{before['mf']}'] button")

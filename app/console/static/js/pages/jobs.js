@@ -105,7 +105,8 @@ function detail(ctx, job, chartBoxes) {
   const versions = job.result?.versions || [];
   if (versions.length) {
     box.append(h("h3", {}, "Published versions"), table(["model", "version", "promoted", "why", { label: "valid NDCG@10", num: true }, { label: "seconds", num: true }],
-      versions.map((v) => [v.model, h("span", { class: "mono" }, v.version), v.promoted ? badge("active", "ok") : badge("candidate"), v.reason || "", num(v["valid_ndcg@10"]), num(v.seconds, 1)])));
+      versions.map((v) => [v.model, h("span", { class: "mono" }, v.version), v.promoted ? badge("active", "ok") : badge("candidate"), v.reason || "", num(v["valid_ndcg@10"]), num(v.seconds, 1)]),
+      { id: "job-versions" }));
   }
   return box;
 }
