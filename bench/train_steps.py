@@ -2,13 +2,13 @@
 
     python bench/train_steps.py --models mf,gru4rec,content [--steps 30] [--param KEY=VALUE ...] [--cache FILE]
 
-Reads the training snapshot of ``DEEPREC_DATABASE_URL`` once per model (each model in its own process, so
-peak RSS is its own), makes the split ``deeprec train`` makes, and runs the model's own ``fit`` with its
-tuned defaults up to the train loop, then times: the setup before the loop (training windows, item
-tables), the per-epoch preparation (negatives), ``--steps`` optimiser steps after 3 warm-up steps, and
-one validation. An epoch is estimated as preparation + steps per epoch x mean step + validation; the
-process's CPU seconds per step are reported beside the wall time (on a shared machine they move less
-with the load). ``--cache`` keeps the snapshot in a pickle file (read once for every model). Run the
+Reads the training snapshot of ``DEEPREC_DATABASE_URL`` once per model (each model in its own process, so peak
+RSS is its own), makes the split ``deeprec train`` makes, and runs the model with its tuned defaults through
+the trainer's steps (``start_fit``, then the ``Batches`` it returns), timing: the setup before the loop
+(training windows, item tables), the per-epoch preparation (negatives), ``--steps`` optimiser steps after 3
+warm-up steps, and one validation. An epoch is estimated as preparation + steps per epoch x mean step +
+validation; the process's CPU seconds per step are reported beside the wall time (on a shared machine they
+move less with the load). ``--cache`` keeps the snapshot in a pickle file (read once for every model). Run the
 closed-form models and the hybrid with ``deeprec train`` instead.
 """
 
@@ -28,18 +28,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-class Done(Exception):
-    pass
-
-
 def measure(name: str, steps: int, params: dict, cache: str | None) -> dict:
     import dataclasses
 
     import torch
 
-    import app.recsys.models.content as content_mod
-    import app.recsys.models.ncf as ncf_mod
-    import app.recsys.models.seqbase as seq_mod
     from app.config import get_settings
     from app.jobs.snapshot import database_data
     from app.recsys.pipeline import build_model, configs_for, make_split
@@ -61,55 +54,49 @@ def measure(name: str, steps: int, params: dict, cache: str | None) -> dict:
     model_cfg, cfg = configs_for(name, params)
     cfg = dataclasses.replace(cfg, verbose=False)
     model = build_model(name, model_cfg, cfg, {})
+    if model.closed_form:
+        raise SystemExit(f"{name} is fitted in closed form: time it with deeprec train")
+    valid = split.valid if split.valid.n_interactions else None
     started = time.perf_counter()
-
-    def loop(model, *, n_samples, step, validate, cfg, metric_name, higher_is_better=True, on_epoch=None,
-             before_epoch=None):  # fmt: skip
-        out["setup_s"] = round(time.perf_counter() - started, 2)
-        net = model.net
-        gen = seed_everything(cfg.seed)
-        opt = Optimizers(net, cfg)
-        t = time.perf_counter()
-        if before_epoch is not None:
-            before_epoch(1)
-        out["prepare_s"] = round(time.perf_counter() - t, 2)
-        net.train()
-        perm = torch.randperm(n_samples, generator=gen)
-        times, cpu = [], []
-        for n, start in enumerate(range(0, n_samples, cfg.batch_size)):
-            if n >= steps + 3:
-                break
-            t, c = time.perf_counter(), time.process_time()
-            loss = step(perm[start : start + cfg.batch_size])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if n >= 3:
-                times.append(time.perf_counter() - t)
-                cpu.append(time.process_time() - c)
-        net.eval()
+    seed_everything(cfg.seed)  # what Trainer.fit does before start_fit
+    batches = model.start_fit(split.train, valid, cfg)
+    out["setup_s"] = round(time.perf_counter() - started, 2)
+    net = model.net
+    gen = seed_everything(cfg.seed)
+    opt = Optimizers(net, cfg)
+    t = time.perf_counter()
+    if batches.new_epoch is not None:
+        batches.new_epoch(1)
+    out["prepare_s"] = round(time.perf_counter() - t, 2)
+    net.train()
+    perm = torch.randperm(batches.n, generator=gen)
+    times, cpu = [], []
+    for n, start in enumerate(range(0, batches.n, cfg.batch_size)):
+        if n >= steps + 3:
+            break
         t, c = time.perf_counter(), time.process_time()
-        if validate is not None:
-            with torch.no_grad():
-                out["valid_metric"] = float(validate())
-        out["validate_s"] = round(time.perf_counter() - t, 2)
-        out["validate_cpu_s"] = round(time.process_time() - c, 2)
-        out["batch_size"] = cfg.batch_size
-        out["steps_per_epoch"] = math.ceil(n_samples / cfg.batch_size)
-        out["step_ms"] = round(1000 * sum(times) / max(len(times), 1), 2)
-        out["step_cpu_ms"] = round(1000 * sum(cpu) / max(len(cpu), 1), 2)
-        out["epoch_s_est"] = round(
-            out["prepare_s"] + out["steps_per_epoch"] * out["step_ms"] / 1000 + out["validate_s"], 1
-        )
-        out["sparse"] = model.extra.get("sparse")
-        raise Done
-
-    for mod in (ncf_mod, content_mod, seq_mod):
-        mod.train_loop = loop
-    try:
-        model.fit(split.train, split.valid, cfg)
-    except Done:
-        pass
+        loss = batches.loss(perm[start : start + cfg.batch_size])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if n >= 3:
+            times.append(time.perf_counter() - t)
+            cpu.append(time.process_time() - c)
+    model.eval()
+    t, c = time.perf_counter(), time.process_time()
+    if valid is not None:
+        with torch.no_grad():
+            out["valid_metric"] = float(
+                batches.validate() if batches.validate else model.validate(split.train, valid, cfg)
+            )
+    out["validate_s"] = round(time.perf_counter() - t, 2)
+    out["validate_cpu_s"] = round(time.process_time() - c, 2)
+    out["batch_size"] = cfg.batch_size
+    out["steps_per_epoch"] = math.ceil(batches.n / cfg.batch_size)
+    out["step_ms"] = round(1000 * sum(times) / max(len(times), 1), 2)
+    out["step_cpu_ms"] = round(1000 * sum(cpu) / max(len(cpu), 1), 2)
+    out["epoch_s_est"] = round(out["prepare_s"] + out["steps_per_epoch"] * out["step_ms"] / 1000 + out["validate_s"], 1)
+    out["sparse"] = model.extra.get("sparse")
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return out
 

@@ -1,7 +1,8 @@
-"""One training loop for every model: permuted index batches, Adam/AdamW, early stopping, progress.
+"""One training loop for every model (:class:`Trainer`), and the ranking validation it early-stops on.
 
-Models supply ``step(batch_idx) -> loss`` over their own pre-built tensors and a validation
-function; the loop owns the optimiser, seeds, best-epoch weights and the ``on_epoch`` callback.
+A model supplies its loss over batches of its own pre-built tensors (``Recommender.start_fit`` returns
+them as :class:`~app.recsys.models.base.Batches`), or a closed-form ``solve``; the trainer owns the
+epochs, optimisers, seeds, validation, best-epoch weights, progress and the validation metrics.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import copy
 import os
 import sys
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeGuard
 
 import numpy as np
@@ -93,75 +93,143 @@ def sparsify_embeddings(net: torch.nn.Module, n_items: int, cfg: TrainConfig) ->
     return True
 
 
-def train_loop(
-    model: Recommender,
-    *,
-    n_samples: int,
-    step: Callable[[torch.Tensor], torch.Tensor],
-    validate: Callable[[], float] | None,
-    cfg: TrainConfig,
-    metric_name: str,
-    higher_is_better: bool = True,
-    on_epoch: EpochCallback | None = None,
-    before_epoch: Callable[[int], None] | None = None,
-) -> FitReport:
-    """Runs epochs of shuffled mini-batches; keeps the weights of the best validation epoch."""
-    assert model.net is not None
-    net = model.net
-    gen = seed_everything(cfg.seed)
-    opt = Optimizers(net, cfg)
-    report = FitReport(metric_name=metric_name)
-    best_state: dict[str, torch.Tensor] | None = None
-    best: float | None = None
-    stale = 0
-    t_start = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
-        t0 = time.perf_counter()
-        if before_epoch is not None:
-            before_epoch(epoch)
-        net.train()
-        perm = torch.randperm(n_samples, generator=gen).to(model.device)
-        total = torch.zeros((), device=model.device)
-        for start in range(0, n_samples, cfg.batch_size):
-            idx = perm[start : start + cfg.batch_size]
-            loss = step(idx)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.detach() * len(idx)
-        epoch_loss = float(total) / max(n_samples, 1)
-        net.eval()
-        metric = None
-        if validate is not None:
-            with torch.no_grad():
-                metric = float(validate())
-        improved = metric is not None and (best is None or (metric > best if higher_is_better else metric < best))
-        if validate is None or improved:
-            best, report.best_epoch, stale = metric, epoch, 0
-            best_state = copy.deepcopy(net.state_dict())
+class Trainer:
+    """The one training loop: every model's ``fit`` runs it (``Recommender.fit``).
+
+    It owns what models share: the device, seeds, what the members or pre-training need first
+    (``before_fit``), epochs of shuffled mini-batches over the model's ``Batches.loss``, the optimisers
+    (SparseAdam for sparse tables), validation and early stopping on the best epoch's weights, the
+    time limit, progress (``on_epoch``, ``verbose``) and the validation metrics kept in ``model.metrics``.
+    A closed-form model (``closed_form``: popularity, EASE, the rating stack) is fitted by its ``solve``
+    in one pass and validated once. Validation is NDCG@``eval_k`` on a fixed user sample
+    (:func:`validation_score`), or RMSE for a model trained on ratings; ``valid`` reaches the model only
+    when it holds something to validate on (ratings, for the rating objective), else it is None.
+    """
+
+    def __init__(self, cfg: TrainConfig, on_epoch: EpochCallback | None = None) -> None:
+        self.cfg = cfg
+        self.on_epoch = on_epoch
+
+    def fit(self, model: Recommender, train: InteractionData, valid: InteractionData | None) -> FitReport:
+        t_start = time.perf_counter()
+        model.to(self.cfg.device)
+        cfg = model.before_fit(train, valid, self.cfg, self.on_epoch)
+        rating = cfg.objective == "rating" or model.rating_only
+        metric = "rmse" if rating else f"ndcg@{cfg.eval_k}"
+        usable = valid is not None and valid.n_interactions > 0 and (not rating or bool(valid.has_ratings().any()))
+        held = valid if usable else None
+        seed_everything(cfg.seed)  # the initial weights depend on the seed
+        if model.closed_form:
+            report = self._solve(model, train, held, cfg, metric)
         else:
-            stale += 1
+            report = self._loop(model, train, held, cfg, metric, higher_is_better=not rating)
+        if held is not None and report.best_metric is not None:
+            if rating:
+                model.metrics.update({f"valid_{k}": v for k, v in rating_errors(model, held).items()})
+            else:
+                model.metrics[f"valid_{metric}"] = report.best_metric
+        report.seconds = time.perf_counter() - t_start  # what this model needed first included
+        return report
+
+    def _solve(
+        self, model: Recommender, train: InteractionData, valid: InteractionData | None, cfg: TrainConfig, metric: str
+    ) -> FitReport:
+        t0 = time.perf_counter()
+        loss = model.solve(train, valid, cfg)
+        model.eval()
+        report = FitReport(epochs_run=1, best_epoch=1, metric_name=metric)
+        if valid is not None:
+            with torch.no_grad():
+                report.best_metric = float(model.validate(train, valid, cfg))
         seconds = time.perf_counter() - t0
-        info = EpochInfo(epoch, cfg.epochs, epoch_loss, metric, metric_name, best, report.best_epoch, seconds)
-        report.history.append({"epoch": epoch, "loss": epoch_loss, metric_name: metric, "seconds": seconds})
-        report.epochs_run = epoch
-        if cfg.verbose:
+        report.samples_per_second = train.n_interactions / max(seconds, 1e-9)
+        report.history.append({"epoch": 1, "loss": loss or 0.0, metric: report.best_metric, "seconds": seconds})
+        info = EpochInfo(1, 1, loss or 0.0, report.best_metric, metric, report.best_metric, 1, seconds)
+        self._tell(model, info)
+        return report
+
+    def _loop(
+        self,
+        model: Recommender,
+        train: InteractionData,
+        valid: InteractionData | None,
+        cfg: TrainConfig,
+        metric: str,
+        higher_is_better: bool,
+    ) -> FitReport:
+        """Runs epochs of shuffled mini-batches; keeps the weights of the best validation epoch."""
+        batches = model.start_fit(train, valid, cfg)
+        assert model.net is not None
+        net = model.net
+        report = FitReport(metric_name=metric)
+        if batches.n == 0:  # nothing to learn from: the initial weights stand
+            return report
+        gen = seed_everything(cfg.seed)
+        opt = Optimizers(net, cfg)
+        validate = batches.validate
+        if validate is None and valid is not None:
+            held = valid
+
+            def validate() -> float:
+                return model.validate(train, held, cfg)
+
+        best_state: dict[str, torch.Tensor] | None = None
+        best: float | None = None
+        stale = 0
+        t_start = time.perf_counter()
+        for epoch in range(1, cfg.epochs + 1):
+            t0 = time.perf_counter()
+            if batches.new_epoch is not None:
+                batches.new_epoch(epoch)
+            net.train()
+            perm = torch.randperm(batches.n, generator=gen).to(model.device)
+            total = torch.zeros((), device=model.device)
+            for start in range(0, batches.n, cfg.batch_size):
+                idx = perm[start : start + cfg.batch_size]
+                loss = batches.loss(idx)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += loss.detach() * len(idx)
+            epoch_loss = float(total) / batches.n
+            model.eval()
+            metric_value = None
+            if validate is not None:
+                with torch.no_grad():
+                    metric_value = float(validate())
+            improved = metric_value is not None and (
+                best is None or (metric_value > best if higher_is_better else metric_value < best)
+            )
+            if validate is None or improved:
+                best, report.best_epoch, stale = metric_value, epoch, 0
+                best_state = copy.deepcopy(net.state_dict())
+            else:
+                stale += 1
+            seconds = time.perf_counter() - t0
+            info = EpochInfo(epoch, cfg.epochs, epoch_loss, metric_value, metric, best, report.best_epoch, seconds)
+            report.history.append({"epoch": epoch, "loss": epoch_loss, metric: metric_value, "seconds": seconds})
+            report.epochs_run = epoch
+            self._tell(model, info)
+            if not np.isfinite(epoch_loss):
+                raise FloatingPointError(f"{model.name}: loss became {epoch_loss} at epoch {epoch}")
+            if validate is not None and stale >= cfg.patience:
+                break
+            if cfg.max_seconds and time.perf_counter() - t_start >= cfg.max_seconds:
+                break
+        if best_state is not None:
+            net.load_state_dict(best_state)
+        model.eval()
+        report.best_metric = best
+        report.samples_per_second = batches.n * report.epochs_run / max(time.perf_counter() - t_start, 1e-9)
+        if batches.finish is not None:
+            batches.finish(report)
+        return report
+
+    def _tell(self, model: Recommender, info: EpochInfo) -> None:
+        if self.cfg.verbose:
             _progress(model.name, info)
-        if on_epoch is not None:
-            on_epoch(info)
-        if not np.isfinite(epoch_loss):
-            raise FloatingPointError(f"{model.name}: loss became {epoch_loss} at epoch {epoch}")
-        if validate is not None and stale >= cfg.patience:
-            break
-        if cfg.max_seconds and time.perf_counter() - t_start >= cfg.max_seconds:
-            break
-    if best_state is not None:
-        net.load_state_dict(best_state)
-    net.eval()
-    report.best_metric = best
-    report.seconds = time.perf_counter() - t_start
-    report.samples_per_second = n_samples * report.epochs_run / max(report.seconds, 1e-9)
-    return report
+        if self.on_epoch is not None:
+            self.on_epoch(info)
 
 
 def _progress(name: str, info: EpochInfo) -> None:

@@ -121,13 +121,13 @@ def test_unknown_loss_is_rejected(split):
 
 
 def test_chunked_full_scores_match_pairwise_scores(pair, monkeypatch):
-    import app.recsys.models.mlp as mlp_module
+    import app.recsys.models.ncf as ncf_module
 
     _, mlp = pair
     users = torch.arange(20)
     items = torch.arange(mlp.n_items).expand(len(users), -1)  # [B, I]
     pairwise = mlp.net(users, items)
-    monkeypatch.setattr(mlp_module, "PAIR_BUDGET", 3 * mlp.n_items * 16)  # 3 users per chunk
+    monkeypatch.setattr(ncf_module, "PAIR_BUDGET", 3 * mlp.n_items * 16)  # 3 users per chunk
     assert torch.allclose(mlp.score_users(users), pairwise, atol=1e-5)
 
 

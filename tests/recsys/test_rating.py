@@ -77,9 +77,10 @@ def test_early_stopping_minimises_validation_rmse(fitted):
 
 def test_metrics_stored_and_survive_save_load(fitted, split, tmp_path):
     model, report = fitted
-    assert set(model.metrics) >= {"rmse", "mae"}
-    assert model.metrics["rmse"] == pytest.approx(report.best_metric)
-    assert model.metrics == pytest.approx(model.metrics | rating_errors(model, split.valid))
+    assert set(model.metrics) >= {"valid_rmse", "valid_mae"}
+    assert model.metrics["valid_rmse"] == pytest.approx(report.best_metric)
+    errors = rating_errors(model, split.valid)
+    assert model.metrics == pytest.approx(model.metrics | {f"valid_{k}": v for k, v in errors.items()})
     model.save(tmp_path / model.name)
     loaded = get_model_class(model.name).load(tmp_path / model.name)
     users, items, _ = _pairs(split.test)

@@ -1,4 +1,9 @@
-"""The interface every recommender shares: fit, score all items, save and load without pickle."""
+"""The interface every recommender shares: fit, score all items, save and load without pickle.
+
+A model says how it learns, and the one trainer (``app.recsys.training.Trainer``) runs it: a model
+trained by gradient steps builds its network and training tensors in ``start_fit`` and returns its
+loss over a batch (:class:`Batches`); a closed-form model sets ``closed_form`` and fits in ``solve``.
+"""
 
 from __future__ import annotations
 
@@ -73,8 +78,37 @@ class FitReport:
 EpochCallback = Callable[[EpochInfo], None]
 
 
+@dataclass
+class Batches:
+    """What a model trained by gradient steps hands the trainer (``Recommender.start_fit``).
+
+    ``n`` samples (rows of tensors the model built) are shuffled into mini-batches each epoch, and
+    ``loss(idx)`` maps a batch's (B,) sample indices to the scalar loss to minimise. Optional hooks:
+    ``new_epoch(epoch)`` before each epoch (fresh negatives), ``validate()`` in place of the model's
+    ``validate`` (the hybrid validates on cached member scores), and ``finish(report)`` once the best
+    epoch's weights are back. The trainer drops this object after the fit, and with it every training
+    tensor the closures hold. ``n == 0``: nothing to learn from, the initial weights stand.
+    """
+
+    n: int
+    loss: Callable[[torch.Tensor], torch.Tensor]
+    new_epoch: Callable[[int], None] | None = None
+    validate: Callable[[], float] | None = None
+    finish: Callable[[FitReport], None] | None = None
+
+    @classmethod
+    def nothing(cls) -> Batches:
+        """No training samples: the trainer runs no epoch and the initial weights stand."""
+        return cls(0, _no_loss)
+
+
+def _no_loss(idx: torch.Tensor) -> torch.Tensor:
+    raise AssertionError("Batches.nothing() has no loss to compute")
+
+
 class Recommender:
-    """Base class. Subclasses set ``name``, ``config_cls`` and implement ``build``, ``fit`` and scoring.
+    """Base class. Subclasses set ``name``, ``config_cls`` and implement ``build``, ``start_fit`` (or
+    ``closed_form`` and ``solve``) and scoring; ``fit`` is the trainer's, the same for every model.
 
     ``net`` is a torch module whose state dict is the whole learned state; everything else
     needed to rebuild it (config, dims, id maps, feature schema, metrics) goes to meta.json.
@@ -96,6 +130,8 @@ class Recommender:
     rating_depends_on: ClassVar[tuple[str, ...] | None] = None
     # Models of the same run this one can start from (``from_pretrained``) when its config asks to.
     pretrain_from: ClassVar[tuple[str, ...]] = ()
+    # Fitted in one pass by ``solve`` (counts, a linear system), with no training loop.
+    closed_form: ClassVar[bool] = False
 
     def __init__(self, config: Any = None) -> None:
         self.config = config if config is not None else self.config_cls()
@@ -114,14 +150,16 @@ class Recommender:
         model's override names the ones it takes (which is why this signature accepts any)."""
         raise NotImplementedError
 
-    def fit(
-        self,
-        train: InteractionData,
-        valid: InteractionData | None,
-        cfg: TrainConfig,
-        on_epoch: EpochCallback | None = None,
-    ) -> FitReport:
-        raise NotImplementedError
+    def start_fit(self, train: InteractionData, valid: InteractionData | None, cfg: TrainConfig) -> Batches:
+        """Build the network (``bind``) and the training tensors; return the loss over a batch of them.
+
+        Models trained by gradient steps implement it. ``valid`` is None when there is nothing to validate
+        on; ``cfg`` is what ``before_fit`` returned."""
+        raise NotImplementedError(f"{self.name} has no training loop")
+
+    def solve(self, train: InteractionData, valid: InteractionData | None, cfg: TrainConfig) -> float | None:
+        """Closed-form models (``closed_form = True``): build and fit in one pass; the training loss if any."""
+        raise NotImplementedError(f"{self.name} is not fitted in closed form")
 
     def score_users(self, users: torch.Tensor) -> torch.Tensor:
         """(B,) user indices -> (B, n_items) relevance scores; higher is better."""
@@ -144,6 +182,35 @@ class Recommender:
         Scoring K items rather than the catalogue is what lets a ranking stage afford a large catalogue.
         """
         raise NotImplementedError(f"{self.name} does not score given candidates")
+
+    # -- training: the one entry point, and hooks with defaults --------------------------------
+    def fit(
+        self,
+        train: InteractionData,
+        valid: InteractionData | None,
+        cfg: TrainConfig,
+        on_epoch: EpochCallback | None = None,
+    ) -> FitReport:
+        """Train on ``train``, early-stopping on ``valid``: :class:`~app.recsys.training.Trainer` runs it."""
+        from app.recsys.training import Trainer
+
+        return Trainer(cfg, on_epoch).fit(self, train, valid)
+
+    def before_fit(
+        self, train: InteractionData, valid: InteractionData | None, cfg: TrainConfig, on_epoch: EpochCallback | None
+    ) -> TrainConfig:
+        """Train what this model starts from (an ensemble's members, NeuMF's pre-training) and return the
+        settings of its own fit: ``cfg`` by default."""
+        return cfg
+
+    def validate(self, train: InteractionData, valid: InteractionData, cfg: TrainConfig) -> float:
+        """The early-stopping metric on ``valid``: RMSE of a rating model, else NDCG@``eval_k`` of full ranking
+        on a fixed user sample (``validation_score``)."""
+        from app.recsys.training import rating_errors, validation_score
+
+        if cfg.objective == "rating" or self.rating_only:
+            return rating_errors(self, valid)["rmse"]
+        return validation_score(self, train, valid, cfg)[f"ndcg@{cfg.eval_k}"]
 
     # -- optional, with defaults that do nothing --------------------------------------------------
     @classmethod

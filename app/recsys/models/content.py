@@ -9,16 +9,17 @@ Implicit objective: BPR/BCE on sampled negatives or full softmax; rating objecti
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Self
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from app.recsys.data import InteractionData
-from app.recsys.models.base import EpochCallback, FitReport, Recommender, TrainConfig, trained_on_ratings
+from app.recsys.models.base import Batches, Recommender, TrainConfig, trained_on_ratings
 from app.recsys.models.content_net import CausalWindows, ContentNet
 from app.recsys.sampling import NegativeSampler
-from app.recsys.training import rating_errors, seed_everything, sparsify_embeddings, train_loop, validation_score
+from app.recsys.training import sparsify_embeddings
 
 
 @dataclass(frozen=True)
@@ -89,15 +90,8 @@ class Content(Recommender):
         )
 
     # -- training -------------------------------------------------------------------------------
-    def fit(
-        self,
-        train: InteractionData,
-        valid: InteractionData | None,
-        cfg: TrainConfig,
-        on_epoch: EpochCallback | None = None,
-    ) -> FitReport:
+    def start_fit(self, train: InteractionData, valid: InteractionData | None, cfg: TrainConfig) -> Batches:
         rating = cfg.objective == "rating"
-        seed_everything(cfg.seed)  # the initial weights depend on the seed too
         net = self.bind(train, n_features=train.item_features.shape[1], rating=int(rating))
         assert isinstance(net, ContentNet)
         self.extra["objective"] = cfg.objective
@@ -122,12 +116,12 @@ class Content(Recommender):
             mean = float(targets.mean()) if len(targets) else 0.0
             net.global_mean.fill_(mean)
 
-        def before_epoch(epoch: int) -> None:
+        def new_epoch(epoch: int) -> None:
             nonlocal negs
             if not rating and self.config.loss != "softmax":
                 negs = torch.as_tensor(sampler.sample(train.users, cfg.num_negatives), device=self.device)  # [N, K]
 
-        def sampled_step(idx: torch.Tensor) -> torch.Tensor:
+        def sampled_loss(idx: torch.Tensor) -> torch.Tensor:
             """Softmax over the batch's item and K shared negatives, encoding only the items it touches."""
             u, i, w = users[idx], items[idx], window_of(positions[idx])  # [B], [B], [B, L]
             negs = torch.multinomial(q_items, self.config.num_sampled, replacement=True, generator=gen)  # [K]
@@ -145,9 +139,9 @@ class Content(Recommender):
             reg = self.config.reg * (q.pow(2).sum() + enc[pi].pow(2).sum()) / b
             return F.cross_entropy(torch.cat([pos, neg], dim=1), torch.zeros_like(i)) + reg
 
-        def step(idx: torch.Tensor) -> torch.Tensor:
+        def loss(idx: torch.Tensor) -> torch.Tensor:
             if sampled:
-                return sampled_step(idx)
+                return sampled_loss(idx)
             u, i, w = users[idx], items[idx], window_of(positions[idx])
             enc, bias = net.encode_catalogue()  # [I, D], [I]
             q = net.user_vectors(u, w, enc)  # [B, D]
@@ -167,31 +161,15 @@ class Content(Recommender):
                 return -F.logsigmoid(pos - neg).mean() + reg
             return F.softplus(-pos).mean() + F.softplus(neg).mean() + reg
 
-        def validate() -> float:
-            assert valid is not None  # called only when has_valid
-            # Encode the catalogue once for the whole validation, not once per batch of users (1,000 users
-            # at 1M items are 63 batches); switching back to training drops the cache.
-            net.freeze_catalogue()
-            if rating:
-                return rating_errors(self, valid)["rmse"]
-            return validation_score(self, train, valid, cfg)[f"ndcg@{cfg.eval_k}"]
+        return Batches(len(users), loss, new_epoch=new_epoch)
 
-        has_valid = valid is not None and valid.n_interactions > 0 and (not rating or valid.has_ratings().any())
-        report = train_loop(
-            self,
-            n_samples=len(users),
-            step=step,
-            validate=validate if has_valid else None,
-            cfg=cfg,
-            metric_name="rmse" if rating else f"ndcg@{cfg.eval_k}",
-            higher_is_better=not rating,
-            on_epoch=on_epoch,
-            before_epoch=before_epoch,
-        )
-        net.freeze_catalogue()  # the kept weights, encoded once for the evaluation that follows
-        if rating and has_valid and valid is not None:
-            self.metrics.update({f"valid_{k}": v for k, v in rating_errors(self, valid).items()})
-        return report
+    def eval(self) -> Self:
+        """Evaluation mode, and the catalogue encoded once for the kept weights (validation, serving):
+        not once per batch of users (1,000 users at 1M items are 63 batches). Training mode drops it."""
+        super().eval()
+        if self.net is not None:
+            self._net().freeze_catalogue()
+        return self
 
     # -- scoring --------------------------------------------------------------------------------
     def _net(self) -> ContentNet:

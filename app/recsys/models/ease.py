@@ -14,8 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from app.recsys.data import InteractionData
-from app.recsys.models.base import EpochCallback, FitReport, Recommender, TrainConfig
-from app.recsys.training import validation_score
+from app.recsys.models.base import Recommender, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -96,6 +95,7 @@ class EASE(Recommender):
     name = "ease"
     config_cls = EASEConfig
     reads_history = True
+    closed_form = True
 
     @classmethod
     def default_train_config(cls) -> TrainConfig:
@@ -108,16 +108,7 @@ class EASE(Recommender):
     def build(self, *, n_users: int, n_items: int, n_train: int = 0) -> torch.nn.Module:
         return _EASENet(n_users, n_items, n_train)
 
-    def fit(
-        self,
-        train: InteractionData,
-        valid: InteractionData | None,
-        cfg: TrainConfig,
-        on_epoch: EpochCallback | None = None,
-    ) -> FitReport:
-        import time
-
-        t0 = time.perf_counter()
+    def solve(self, train: InteractionData, valid: InteractionData | None, cfg: TrainConfig) -> None:
         if train.n_items > self.config.max_items:
             raise ValueError(
                 f"ease: {train.n_items:,} items is above max_items={self.config.max_items:,}; its dense item-item "
@@ -141,13 +132,6 @@ class EASE(Recommender):
         net.indptr.copy_(torch.as_tensor(train.indptr))
         net.items.copy_(torch.as_tensor(train.items))
         net.to(self.device)
-        report = FitReport(epochs_run=1, best_epoch=1, metric_name=f"ndcg@{cfg.eval_k}")
-        if valid is not None and valid.n_interactions:
-            report.best_metric = validation_score(self, train, valid, cfg)[report.metric_name]
-        report.seconds = time.perf_counter() - t0
-        report.samples_per_second = train.n_interactions / max(report.seconds, 1e-9)
-        report.history.append({"epoch": 1, "loss": 0.0, report.metric_name: report.best_metric})
-        return report
 
     def score_history(self, history: InteractionData, users: np.ndarray) -> torch.Tensor:
         assert isinstance(self.net, _EASENet)

@@ -13,7 +13,7 @@ from torch import nn
 
 from app.recsys.data import InteractionData
 from app.recsys.models.base import TrainConfig
-from app.recsys.models.ncf import PairNet, PairRecommender, ncf_rating_config
+from app.recsys.models.ncf import GMFBranch, NCFNet, PairRecommender, ncf_rating_config
 
 
 @dataclass(frozen=True)
@@ -22,42 +22,6 @@ class GMFConfig:
     loss: str = "bce"  # bce (sampled negatives) | bpr
     reg: float = 1e-4  # implicit objective: L2 on the embedding rows of each batch
     rating_reg: float = 0.05  # rating objective: the same L2, per rating
-
-
-class GMFBranch(nn.Module):
-    """User and item embeddings combined by element-wise product; shared with NeuMF."""
-
-    def __init__(self, n_users: int, n_items: int, dim: int) -> None:
-        super().__init__()
-        self.user = nn.Embedding(n_users, dim)
-        self.item = nn.Embedding(n_items, dim)
-        nn.init.normal_(self.user.weight, std=0.01)
-        nn.init.normal_(self.item.weight, std=0.01)
-
-    def dot(self, users: torch.Tensor, items: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B,), (B, K), (D,) -> (B, K) w^T (p_u * q_i), and the squares of the rows read."""
-        p, q = self.user(users), self.item(items)  # [B, D], [B, K, D]
-        return (q * (p * w).unsqueeze(1)).sum(-1), p.pow(2).sum() + q.pow(2).sum()
-
-    def full_dot(self, users: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """(B,), (D,) -> (B, I) w^T (p_u * q_i) for every item, without a (B, I, D) tensor."""
-        return (self.user(users) * w) @ self.item.weight.T
-
-
-class GMFNet(PairNet):
-    def __init__(self, n_users: int, n_items: int, dim: int) -> None:
-        super().__init__(n_users, n_items)
-        self.gmf = GMFBranch(n_users, n_items, dim)
-        self.out = nn.Linear(dim, 1)
-
-    def interaction(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B,), (B, K) -> (B, K), squares of the rows read."""
-        f, sq = self.gmf.dot(users, items, self.out.weight[0])
-        return f + self.out.bias, sq
-
-    def interaction_full(self, users: torch.Tensor) -> torch.Tensor:
-        """(B,) -> (B, I)."""
-        return self.gmf.full_dot(users, self.out.weight[0]) + self.out.bias
 
 
 class GMF(PairRecommender):
@@ -78,24 +42,24 @@ class GMF(PairRecommender):
         return TrainConfig(epochs=100, batch_size=4096, lr=5e-3, num_negatives=4, patience=10)
 
     def build(self, *, n_users: int, n_items: int) -> nn.Module:
-        return GMFNet(n_users, n_items, self.config.dim)
+        return NCFNet(n_users, n_items, gmf_dim=self.config.dim)
 
     # -- retrieval: score = mu + b_u + out.bias + [h * p_u, 1] . [q_i, b_i] ---------------------------
-    def _net(self) -> GMFNet:
-        assert isinstance(self.net, GMFNet)
-        return self.net
+    def _branch(self) -> tuple[NCFNet, GMFBranch]:
+        assert isinstance(self.net, NCFNet) and self.net.gmf is not None
+        return self.net, self.net.gmf
 
     def item_vectors(self) -> torch.Tensor:
         """[I, D + 1] item embeddings with the item bias as the last column."""
-        net = self._net()
-        return torch.cat([net.gmf.item.weight, net.item_bias.weight], dim=1).detach()
+        net, gmf = self._branch()
+        return torch.cat([gmf.item.weight, net.item_bias.weight], dim=1).detach()
 
     @torch.no_grad()
     def user_queries(self, batch: InteractionData, users: np.ndarray) -> torch.Tensor:
         """(B,) training users -> (B, D + 1) the output layer's weights times their embedding, and a 1."""
-        net = self._net()
-        p = net.gmf.user(torch.as_tensor(np.asarray(users, dtype=np.int64), device=self.device)) * net.out.weight[0]
+        net, gmf = self._branch()
+        p = gmf.user(torch.as_tensor(np.asarray(users, dtype=np.int64), device=self.device)) * net.out.weight[0]
         return torch.cat([p, torch.ones_like(p[:, :1])], dim=1)
 
     def item_embeddings(self) -> torch.Tensor:
-        return self._net().gmf.item.weight.detach()
+        return self._branch()[1].item.weight.detach()

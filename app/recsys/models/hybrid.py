@@ -1,6 +1,6 @@
 """Hybrid: a weighted sum of its members' per-user standardised scores, weights learned on validation.
 
-Weights (and gates on the user's history length) are fitted by the shared train loop with a listwise
+Weights (and gates on the user's history length) are fitted by the one trainer with a listwise
 softmax loss over each validation user's unseen items, early-stopped on validation NDCG@K. Members
 train themselves unless given pre-trained (``from_members``) and are saved in ``members/<name>/``
 (``ensemble.py``). A request may re-blend the members with its own weights (``contributions``).
@@ -11,7 +11,6 @@ The hybrid ranks; the rating stack over rating members is its own model, ``hybri
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -20,10 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from app.recsys.data import InteractionData
-from app.recsys.models.base import EpochCallback, FitReport, TrainConfig
+from app.recsys.models.base import Batches, EpochCallback, FitReport, TrainConfig
 from app.recsys.models.ensemble import Ensemble
 from app.recsys.models.fusion import FusionNet, fuse, fused_ndcg, normalise_candidates
-from app.recsys.training import train_loop
 
 DEFAULT_MEMBERS = ("ease", "content", "mf", "neumf", "sasrec", "gru4rec", "popularity")
 
@@ -81,30 +79,30 @@ class Hybrid(Ensemble):
         return self.net
 
     # -- training -------------------------------------------------------------------------------
-    def fit(
-        self,
-        train: InteractionData,
-        valid: InteractionData | None,
-        cfg: TrainConfig,
-        on_epoch: EpochCallback | None = None,
-    ) -> FitReport:
+    def before_fit(
+        self, train: InteractionData, valid: InteractionData | None, cfg: TrainConfig, on_epoch: EpochCallback | None
+    ) -> TrainConfig:
+        """The members not handed in are trained first, each with its own tuned settings."""
         if cfg.objective == "rating":
             raise ValueError("hybrid ranks: for ratings train hybrid-rating, the stack of rating models")
         if cfg.objective != "implicit":
             raise ValueError(f"unknown objective {cfg.objective!r}: use implicit")
-        t0 = time.perf_counter()
-        self.device = torch.device(cfg.device)
         names = self.member_names()
         if not names:
             raise ValueError("hybrid has no members: none of its member names is registered")
-        member_reports = self.train_members(names, train, valid, cfg)
+        self.extra = {"members": names, "member_reports": self.train_members(names, train, valid, cfg)}
+        return cfg
+
+    def start_fit(self, train: InteractionData, valid: InteractionData | None, cfg: TrainConfig) -> Batches:
+        """The weights, learned with a listwise softmax over each validation user's unseen items (or its
+        retrieval candidates on a large catalogue), from the members' scores computed once."""
+        names = list(self.members)
         net = self.bind(train, n_members=len(names))
         assert isinstance(net, FusionNet)
-        self.extra = {"members": names, "member_reports": member_reports, "objective": "implicit"}
-        metric = f"ndcg@{cfg.eval_k}"
-        if valid is None or valid.n_interactions == 0:  # nothing to learn from: equal weights
+        self.extra["objective"] = "implicit"
+        if valid is None:  # nothing to learn from: equal weights
             net.fit_lengths(train.user_counts(), train.user_counts())
-            return FitReport(epochs_run=0, metric_name=metric)
+            return Batches.nothing()
         users = np.unique(valid.users)
         if len(users) > self.config.max_fit_users:
             users = np.sort(np.random.default_rng(cfg.seed).choice(users, self.config.max_fit_users, replace=False))
@@ -120,32 +118,30 @@ class Hybrid(Ensemble):
             z = self.member_scores_chunked(train, users, candidates)  # [U, W, M]
         lengths = torch.as_tensor(train.user_counts()[users], device=self.device)  # [U]
 
-        def step(idx: torch.Tensor) -> torch.Tensor:
+        def loss(idx: torch.Tensor) -> torch.Tensor:
             logits = fuse(z[idx], net.user_weights(lengths[idx])).masked_fill(seen[idx], float("-inf"))  # [B, I]
             return F.cross_entropy(logits, targets[idx])
 
         def validate() -> float:
             return fused_ndcg(z, net.user_weights(lengths), seen, targets, cfg.eval_k)
 
-        report = train_loop(
-            self, n_samples=len(users), step=step, validate=validate, cfg=cfg, metric_name=metric, on_epoch=on_epoch
-        )
-        with torch.no_grad():  # never worse on validation than the best single member or the plain sum
+        @torch.no_grad()
+        def finish(report: FitReport) -> None:
+            """Never worse on validation than the best single member or the plain sum."""
             learned = (net.weight.detach().clone(), net.gate.detach().clone())
             zero = torch.zeros_like(learned[1])
             starts = [learned, (torch.ones_like(zero), zero), *((e, zero) for e in torch.eye(len(names)))]
             scored = []
             for w, g in starts:
                 net.weight.copy_(w), net.gate.copy_(g)
-                scored.append(fused_ndcg(z, net.user_weights(lengths), seen, targets, cfg.eval_k))
+                scored.append(validate())
             best = int(np.argmax(scored))
             net.weight.copy_(starts[best][0]), net.gate.copy_(starts[best][1])
-        report.best_metric = scored[best]
-        report.seconds = time.perf_counter() - t0  # members trained here included
-        self.extra["weights"] = self.weights
-        self.extra["gates"] = dict(zip(names, net.gate.detach().cpu().tolist(), strict=True))
-        self.metrics["valid_" + metric] = report.best_metric
-        return report
+            report.best_metric = scored[best]
+            self.extra["weights"] = self.weights
+            self.extra["gates"] = dict(zip(names, net.gate.detach().cpu().tolist(), strict=True))
+
+        return Batches(len(users), loss, validate=validate, finish=finish)
 
     @torch.no_grad()
     def fit_candidates(

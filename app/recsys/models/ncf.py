@@ -2,6 +2,8 @@
 
 One network shape, ``mu + b_u + b_i + f(u, i)``, trained either on implicit feedback (BCE on
 sampled negatives, or BPR) or on explicit ratings (MSE on the rating scale, clamped predictions).
+MF's f is a dot product (``mf.py``); GMF, MLP and NeuMF share one network, :class:`NCFNet`, with a
+GMF branch, an MLP branch or both under one linear output layer.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from app.recsys.data import InteractionData
-from app.recsys.models.base import EpochCallback, FitReport, Recommender, TrainConfig, trained_on_ratings
+from app.recsys.models.base import Batches, Recommender, TrainConfig, trained_on_ratings
 from app.recsys.sampling import NegativeSampler
-from app.recsys.training import rating_errors, seed_everything, sparsify_embeddings, train_loop, validation_score
+from app.recsys.training import seed_everything, sparsify_embeddings
 
 LOSSES = ("bce", "bpr")
+PAIR_BUDGET = 1 << 22  # floats of MLP first-layer activations per full-scoring chunk (16 MB)
 
 
 def ncf_rating_config() -> TrainConfig:
@@ -67,8 +70,112 @@ class PairNet(nn.Module):
         return bias + self.interaction_full(users)
 
 
+class GMFBranch(nn.Module):
+    """User and item embeddings combined by element-wise product; shared with NeuMF."""
+
+    def __init__(self, n_users: int, n_items: int, dim: int) -> None:
+        super().__init__()
+        self.user = nn.Embedding(n_users, dim)
+        self.item = nn.Embedding(n_items, dim)
+        nn.init.normal_(self.user.weight, std=0.01)
+        nn.init.normal_(self.item.weight, std=0.01)
+        self.out_dim = dim
+
+    def dot(self, users: torch.Tensor, items: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,), (B, K), (D,) -> (B, K) w^T (p_u * q_i), and the squares of the rows read."""
+        p, q = self.user(users), self.item(items)  # [B, D], [B, K, D]
+        return (q * (p * w).unsqueeze(1)).sum(-1), p.pow(2).sum() + q.pow(2).sum()
+
+    def full_dot(self, users: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """(B,), (D,) -> (B, I) w^T (p_u * q_i) for every item, without a (B, I, D) tensor."""
+        return (self.user(users) * w) @ self.item.weight.T
+
+
+class MLPBranch(nn.Module):
+    """Embeddings and the ReLU tower; shared with NeuMF."""
+
+    def __init__(self, n_users: int, n_items: int, dim: int, layers: tuple[int, ...], dropout: float) -> None:
+        super().__init__()
+        self.user = nn.Embedding(n_users, dim)
+        self.item = nn.Embedding(n_items, dim)
+        nn.init.normal_(self.user.weight, std=0.1)
+        nn.init.normal_(self.item.weight, std=0.1)
+        self.user_proj = nn.Linear(dim, layers[0])
+        self.item_proj = nn.Linear(dim, layers[0], bias=False)
+        deeper: list[nn.Module] = [nn.ReLU(), nn.Dropout(dropout)]
+        for a, b in zip(layers[:-1], layers[1:], strict=True):
+            deeper += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(dropout)]
+        self.tower = nn.Sequential(*deeper)
+        self.out_dim = layers[-1]
+
+    def dot(self, users: torch.Tensor, items: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,), (B, K), (H,) -> (B, K) w^T tower(u, i), and the squares of the embedding rows read."""
+        p, q = self.user(users), self.item(items)  # [B, D], [B, K, D]
+        first = self.user_proj(p).unsqueeze(1) + self.item_proj(q)  # [B, K, H0]
+        return self.tower(first) @ w, p.pow(2).sum() + q.pow(2).sum()
+
+    def full_dot(self, users: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """(B,), (H,) -> (B, I) w^T tower(u, i) for every item, chunked over users."""
+        pu = self.user_proj(self.user(users))  # [B, H0]
+        qi = self.item_proj(self.item.weight)  # [I, H0]
+        step = max(1, PAIR_BUDGET // max(1, qi.numel()))
+        out = [self.tower(pu[s : s + step, None, :] + qi[None]) @ w for s in range(0, len(users), step)]  # [b, I]
+        return torch.cat(out) if out else pu.new_zeros(0, qi.shape[0])
+
+
+class NCFNet(PairNet):
+    """The NCF family's one shape: f(u, i) = h^T [gmf(u, i); mlp(u, i)] + c over the branches it has.
+
+    GMF has the GMF branch only (``mlp_dim=0``), MLP the MLP branch only (``gmf_dim=0``), NeuMF both.
+    The output layer is linear, so h^T of the concatenation is computed as each branch's dot with its
+    slice of h: the same map without building the concatenation, in training and full scoring alike.
+    """
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        *,
+        gmf_dim: int = 0,
+        mlp_dim: int = 0,
+        layers: tuple[int, ...] = (128, 64),
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__(n_users, n_items)
+        if gmf_dim <= 0 and mlp_dim <= 0:
+            raise ValueError("an NCF network needs a GMF or an MLP branch (gmf_dim or mlp_dim > 0)")
+        self.gmf = GMFBranch(n_users, n_items, gmf_dim) if gmf_dim > 0 else None
+        self.mlp = MLPBranch(n_users, n_items, mlp_dim, layers, dropout) if mlp_dim > 0 else None
+        self.branches: list[GMFBranch | MLPBranch] = [b for b in (self.gmf, self.mlp) if b is not None]
+        self.out = nn.Linear(sum(b.out_dim for b in self.branches), 1)
+
+    def _slices(self) -> list[tuple[GMFBranch | MLPBranch, torch.Tensor]]:
+        """Each branch with its slice of the output weights h."""
+        w, out, start = self.out.weight[0], [], 0
+        for b in self.branches:
+            out.append((b, w[start : start + b.out_dim]))
+            start += b.out_dim
+        return out
+
+    def interaction(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,), (B, K) -> (B, K), and the squares of the embedding rows read."""
+        parts = [b.dot(users, items, w) for b, w in self._slices()]
+        f, sq = parts[0]
+        for g, g_sq in parts[1:]:
+            f, sq = f + g, sq + g_sq
+        return f + self.out.bias, sq
+
+    def interaction_full(self, users: torch.Tensor) -> torch.Tensor:
+        """(B,) -> (B, I) for every item, a branch at a time."""
+        parts = [b.full_dot(users, w) for b, w in self._slices()]
+        f = parts[0]
+        for g in parts[1:]:
+            f = f + g
+        return f + self.out.bias
+
+
 class PairRecommender(Recommender):
-    """Fit/score/predict for a ``PairNet``; subclasses only build the net.
+    """Training batches, scoring and rating predictions for a ``PairNet``; subclasses only build the net.
 
     The model config must have ``loss`` ("bce" | "bpr") and the L2 weights ``reg`` (implicit) and
     ``rating_reg`` (ratings) on the embedding and bias rows of each batch. ``cfg.objective == "rating"``
@@ -77,20 +184,14 @@ class PairRecommender(Recommender):
 
     supports_rating = True
 
-    def fit(
-        self,
-        train: InteractionData,
-        valid: InteractionData | None,
-        cfg: TrainConfig,
-        on_epoch: EpochCallback | None = None,
-    ) -> FitReport:
+    def start_fit(self, train: InteractionData, valid: InteractionData | None, cfg: TrainConfig) -> Batches:
         if self.config.loss not in LOSSES:
             raise ValueError(f"{self.name}: unknown loss {self.config.loss!r}; use one of {LOSSES}")
         if cfg.objective == "rating":
-            return self._fit_rating(train, valid, cfg, on_epoch)
+            return self._rating_batches(train, cfg)
         if cfg.objective != "implicit":
             raise ValueError(f"unknown objective {cfg.objective!r}: use implicit or rating")
-        return self._fit_implicit(train, valid, cfg, on_epoch)
+        return self._implicit_batches(train, cfg)
 
     def prepare(self, train: InteractionData, cfg: TrainConfig) -> PairNet:
         """The network to train: freshly initialised from ``cfg.seed``, unless a subclass warm-started it."""
@@ -99,9 +200,8 @@ class PairRecommender(Recommender):
         assert isinstance(net, PairNet)
         return net
 
-    def _fit_implicit(
-        self, train: InteractionData, valid: InteractionData | None, cfg: TrainConfig, on_epoch: EpochCallback | None
-    ) -> FitReport:
+    def _implicit_batches(self, train: InteractionData, cfg: TrainConfig) -> Batches:
+        """BCE over each event's item and k sampled negatives (or BPR against them), fresh negatives each epoch."""
         net = self.prepare(train, cfg)
         self.extra.update(objective="implicit", sparse=sparsify_embeddings(net, train.n_items, cfg))
         net.mu.zero_()
@@ -115,14 +215,14 @@ class PairRecommender(Recommender):
         labels = torch.zeros(1, 1 + k, device=self.device)
         labels[0, 0] = 1.0  # column 0 is the positive
 
-        def before_epoch(epoch: int) -> None:
+        def new_epoch(epoch: int) -> None:
             nonlocal negs, weight
             drawn = torch.as_tensor(sampler.sample(train.users, k), device=self.device)  # [N, K], fresh each epoch
             # A user who has seen every item gets -1 (no negative): such pairs are masked out of the loss.
             weight = (drawn >= 0).float() if bool((drawn < 0).any()) else None
             negs = drawn.clamp(min=0)
 
-        def step(idx: torch.Tensor) -> torch.Tensor:
+        def loss(idx: torch.Tensor) -> torch.Tensor:
             u = users[idx]  # [B]
             cand = torch.cat([items[idx].unsqueeze(1), negs[idx]], dim=1)  # [B, 1 + K]
             logits, l2 = net.scores_and_l2(u, cand)  # [B, 1 + K], scalar
@@ -136,28 +236,13 @@ class PairRecommender(Recommender):
                     if weight is None
                     else torch.cat([torch.ones_like(u, dtype=pair.dtype)[:, None], weight[idx]], 1)
                 )
-            loss = pair.mean() if w is None else (pair * w).sum() / w.sum().clamp(min=1.0)
-            return loss + self.config.reg * l2 / len(idx)
+            value = pair.mean() if w is None else (pair * w).sum() / w.sum().clamp(min=1.0)
+            return value + self.config.reg * l2 / len(idx)
 
-        metric = f"ndcg@{cfg.eval_k}"
-        held_out = valid if valid is not None and valid.n_interactions else None
-        report = train_loop(
-            self,
-            n_samples=train.n_interactions,
-            step=step,
-            validate=None if held_out is None else (lambda: validation_score(self, train, held_out, cfg)[metric]),
-            cfg=cfg,
-            metric_name=metric,
-            on_epoch=on_epoch,
-            before_epoch=before_epoch,
-        )
-        if held_out is not None:
-            self.metrics[f"valid_{metric}"] = report.best_metric
-        return report
+        return Batches(train.n_interactions, loss, new_epoch=new_epoch)
 
-    def _fit_rating(
-        self, train: InteractionData, valid: InteractionData | None, cfg: TrainConfig, on_epoch: EpochCallback | None
-    ) -> FitReport:
+    def _rating_batches(self, train: InteractionData, cfg: TrainConfig) -> Batches:
+        """MSE on the rated events, predictions centred on the training mean."""
         rated = train.has_ratings()
         if not rated.any():
             raise ValueError(f"{self.name}: objective 'rating' needs interactions with a rating")
@@ -169,25 +254,12 @@ class PairRecommender(Recommender):
         items = torch.as_tensor(train.items[rated], device=self.device)
         target = torch.as_tensor(ratings, device=self.device)
 
-        def step(idx: torch.Tensor) -> torch.Tensor:
+        def loss(idx: torch.Tensor) -> torch.Tensor:
             u, i = users[idx], items[idx].unsqueeze(1)  # [B], [B, 1]
             pred, l2 = net.scores_and_l2(u, i)  # [B, 1] unclamped, so the gradient never vanishes
             return F.mse_loss(pred.squeeze(1), target[idx]) + self.config.rating_reg * l2 / len(idx)
 
-        held_out = valid if valid is not None and valid.has_ratings().any() else None
-        report = train_loop(
-            self,
-            n_samples=len(target),
-            step=step,
-            validate=None if held_out is None else (lambda: rating_errors(self, held_out)["rmse"]),
-            cfg=cfg,
-            metric_name="rmse",
-            higher_is_better=False,
-            on_epoch=on_epoch,
-        )
-        # RMSE/MAE of the kept weights on validation ratings (training ratings when there are none).
-        self.metrics.update(rating_errors(self, train if held_out is None else held_out))
-        return report
+        return Batches(len(target), loss)
 
     def _clamp(self, ratings: torch.Tensor) -> torch.Tensor:
         return ratings.clamp(self.extra["rating_min"], self.extra["rating_max"])

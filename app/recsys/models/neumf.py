@@ -13,10 +13,10 @@ import torch
 from torch import nn
 
 from app.recsys.data import InteractionData
-from app.recsys.models.base import EpochCallback, FitReport, TrainConfig, trained_on_ratings
-from app.recsys.models.gmf import GMF, GMFBranch, GMFConfig, GMFNet
-from app.recsys.models.mlp import MLP, MLPBranch, MLPConfig, MLPNet
-from app.recsys.models.ncf import PairNet, PairRecommender, ncf_rating_config
+from app.recsys.models.base import EpochCallback, TrainConfig, trained_on_ratings
+from app.recsys.models.gmf import GMF, GMFConfig
+from app.recsys.models.mlp import MLP, MLPConfig
+from app.recsys.models.ncf import NCFNet, PairNet, PairRecommender, ncf_rating_config
 
 
 @dataclass(frozen=True)
@@ -49,30 +49,6 @@ class NeuMFConfig:
         )
 
 
-class NeuMFNet(PairNet):
-    def __init__(self, n_users: int, n_items: int, cfg: NeuMFConfig) -> None:
-        super().__init__(n_users, n_items)
-        self.gmf = GMFBranch(n_users, n_items, cfg.gmf_dim)
-        self.mlp = MLPBranch(n_users, n_items, cfg.mlp_dim, cfg.layers, cfg.dropout)
-        self.out = nn.Linear(cfg.gmf_dim + self.mlp.out_dim, 1)
-
-    def interaction(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B,), (B, K) -> (B, K), squares of the rows read.
-
-        h^T [gmf; mlp] is computed as h_G^T gmf + h_M^T mlp: the same output layer, without the concatenation.
-        """
-        w, dg = self.out.weight[0], self.gmf.user.embedding_dim
-        g, g_sq = self.gmf.dot(users, items, w[:dg])
-        m, m_sq = self.mlp.dot(users, items, w[dg:])
-        return g + m + self.out.bias, g_sq + m_sq
-
-    def interaction_full(self, users: torch.Tensor) -> torch.Tensor:
-        """(B,) -> (B, I): the output layer is linear, so each branch is scored on its slice of h."""
-        w = self.out.weight[0]
-        dg = self.gmf.user.embedding_dim
-        return self.gmf.full_dot(users, w[:dg]) + self.mlp.full_dot(users, w[dg:]) + self.out.bias
-
-
 class NeuMF(PairRecommender):
     """NeuMF: GMF and MLP branches under one output layer.
 
@@ -95,7 +71,8 @@ class NeuMF(PairRecommender):
         self._warm = False  # set by load_branches: the next fit() fine-tunes instead of re-initialising
 
     def build(self, *, n_users: int, n_items: int) -> nn.Module:
-        return NeuMFNet(n_users, n_items, self.config)
+        c = self.config
+        return NCFNet(n_users, n_items, gmf_dim=c.gmf_dim, mlp_dim=c.mlp_dim, layers=c.layers, dropout=c.dropout)
 
     @classmethod
     def wants_pretrained(cls, config: NeuMFConfig) -> bool:
@@ -128,7 +105,8 @@ class NeuMF(PairRecommender):
         self.dims = {"n_users": len(gmf.user_ids), "n_items": len(gmf.item_ids)}
         net = self.build(**self.dims).to(self.device)
         gnet, mnet = gmf.net, mlp.net
-        assert isinstance(net, NeuMFNet) and isinstance(gnet, GMFNet) and isinstance(mnet, MLPNet)
+        assert isinstance(net, NCFNet) and isinstance(gnet, NCFNet) and isinstance(mnet, NCFNet)
+        assert net.gmf and net.mlp and gnet.gmf and mnet.mlp
         with torch.no_grad():
             net.gmf.load_state_dict(gnet.gmf.state_dict())
             net.mlp.load_state_dict(mnet.mlp.state_dict())
@@ -142,34 +120,29 @@ class NeuMF(PairRecommender):
         self.extra = dict(gmf.extra, pretrained=True)
         self._warm = True
 
-    def prepare(self, train: InteractionData, cfg: TrainConfig) -> PairNet:
-        if self._warm and isinstance(self.net, NeuMFNet):
-            if list(train.item_ids) != list(self.item_ids) or list(train.user_ids) != list(self.user_ids):
-                raise ValueError("pre-trained NeuMF must be fine-tuned on data with the same id maps")
-            return self.net
-        return super().prepare(train, cfg)
-
-    def fit(
-        self,
-        train: InteractionData,
-        valid: InteractionData | None,
-        cfg: TrainConfig,
-        on_epoch: EpochCallback | None = None,
-    ) -> FitReport:
-        """Trains NeuMF; with ``pretrain`` (and no warm start yet) a GMF and an MLP are fitted first."""
+    def before_fit(
+        self, train: InteractionData, valid: InteractionData | None, cfg: TrainConfig, on_epoch: EpochCallback | None
+    ) -> TrainConfig:
+        """With ``pretrain`` (and no warm start yet) a GMF and an MLP are fitted first; a warm start is
+        fine-tuned at ``finetune_lr_scale`` times the learning rate."""
         if self.config.pretrain and not self._warm:
             gmf, mlp = GMF(self.config.gmf_config()).to(self.device), MLP(self.config.mlp_config()).to(self.device)
             gmf.fit(train, valid, cfg, on_epoch)
             mlp.fit(train, valid, cfg, on_epoch)
             self.load_branches(gmf, mlp)
         if self._warm:
-            cfg = dataclasses.replace(cfg, lr=cfg.lr * self.config.finetune_lr_scale)
-        try:
-            return super().fit(train, valid, cfg, on_epoch)
-        finally:
-            self._warm = False  # a later fit() starts afresh
+            return dataclasses.replace(cfg, lr=cfg.lr * self.config.finetune_lr_scale)
+        return cfg
+
+    def prepare(self, train: InteractionData, cfg: TrainConfig) -> PairNet:
+        if self._warm and isinstance(self.net, NCFNet):
+            self._warm = False  # used once: a later fit() starts afresh
+            if list(train.item_ids) != list(self.item_ids) or list(train.user_ids) != list(self.user_ids):
+                raise ValueError("pre-trained NeuMF must be fine-tuned on data with the same id maps")
+            return self.net
+        return super().prepare(train, cfg)
 
     def item_embeddings(self) -> torch.Tensor:
         """The GMF branch's item embeddings (the MLP branch's are concatenated, not compared)."""
-        assert isinstance(self.net, NeuMFNet)
+        assert isinstance(self.net, NCFNet) and self.net.gmf is not None
         return self.net.gmf.item.weight.detach()

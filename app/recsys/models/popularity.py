@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from app.recsys.data import InteractionData
-from app.recsys.models.base import EpochCallback, FitReport, Recommender, TrainConfig
+from app.recsys.models.base import Recommender, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -32,17 +32,12 @@ class Popularity(Recommender):
 
     name = "popularity"
     config_cls = PopularityConfig
+    closed_form = True
 
     def build(self, *, n_users: int, n_items: int) -> torch.nn.Module:
         return _Counts(n_items)
 
-    def fit(
-        self,
-        train: InteractionData,
-        valid: InteractionData | None,
-        cfg: TrainConfig,
-        on_epoch: EpochCallback | None = None,
-    ) -> FitReport:
+    def solve(self, train: InteractionData, valid: InteractionData | None, cfg: TrainConfig) -> None:
         net = self.bind(train)
         assert isinstance(net, _Counts)
         weights = np.ones(train.n_interactions)
@@ -51,7 +46,6 @@ class Popularity(Recommender):
             weights = 0.5 ** (age_days / self.config.half_life_days)
         counts = np.bincount(train.items, weights=weights, minlength=train.n_items)
         net.counts.copy_(torch.as_tensor(counts, dtype=torch.float32))
-        return FitReport(epochs_run=1, best_epoch=1)
 
     def score_users(self, users: torch.Tensor) -> torch.Tensor:
         assert isinstance(self.net, _Counts)

@@ -16,8 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from app.recsys.data import InteractionData
-from app.recsys.models.base import EpochCallback, FitReport, Recommender, TrainConfig
-from app.recsys.training import seed_everything, train_loop, validation_score
+from app.recsys.models.base import Batches, Recommender, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -104,14 +103,9 @@ class SequentialRecommender(Recommender):
             raise ValueError(f"unknown loss {loss!r}: use auto, full or sampled")
         return loss == "sampled" or (loss == "auto" and n_items > config.sampled_above)
 
-    def fit(
-        self,
-        train: InteractionData,
-        valid: InteractionData | None,
-        cfg: TrainConfig,
-        on_epoch: EpochCallback | None = None,
-    ) -> FitReport:
-        seed_everything(cfg.seed)  # the initial weights depend on the seed too
+    def start_fit(self, train: InteractionData, valid: InteractionData | None, cfg: TrainConfig) -> Batches:
+        """Next-item cross-entropy at every position of sliding windows over each user's sequence: over the
+        catalogue, or a sampled softmax (K shared negatives, logQ-corrected) on a large one."""
         net = self.bind(train)
         assert isinstance(net, SeqNet)
         inputs_np, targets_np = training_windows(train, self.config.max_len)
@@ -129,7 +123,7 @@ class SequentialRecommender(Recommender):
         q = q / q.sum()
         log_q = q.log()
 
-        def step(idx: torch.Tensor) -> torch.Tensor:
+        def loss(idx: torch.Tensor) -> torch.Tensor:
             x, y = inputs[idx], targets[idx]
             width = int((y > 0).sum(1).max())  # drop columns that are padding in every row
             x, y = x[:, -width:], y[:, -width:]
@@ -145,24 +139,8 @@ class SequentialRecommender(Recommender):
             logits = torch.cat([pos, neg], dim=1)
             return F.cross_entropy(logits, torch.zeros_like(t))
 
-        validate = None
-        if valid is not None and valid.n_interactions:
-            targets_valid = valid
-
-            def validate() -> float:
-                return validation_score(self, train, targets_valid, cfg)[f"ndcg@{cfg.eval_k}"]
-
-        report = train_loop(
-            self,
-            n_samples=len(inputs),
-            step=step,
-            validate=validate,
-            cfg=cfg,
-            metric_name=f"ndcg@{cfg.eval_k}",
-            on_epoch=on_epoch,
-        )
         self.extra["loss"] = "sampled" if sampled else "full"
-        return report
+        return Batches(len(inputs), loss)
 
     @torch.no_grad()
     def score_sequences(self, seqs: torch.Tensor) -> torch.Tensor:

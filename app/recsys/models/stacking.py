@@ -19,7 +19,6 @@ handling with the ranking hybrid (``ensemble.py``).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -28,9 +27,8 @@ import torch
 from torch import nn
 
 from app.recsys.data import InteractionData
-from app.recsys.models.base import EpochCallback, EpochInfo, FitReport, Recommender, TrainConfig, trained_on_ratings
+from app.recsys.models.base import EpochCallback, Recommender, TrainConfig, trained_on_ratings
 from app.recsys.models.ensemble import Ensemble
-from app.recsys.training import rating_errors
 
 # The rating models whose errors differ most (chosen on the u1.base validation slice).
 RATING_MEMBERS = ("mf", "content", "gmf")
@@ -180,6 +178,7 @@ class RatingStack(Ensemble):
     config_cls = RatingStackConfig
     supports_rating = True
     rating_only = True
+    closed_form = True  # once its members are trained
     default_members = RATING_MEMBERS
     member_objective = "rating"
     # A run on ratings trains (and serves) the members first; any other run leaves them to the stack.
@@ -201,16 +200,10 @@ class RatingStack(Ensemble):
         return self.net
 
     # -- training -------------------------------------------------------------------------------
-    def fit(
-        self,
-        train: InteractionData,
-        valid: InteractionData | None,
-        cfg: TrainConfig,
-        on_epoch: EpochCallback | None = None,
-    ) -> FitReport:
-        """Rating members (trained on ratings), then their linear stack fitted on the validation ratings."""
-        t0 = time.perf_counter()
-        self.device = torch.device(cfg.device)
+    def before_fit(
+        self, train: InteractionData, valid: InteractionData | None, cfg: TrainConfig, on_epoch: EpochCallback | None
+    ) -> TrainConfig:
+        """Rating members: the ones handed in, else the run's rating models, and the rest trained here."""
         rated = train.has_ratings()
         if not rated.any():
             raise ValueError(f"{self.name} needs interactions with a rating; this data set has none")
@@ -225,15 +218,18 @@ class RatingStack(Ensemble):
             self.members = {n: pool[n] for n in names if n in pool and trained_on_ratings(pool[n])}
         if not names:
             raise ValueError(f"{self.name} has no members: none of its member names is registered")
-        member_reports = self.train_members(names, train, valid, cfg)
-        ratings = train.ratings[rated]
+        self.extra = {"members": names, "member_reports": self.train_members(names, train, valid, cfg)}
+        return cfg
+
+    def solve(self, train: InteractionData, valid: InteractionData | None, cfg: TrainConfig) -> None:
+        """The members' linear stack, fitted on the validation ratings (their plain mean when too few)."""
+        names = list(self.members)
+        ratings = train.ratings[train.has_ratings()]
         lo, hi = float(ratings.min()), float(ratings.max())
         net = self.bind(train, n_members=len(names))
         assert isinstance(net, RatingStackNet)
         net.bounds.copy_(torch.tensor([lo, hi]))
-        self.extra = {
-            "members": names,
-            "member_reports": member_reports,
+        self.extra |= {
             "objective": "rating",
             "rating_min": lo,
             "rating_max": hi,
@@ -245,7 +241,7 @@ class RatingStack(Ensemble):
             net.coef[: len(names)] = 1.0 / len(names)
             self.extra["stack"] = {"fitted_on": 0}
             self.extra["weights"] = self.weights
-            return FitReport(epochs_run=0, metric_name="rmse", seconds=time.perf_counter() - t0)
+            return
         net.set_counts(train.user_counts(), train.item_counts(), held.users, held.items)
         users = torch.as_tensor(held.users, device=self.device)
         items = torch.as_tensor(held.items, device=self.device)
@@ -276,16 +272,7 @@ class RatingStack(Ensemble):
             "member_valid_rmse": dict(zip(names, member_rmse.tolist(), strict=True)),
         }
         self.extra["weights"] = self.weights
-        errors = rating_errors(self, held)
-        self.metrics.update({f"valid_{k}": v for k, v in errors.items()})
         self.metrics["valid_rmse_cv"] = choice.cv_rmse  # out-of-fold: what the stack does on unseen pairs
-        seconds = time.perf_counter() - t0
-        if on_epoch is not None:
-            on_epoch(EpochInfo(1, 1, errors["rmse"] ** 2, errors["rmse"], "rmse", errors["rmse"], 1, seconds))
-        return FitReport(
-            epochs_run=1, best_epoch=1, best_metric=errors["rmse"], metric_name="rmse", seconds=seconds,
-            history=[{"epoch": 1, "loss": errors["rmse"] ** 2, "rmse": errors["rmse"], "seconds": seconds}],
-        )  # fmt: skip
 
     # -- rating predictions ---------------------------------------------------------------------
     def _fill(self, preds: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
