@@ -43,14 +43,18 @@ MODELS = ("popularity", "mf", "gru4rec", "content")  # then the rest of the defa
 
 
 def run(cmd: list[str], env: dict[str, str], log: Path) -> dict:
-    """A child process to completion: its wall seconds and peak RSS (MiB), from wait4."""
+    """A child process to completion: its wall and CPU seconds, peak RSS (MiB) and the load it ran under.
+
+    CPU seconds (user + system, from wait4) are what to compare across runs when the machine is shared:
+    wall seconds follow the load, which is the 15-minute load average at the step's end."""
     t0 = time.perf_counter()
     with log.open("a") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)
     if status != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({status}); see {log}")
-    return {"seconds": round(time.perf_counter() - t0, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024)}
+    return {"seconds": round(time.perf_counter() - t0, 1), "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+            "peak_rss_mb": round(usage.ru_maxrss / 1024), "load15": round(os.getloadavg()[2], 1)}  # fmt: skip
 
 
 def deeprec(*args: str) -> list[str]:
@@ -183,6 +187,9 @@ def rss_mb(pid: int) -> dict:
 def measure(size: str, args: argparse.Namespace) -> dict:
     workdir = (args.workdir / size).resolve()
     env, steps = prepare(size, workdir, args)
+    if args.prepare_only:
+        return {"size": size, "items": SIZES[size][0], "users": SIZES[size][1], "events": SIZES[size][2],
+                "steps": steps, "indexes": indexes(workdir)}  # fmt: skip
     server = start("app.main:create_app", args.port, 1, {**env, "DEEPREC_MIGRATE_ON_START": "false"}, factory=True)
     try:
         wait_ready(f"http://127.0.0.1:{args.port}/readyz", server, timeout_s=1800)
@@ -210,13 +217,17 @@ def report(result: dict) -> str:
         "",
     ]
     if result["steps"]:
-        lines += ["| step | seconds | peak RSS MiB |", "|---|---|---|"]
-        lines += [f"| {s['step']} | {s['seconds']} | {s['peak_rss_mb']} |" for s in result["steps"]]
+        lines += ["| step | wall s | CPU s | peak RSS MiB | load (15 min) |", "|---|---:|---:|---:|---:|"]
+        for s in result["steps"]:
+            cpu, load = s.get("cpu_s", ""), s.get("load15", "")
+            lines.append(f"| {s['step']} | {s['seconds']} | {cpu} | {s['peak_rss_mb']} | {load} |")
         lines.append("")
     if result["indexes"]:
         lines += ["| model | index | build s | size MiB |", "|---|---|---|---|"]
         lines += [f"| {r['model']} | {r['index']} | {r['build_s']} | {r['size_mb']} |" for r in result["indexes"]]
         lines.append("")
+    if "latency" not in result:  # --prepare-only
+        return "\n".join(lines)
     lines.append(f"API worker RSS with {', '.join(result['loaded'])} loaded: {result['api_rss_mb']} (MiB)")
     lines += ["", "| endpoint | recall@10 vs exact | requests | served by |", "|---|---|---|---|"]
     lines += [f"| {r['endpoint']} | {r['recall@10']} | {r['requests']} | {r['models']} |" for r in result["recall"]]
@@ -238,6 +249,7 @@ def main() -> None:
     p.add_argument("--recall", type=int, default=200, help="users and items whose served lists are compared")
     p.add_argument("--port", type=int, default=8790)
     p.add_argument("--fresh", action="store_true", help="generate and train again")
+    p.add_argument("--prepare-only", action="store_true", help="generate and train, measure the API in a later run")
     args = p.parse_args()
     results = []
     for size in args.sizes.split(","):

@@ -42,7 +42,8 @@ class Ensemble(Recommender):
 
     Subclasses set ``default_members`` (used when the config's ``members`` is empty),
     ``member_objective`` (what the members are trained for), ``accepts`` (which offered models
-    may be members) and implement ``fit``, ``explain_candidates`` and ``weights``.
+    may be members) and implement ``before_fit`` (which calls ``train_members``), ``start_fit`` or ``solve``,
+    ``explain_candidates`` and ``weights``.
     """
 
     uses_features = True  # the content member reads item features
