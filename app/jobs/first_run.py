@@ -91,25 +91,29 @@ class JobClock:
 
 
 def still_training(jobs: Sequence[Any]) -> dict[str, int]:
-    """Model name -> id of the open job that will publish a version of it (the first one that will).
+    """Served name -> id of the open job that will publish a version of it (the first one that will).
 
     A running job names its current and pending models from its progress; a queued one every model
-    it asks for (a first-run job less :data:`REUSED`).
+    it asks for (a first-run job less :data:`REUSED`). A job with ``"objective": "rating"`` publishes
+    its rating-capable models under their ``-rating`` names, and the names say so.
     """
     from app.recsys.pipeline import resolve_models
+    from app.recsys.store import served_name
 
     out: dict[str, int] = {}
     for job in sorted(jobs, key=lambda j: j.id):
         p = job.progress or {}
+        objective = (job.params or {}).get("objective")
+        objective = objective if isinstance(objective, str) else None
         if job.status == "running" and p.get("model"):
             names = ([] if p.get("stage") == "done" else [p["model"]]) + list(p.get("pending") or [])
         else:
             try:
-                names = resolve_models(job.models)
+                names = resolve_models(job.models, objective=objective)
             except (KeyError, ValueError):
                 continue
             if job.trigger == TRIGGER:
                 names = [n for n in names if n not in REUSED]
         for name in names:
-            out.setdefault(name, job.id)
+            out.setdefault(served_name(name, objective), job.id)
     return out

@@ -31,8 +31,8 @@ def test_the_clock_counts_models_left_and_rescales_by_the_models_done() -> None:
     assert last["models_left"] == 0 and last["eta_s"] == 0.0
 
 
-def job(id: int, status: str, models: list[str], trigger: str = "api", progress: dict | None = None):
-    return SimpleNamespace(id=id, status=status, models=models, trigger=trigger, progress=progress)
+def job(id: int, status: str, models: list[str], trigger: str = "api", progress: dict | None = None, **params):
+    return SimpleNamespace(id=id, status=status, models=models, trigger=trigger, progress=progress, params=params)
 
 
 def test_still_training_names_the_open_jobs_models() -> None:
@@ -44,3 +44,11 @@ def test_still_training_names_the_open_jobs_models() -> None:
     assert "hybrid" in names and not set(REUSED) & set(names)
     assert still_training([job(3, "queued", ["mf"])]) == {"mf": 3}
     assert still_training([running, job(4, "queued", ["mf", "hybrid"])])["hybrid"] == 1  # the first to publish it
+
+
+def test_still_training_names_what_a_rating_job_publishes() -> None:
+    queued = still_training([job(5, "queued", ["mf", "hybrid"], objective="rating")])
+    assert queued["mf-rating"] == 5 and queued["hybrid-rating"] == 5 and "mf" not in queued
+    running = job(6, "running", ["mf"], progress={"model": "mf", "stage": "epoch", "pending": []}, objective="rating")
+    assert still_training([running]) == {"mf-rating": 6}
+    assert still_training([job(7, "queued", ["popularity"], objective="rating")]) == {"popularity": 7}
