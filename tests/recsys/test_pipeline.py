@@ -131,10 +131,14 @@ def test_default_set_drops_ease_above_its_limit_and_the_hybrid_follows():
     picks = {p.name: p for p in pipeline.default_models(Sizes(1_000_000, 200_000, 2_000_000), available=1 << 50)}
     assert not picks["ease"].kept and "200,000 items is above its max_items=20,000" in picks["ease"].reason
     assert picks["hybrid"].kept and "ease" not in picks["hybrid"].reason.split(";")[0]
+    assert not picks["hybrid-rating"].kept and "above its max_items=20,000" in picks["hybrid-rating"].reason
     kept = [n for n, p in picks.items() if p.kept]
     order = resolve_models("default", default=kept)
-    assert "ease" not in order and order[-2:] == ["hybrid", "hybrid-rating"]
-    raised = pipeline.default_models(Sizes(1_000, 30_000, 100_000), {"ease": {"max_items": 50_000}}, available=1 << 50)
+    assert "ease" not in order and order[-1] == "hybrid" and "hybrid-rating" not in order
+    raised = pipeline.default_models(
+        Sizes(1_000, 30_000, 100_000), {"ease": {"max_items": 50_000}, "hybrid-rating": {"max_items": 50_000}},
+        available=1 << 50,
+    )
     assert all(p.kept for p in raised)
 
 

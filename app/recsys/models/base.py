@@ -232,7 +232,8 @@ class Recommender:
 
     @classmethod
     def item_limit(cls, config: Any) -> int | None:
-        """The largest catalogue a model with ``config`` trains on (None: no fixed limit)."""
+        """The largest catalogue the default set trains a model with ``config`` on (None: no limit). EASE
+        also refuses to train above it (its dense I x I matrices); the rating stack trains when named."""
         return None
 
     def use_dependencies(self, trained: dict[str, Recommender]) -> None:

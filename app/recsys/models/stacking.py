@@ -158,6 +158,10 @@ class RatingStackConfig:
     members: tuple[str, ...] = ()  # empty: every registered name of RATING_MEMBERS
     rating_counts: str = "auto"  # count terms in the stack: auto (cross-validated) | on | off
     rating_folds: int = 5  # cross-validation folds over the validation ratings
+    # The default set leaves the stack out above this many items: its rating members do not scale there
+    # yet (GMF's AdamW and MF's SGD step every embedding row at each step, O((U + I) d); content's rating
+    # loss encodes the whole catalogue at each step, O(I h d)). Asked for by name, it trains all the same.
+    max_items: int = 20_000
 
 
 def _registered(names: tuple[str, ...]) -> tuple[str, ...]:
@@ -191,6 +195,10 @@ class RatingStack(Ensemble):
 
     def accepts(self, member: Recommender) -> bool:
         return trained_on_ratings(member)
+
+    @classmethod
+    def item_limit(cls, config: RatingStackConfig) -> int:
+        return config.max_items
 
     def build(self, *, n_users: int, n_items: int, n_members: int = 1, rating: int = 1) -> torch.nn.Module:
         return RatingStackNet(n_users, n_items, n_members)
