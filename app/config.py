@@ -108,6 +108,14 @@ class Settings(BaseSettings):
         description="Candidates each retriever (an ANN index, popular items) gives the ranking stage per request "
         "on a large catalogue; widened up to 16 times when filters leave too few",
     )
+    similar_depth: int = Field(
+        default=2000,
+        ge=10,
+        le=100_000,
+        description="Candidates the similar-items index search returns (its HNSW search depth) before they are "
+        "re-scored exactly: item to item has no ranking stage, so the search itself must go deep "
+        "(recall@10 0.96 at 1M items, BENCHMARKS.md 'Scale')",
+    )
     train_threads: int = Field(default=0, description="torch threads for training; 0 means all cores")
     embedded_worker: bool = Field(default=True, description="deeprec serve also starts one worker process")
     migrate_on_start: bool = Field(default=True, description="Apply migrations when the service starts")

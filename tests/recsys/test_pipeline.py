@@ -136,7 +136,8 @@ def test_default_set_drops_ease_above_its_limit_and_the_hybrid_follows():
     order = resolve_models("default", default=kept)
     assert "ease" not in order and order[-1] == "hybrid" and "hybrid-rating" not in order
     raised = pipeline.default_models(
-        Sizes(1_000, 30_000, 100_000), {"ease": {"max_items": 50_000}, "hybrid-rating": {"max_items": 50_000}},
+        Sizes(1_000, 30_000, 100_000),
+        {"ease": {"max_items": 50_000}, "hybrid-rating": {"max_items": 50_000}},
         available=1 << 50,
     )
     assert all(p.kept for p in raised)

@@ -170,6 +170,17 @@ def test_next_items_and_similar_retrieve_from_the_index(indexed, session):
     assert recall(served, exact) >= 0.8 and "i3" not in {i.item_id for i in served.items}
 
 
+def test_similar_items_from_the_index_are_ranked_by_exact_cosine(indexed):
+    """The index holds half-precision vectors; its candidates are re-scored in float32, so a search deep
+    enough to hold the catalogue gives the exact list with the exact similarities."""
+    registry, sessions = indexed
+    svc = service(registry, sessions, ann_min_items=1, depth=N_ITEMS)
+    for item in ("i3", "i7", "i12"):
+        served, exact = svc.similar(item, n=8, model="mf"), svc.similar(item, n=8, model="mf", exact=True)
+        assert [i.item_id for i in served.items] == [i.item_id for i in exact.items]
+        assert [i.score for i in served.items] == pytest.approx([i.score for i in exact.items], abs=1e-6)
+
+
 # -- a client's member weights; a model that failed to load ------------------------------------------------
 def test_weights_reblend_the_hybrids_members(stack):
     cached, _ = stack
