@@ -94,8 +94,8 @@ def search(
     index = None if exact else lm.index(file)
     if index is not None:
         q = torch.nn.functional.normalize(queries.float(), dim=1) if cosine else queries.float()
-        cols, sims = index.search(q.cpu().numpy(), k)
-        return rerank_similar(lm, q, cols) if cosine else (cols, sims)
+        found, sims = index.search(q.cpu().numpy(), k)
+        return rerank_similar(lm, q, found) if cosine else (found, sims)
     v = vectors(lm, file)
     q = torch.nn.functional.normalize(queries.float(), dim=1) if cosine else queries.float()
     values, cols = torch.topk(q.to(v.device) @ v.T, min(k, v.shape[0]), dim=1)  # [B, k]
