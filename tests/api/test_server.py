@@ -33,6 +33,8 @@ def test_non_tcp_transports_are_left_alone():
     try:
         set_nodelay(_Transport(a))  # AF_UNIX: no TCP options, no error
         set_nodelay(_Transport(None))
+        a.sendall(b"ok")  # and the connection still carries data
+        assert b.recv(2) == b"ok"
     finally:
         a.close()
         b.close()
