@@ -136,7 +136,7 @@ class Trainer:
     ) -> FitReport:
         t0 = time.perf_counter()
         loss = model.solve(train, valid, cfg)
-        model.eval()
+        _fixed(model)
         report = FitReport(epochs_run=1, best_epoch=1, metric_name=metric)
         if valid is not None:
             with torch.no_grad():
@@ -192,9 +192,10 @@ class Trainer:
                 opt.step()
                 total += loss.detach() * len(idx)
             epoch_loss = float(total) / batches.n
-            model.eval()
+            net.eval()
             metric_value = None
             if validate is not None:
+                model.prepare_for_serving()  # what scoring precomputes from the weights (content's catalogue)
                 with torch.no_grad():
                     metric_value = float(validate())
             improved = metric_value is not None and (
@@ -218,7 +219,7 @@ class Trainer:
                 break
         if best_state is not None:
             net.load_state_dict(best_state)
-        model.eval()
+        _fixed(model)
         report.best_metric = best
         report.samples_per_second = batches.n * report.epochs_run / max(time.perf_counter() - t_start, 1e-9)
         if batches.finish is not None:
@@ -230,6 +231,12 @@ class Trainer:
             _progress(model.name, info)
         if self.on_epoch is not None:
             self.on_epoch(info)
+
+
+def _fixed(model: Recommender) -> None:
+    """The fitted model in evaluation mode, with what scoring precomputes from its weights."""
+    model.eval()
+    model.prepare_for_serving()
 
 
 def _progress(name: str, info: EpochInfo) -> None:

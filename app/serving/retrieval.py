@@ -72,8 +72,9 @@ def vectors(lm: LoadedModel, file: str) -> torch.Tensor:
 def rerank_similar(lm: LoadedModel, queries: torch.Tensor, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(B, D) unit queries, (B, k) columns the similar-items index found -> the same columns ordered by their
     exact float32 cosine, and those cosines. The index stores half-precision vectors, whose rounding
-    reorders near-ties at the top of a large catalogue (recall@10 0.89 against exact at 1M items without
-    this); the ranking stage does the same for the other endpoints. Reads only the k candidates' rows."""
+    reorders near-ties; this keeps the served order and scores exact among what the index found (recall
+    itself comes from the search depth, ``similar_depth``), as the ranking stage does for the other
+    endpoints. Reads only the k candidates' rows."""
     model = lm.model
     assert isinstance(model, ItemEmbeddings)
     table = model.item_embeddings()  # [I, D], not copied

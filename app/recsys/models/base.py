@@ -305,7 +305,8 @@ class Recommender:
         """Hook for models that keep more than one network (the hybrid loads its members here)."""
 
     def prepare_for_serving(self) -> None:
-        """Hook called once a version is loaded for serving: precompute what only depends on frozen weights."""
+        """Precompute what only depends on the weights, now fixed: called once a version is loaded for
+        serving, and by the trainer before each validation and after the fit (nothing by default)."""
 
 
 def trained_on_ratings(model: Recommender) -> bool:

@@ -9,7 +9,6 @@ Implicit objective: BPR/BCE on sampled negatives or full softmax; rating objecti
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Self
 
 import numpy as np
 import torch
@@ -163,14 +162,6 @@ class Content(Recommender):
 
         return Batches(len(users), loss, new_epoch=new_epoch)
 
-    def eval(self) -> Self:
-        """Evaluation mode, and the catalogue encoded once for the kept weights (validation, serving):
-        not once per batch of users (1,000 users at 1M items are 63 batches). Training mode drops it."""
-        super().eval()
-        if self.net is not None:
-            self._net().freeze_catalogue()
-        return self
-
     # -- scoring --------------------------------------------------------------------------------
     def _net(self) -> ContentNet:
         assert isinstance(self.net, ContentNet)
@@ -219,7 +210,9 @@ class Content(Recommender):
         return net.rating(users, q, items, enc, bias)
 
     def prepare_for_serving(self) -> None:
-        """Called by the serving registry after loading: cache the encoded catalogue."""
+        """The catalogue encoded once for the fixed weights (serving after a load; the trainer's validation
+        and the end of a fit): not once per batch of users (1,000 users at 1M items are 63 batches).
+        Training mode drops it."""
         self._net().freeze_catalogue()
 
     # -- brand-new items ------------------------------------------------------------------------
