@@ -76,6 +76,14 @@ class Settings(BaseSettings):
         description="Memory bound of that cache per API process, in MiB: the least recently used lists go first "
         "when either bound is reached",
     )
+    response_cache_mb: int = Field(
+        default=64,
+        ge=0,
+        description="Memory bound, in MiB per API process, of the cache of whole answers of the GET recommendation, "
+        "next-items and similar-items requests, answered again from memory until the user's events, the items or "
+        "the models change (docs/decisions/002-response-cache.md); 0 turns it off. SQLite only: on PostgreSQL "
+        "every request reads the user's history",
+    )
     gc_freeze: bool = Field(
         default=True,
         description="After the models load or a new version is swapped in, collect garbage once and leave the "

@@ -15,6 +15,7 @@ from app.api.guard import RequestGuard
 from app.api.jobs_app import start_embedded_worker, start_hot_swap
 from app.api.observability import start_metrics_server
 from app.api.openapi import install_openapi
+from app.api.response_cache import ResponseCache
 from app.api.routes import browse, catalog, health, interactions, jobs, stats
 from app.api.serving_app import install_serving, start_serving
 from app.config import Settings, get_settings
@@ -89,7 +90,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.info("no API key configured: every route is open to anyone who can reach this port")
     app.state.ready_checks = health.default_ready_checks()
     install_error_handlers(app)
-    app.add_middleware(RequestGuard)  # innermost of ours: key, query and body size, before the body is read
+    app.add_middleware(ResponseCache)  # innermost of ours: repeated list requests, after the checks below
+    app.add_middleware(RequestGuard)  # key, query and body size, before the body is read
     app.add_middleware(CatchAll)
     install_serving(app)  # first: routes are matched in order, and the serving routes take most requests
     include_routers(app)

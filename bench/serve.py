@@ -4,7 +4,8 @@ same worker count, loaded by `wrk` from a separate process at 1, 8 and 32 connec
 Prerequisite (Debian/Ubuntu): apt-get update && apt-get install -y wrk
 
     python bench/serve.py [--workers 2] [--duration 5] [--rounds 3] [--connections 1,8,32] [--workdir var/bench-serve]
-                          [--warmup 2] [--wrk-threads 2] [--cache-size N] [--ingest-rate EVENTS_PER_S]
+                          [--warmup 2] [--wrk-threads 2] [--cache-size N] [--response-cache-mb N]
+                          [--ingest-rate EVENTS_PER_S]
 
 The first run imports ML-100K into SQLite under --workdir and trains the `default` models into its
 model store (a few minutes); later runs reuse both (--retrain to start over). Reports requests/s,
@@ -12,7 +13,8 @@ p50 and p99 per endpoint and concurrency, and each endpoint's ratio to the floor
 server used: its cores (CPU seconds per second of the run) and how that CPU split over its workers, so
 a floor that did not saturate the machine (a client too slow, connections on one worker) shows. --cache-size
 sets the service's cache of ranked candidates (DEEPREC_RECOMMENDATION_CACHE_SIZE; 0: off, every request
-computed); the share of look-ups that hit during each run is reported with it. --ingest-rate writes that
+computed), --response-cache-mb its cache of whole answers (DEEPREC_RESPONSE_CACHE_MB; 0: off); the share
+of look-ups that hit each cache during each run is reported with it. --ingest-rate writes that
 many events a second through the service while it is measured (on a copy of the database).
 """
 
@@ -246,25 +248,32 @@ def private_database(env: dict[str, str], workdir: Path) -> dict[str, str]:
     return {**env, "DEEPREC_DATABASE_URL": f"sqlite:///{dst}"}
 
 
-_CACHE = re.compile(r'^deeprec_recommendation_cache_total\{result="(hit|miss)"\} ([\d.e+]+)$', re.M)
+_CACHES = {  # the table's column -> the service's counter of look-ups
+    "cache": re.compile(r'^deeprec_recommendation_cache_total\{result="(hit|miss)"\} ([\d.e+]+)$', re.M),
+    "answers": re.compile(r'^deeprec_response_cache_total\{result="(hit|miss)"\} ([\d.e+]+)$', re.M),
+}
 _PROCESS = re.compile(r'^deeprec_process\{pid="(\d+)"\} 1\.0$', re.M)
 
 
-def cache_counts(port: int, workers: int, tries: int = 60) -> tuple[float, float] | None:
-    """(hits, misses) of the service's caches of ranked candidates, summed over its worker processes;
-    None when not every worker answered a scrape (each worker keeps its own counters and each scrape
-    reaches one of them: they are told apart by the process id they report, ``deeprec_process``)."""
-    seen: dict[str, tuple[float, float]] = {}
+def cache_counts(port: int, workers: int, tries: int = 60) -> dict[str, tuple[float, float]] | None:
+    """{cache: (hits, misses)} of the service's caches (ranked candidates; whole answers), summed over its
+    worker processes; None when not every worker answered a scrape (each worker keeps its own counters and
+    each scrape reaches one of them: they are told apart by the process id they report, ``deeprec_process``)."""
+    seen: dict[str, dict[str, tuple[float, float]]] = {}
     for _ in range(tries):
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
                 text = r.read().decode()
         except OSError:
             continue
-        counts, process = dict(_CACHE.findall(text)), _PROCESS.search(text)
-        seen[process.group(1) if process else "?"] = (float(counts.get("hit", 0)), float(counts.get("miss", 0)))
+        process = _PROCESS.search(text)
+        seen[process.group(1) if process else "?"] = {
+            name: (float(c.get("hit", 0)), float(c.get("miss", 0)))
+            for name, c in ((name, dict(rx.findall(text))) for name, rx in _CACHES.items())
+        }
         if len(seen) >= workers:
-            return sum(v[0] for v in seen.values()), sum(v[1] for v in seen.values())
+            return {name: (sum(v[name][0] for v in seen.values()), sum(v[name][1] for v in seen.values()))
+                    for name in _CACHES}  # fmt: skip
     return None
 
 
@@ -272,8 +281,9 @@ def median_row(runs: list[dict]) -> dict:
     out = dict(runs[0])
     for key in ("rps", "p50_ms", "p99_ms", "cpu_ms", "cores"):
         out[key] = statistics.median(r[key] for r in runs)
-    looked_up = sum(r.get("cache_lookups", 0) for r in runs)
-    out["cache_hit_rate"] = sum(r.get("cache_hits", 0) for r in runs) / looked_up if looked_up else None
+    for name in _CACHES:
+        looked_up = sum(r.get(f"{name}_lookups", 0) for r in runs)
+        out[f"{name}_hit_rate"] = sum(r.get(f"{name}_hits", 0) for r in runs) / looked_up if looked_up else None
     out["non_2xx"] = sum(r["non_2xx"] for r in runs)
     out["rounds"] = len(runs)
     return out
@@ -295,13 +305,14 @@ def stop(proc: subprocess.Popen) -> None:
 def table(rows: list[dict]) -> str:
     floor = {r["connections"]: r for r in rows if r["endpoint"] == "floor"}
     lines = ["| endpoint | clients | req/s | p50 ms | p99 ms | req/s vs floor | p99 vs floor | server CPU ms/req "
-             "| cores used | CPU split over workers % | cache hits | non-2xx |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "| cores used | CPU split over workers % | answer cache hits | ranked cache hits | non-2xx |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         f = floor.get(r["connections"])
         ratio = f"{r['rps'] / f['rps']:.2f}" if f else ""
         p99 = f"{r['p99_ms'] / f['p99_ms']:.2f}" if f else ""
-        hits = "" if r.get("cache_hit_rate") is None else f"{100 * r['cache_hit_rate']:.1f}%"
+        hits = " | ".join("" if r.get(f"{c}_hit_rate") is None else f"{100 * r[f'{c}_hit_rate']:.1f}%"
+                          for c in ("answers", "cache"))  # fmt: skip
         lines.append(f"| {r['endpoint']} | {r['connections']} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | "
                      f"{r['p99_ms']:.2f} | {ratio} | {p99} | {r['cpu_ms']:.2f} | {r['cores']:.2f} | {r['split']} | "
                      f"{hits} | {r['non_2xx']} |")  # fmt: skip
@@ -334,6 +345,8 @@ def main() -> None:
                    "(on a copy of the database); 0: none")  # fmt: skip
     p.add_argument("--cache-size", type=int, default=None,
                    help="the service's DEEPREC_RECOMMENDATION_CACHE_SIZE (0: off); default: its own")  # fmt: skip
+    p.add_argument("--response-cache-mb", type=int, default=None,
+                   help="the service's DEEPREC_RESPONSE_CACHE_MB (0: off); default: its own")  # fmt: skip
     p.add_argument("--wrk-threads", type=int, default=2,
                    help="wrk threads (at most one per connection): one may not load a floor enough")  # fmt: skip
     args = p.parse_args()
@@ -346,6 +359,8 @@ def main() -> None:
     env = {**prepare(args.workdir, args.models, args.retrain, params), "DEEPREC_DEVICE": args.device}
     if args.cache_size is not None:
         env["DEEPREC_RECOMMENDATION_CACHE_SIZE"] = str(args.cache_size)
+    if args.response_cache_mb is not None:
+        env["DEEPREC_RESPONSE_CACHE_MB"] = str(args.response_cache_mb)
     if args.ingest_rate > 0:
         env = private_database(env, args.workdir)
     service = start("app.main:create_app", args.port, args.workers, env, factory=True)
@@ -367,7 +382,7 @@ def main() -> None:
             return floor.pid if endpoint.startswith("floor") else service.pid
 
         def measure(endpoint: str, connections: int, duration: int) -> dict:
-            cached = endpoint.startswith("recommendations") or endpoint == "next-items"  # the cache of ranked lists
+            cached = not endpoint.startswith("floor")
             before = cache_counts(args.port, args.workers) if cached else None
             row = run_wrk(port_of(endpoint, args.port), endpoint, connections, duration, args.workdir,
                           pid_of(endpoint), args.wrk_threads)  # fmt: skip
@@ -375,8 +390,9 @@ def main() -> None:
                 time.sleep(0.2)  # requests cut off at the end of the run finish first
                 after = cache_counts(args.port, args.workers)
                 if before is not None and after is not None:  # else this run's share is not counted
-                    row["cache_hits"] = after[0] - before[0]
-                    row["cache_lookups"] = after[0] + after[1] - before[0] - before[1]
+                    for name, (hit, miss) in after.items():
+                        row[f"{name}_hits"] = hit - before[name][0]
+                        row[f"{name}_lookups"] = hit + miss - sum(before[name])
             return row
 
         # Warm-up in short runs: each wrk run opens new connections, and which uvicorn worker accepts them is
@@ -412,9 +428,11 @@ def main() -> None:
               f"/v1/interactions ({writes['failed']} failed)")  # fmt: skip
     print(f"models served: {', '.join(f'{n} ({d})' for n, d in loaded.items())}")
     cache = "service default" if args.cache_size is None else args.cache_size
+    answers = "service default" if args.response_cache_mb is None else f"{args.response_cache_mb} MiB"
     print(
         f"{args.workers} uvicorn workers per app, wrk -t{args.wrk_threads}, median of {args.rounds} runs of "
         f"{args.duration}s after {args.warmup}s of warm-up, models: {args.models}, cache size: {cache}, "
+        f"response cache: {answers}, "
         f"load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}\n"
     )
     print(table(rows))

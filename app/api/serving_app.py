@@ -15,12 +15,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.api import observability
 from app.api.access import ReadAccess
+from app.api.response_cache import make_cache
 from app.api.routes import models as models_routes
 from app.api.routes import recommend as recommend_routes
 from app.api.routes.health import NotReady
 from app.config import Settings
 from app.jobs.publish import open_store
 from app.serving.catalogue import CatalogueKeeper
+from app.serving.changes import ChangeFeed
 from app.serving.metrics import mark_process, set_loaded
 from app.serving.pipeline import RecommendationService
 from app.serving.registry import ModelRegistry, select_device
@@ -64,6 +66,8 @@ def build_serving(app: FastAPI, settings: Settings, sessions: sessionmaker[Sessi
         cache_bytes=settings.recommendation_cache_mb * 2**20,
         cache_entries=settings.recommendation_cache_size,
     )
+    app.state.changes = ChangeFeed.open(sessions.kw["bind"])
+    app.state.response_cache = make_cache(settings.response_cache_mb * 2**20) if app.state.changes else None
     return registry
 
 
@@ -89,6 +93,8 @@ def start_serving(app: FastAPI, stack: ExitStack) -> None:
     stack.callback(loader.join, 60)
     app.state.catalogue.start()
     stack.callback(app.state.catalogue.stop)
+    if app.state.changes is not None:
+        stack.callback(app.state.changes.close)
     app.state.ready_checks["models"] = check_models
 
 

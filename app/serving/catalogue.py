@@ -41,12 +41,15 @@ class Catalogue:
     active: np.ndarray  # [C] bool
     category_rows: dict[str, np.ndarray]  # category -> the rows of its items
     popularity: np.ndarray  # [C] events per item
-    generation: int = 0
+    generation: int = 0  # moves with every change, popularity counts included
+    item_generation: int = -1  # moves only when the items changed (ids, active flags, categories): -1 = generation
     _index: pd.Index = field(init=False, repr=False)
     _models: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
     _popular: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        if self.item_generation < 0:
+            self.item_generation = self.generation
         self._index = pd.Index(self.item_ids)
         self._db_to_row = np.full(int(self.db_ids.max()) + 1 if self.db_ids.size else 0, -1, dtype=np.int64)
         self._db_to_row[self.db_ids] = np.arange(self.db_ids.size)

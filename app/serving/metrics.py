@@ -27,6 +27,9 @@ STRATEGY = Counter("deeprec_recommendation_strategy", "Recommendation lists by s
 CACHE_REQUESTS = Counter("deeprec_recommendation_cache", "Look-ups in this process's cache of users' ranked "
                          "candidates", ["result"])  # fmt: skip
 CACHE_ENTRIES = Gauge("deeprec_recommendation_cache_entries", "Entries in this process's cache of ranked candidates")
+RESPONSE_CACHE = Counter("deeprec_response_cache", "Look-ups of GET list requests in this process's cache of whole "
+                         "answers (app.api.response_cache)", ["result"])  # fmt: skip
+RESPONSE_CACHE_ENTRIES = Gauge("deeprec_response_cache_entries", "Answers in this process's response cache")
 PROCESS = Gauge("deeprec_process", "1, labelled with the id of the API process that answered this scrape (each "
                 "keeps its own counters unless PROMETHEUS_MULTIPROC_DIR is set)", ["pid"])  # fmt: skip
 

@@ -434,9 +434,7 @@ class RecommendationService:
             return ranked.members[ranked.codes[picked]].tolist()
         if not isinstance(lm.model, ItemEmbeddings) or not known.size or not n:
             return [lm.name] * n
-        emb = retrieval.vectors(lm, SIMILAR_FILE)
-        mine = torch.as_tensor(known[-50:], device=emb.device)
-        sims = emb[torch.as_tensor(ranked.cols[picked], device=emb.device)] @ emb[mine].T  # [n, H]
+        sims = retrieval.unit_rows(lm, ranked.cols[picked]) @ retrieval.unit_rows(lm, known[-50:]).T  # [n, H]
         seeds = known[-50:][sims.argmax(1).cpu().numpy()]
         return [f"similar to {s}" for s in lm.item_ids[seeds]]
 
@@ -557,7 +555,7 @@ class RecommendationService:
             if lm is None or name not in with_emb or lm.items_of([item_id])[0] < 0:
                 continue
             col = int(lm.items_of([item_id])[0])
-            query = retrieval.vectors(lm, SIMILAR_FILE)[col].unsqueeze(0)
+            query = retrieval.unit_rows(lm, np.array([col]))  # [1, D]
             return self._similar(lm, cat, query, n, exact, f"similar to {item_id}", "similar", drop=col)
         if model is not None and model not in models:
             why = f"model {model!r} has no trained version yet"

@@ -55,17 +55,34 @@ def popular_cols(lm: LoadedModel, cat: Catalogue, depth: int) -> np.ndarray:
 
 
 def vectors(lm: LoadedModel, file: str) -> torch.Tensor:
-    """[I, D] the vectors an index file searches (cosine ones normalised), kept with the loaded version."""
-    if file not in lm.cache:
-        model = lm.model
-        with torch.no_grad():
-            if file == RETRIEVAL_FILE and isinstance(model, ItemVectors):
-                lm.cache[file] = model.item_vectors().float()
-            elif file == SIMILAR_FILE and isinstance(model, ItemEmbeddings):
-                lm.cache[file] = torch.nn.functional.normalize(model.item_embeddings().float(), dim=1)
-            else:
-                raise ValueError(f"{lm.name} has no vectors for {file}")
-    return lm.cache[file]
+    """[I, D] the vectors an index file searches (cosine ones normalised). Kept with the loaded version when
+    it has no such index (a small catalogue: every request scans them); otherwise made for the one request
+    that asked for an exact scan, so that no float32 copy of a large table stays in memory."""
+    kept = lm.cache.get(file)
+    if kept is not None:
+        return kept
+    model = lm.model
+    with torch.no_grad():
+        if file == RETRIEVAL_FILE and isinstance(model, ItemVectors):
+            out = model.item_vectors().float()
+        elif file == SIMILAR_FILE and isinstance(model, ItemEmbeddings):
+            out = torch.nn.functional.normalize(model.item_embeddings().float(), dim=1)
+        else:
+            raise ValueError(f"{lm.name} has no vectors for {file}")
+    if lm.index(file) is None:
+        lm.cache[file] = out
+    return out
+
+
+@torch.no_grad()
+def unit_rows(lm: LoadedModel, cols: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """[..., D] the normalised item embeddings (the similar-items space) of ``cols`` (any shape; -1 reads
+    item 0, for the caller to mask), reading only those rows of the model's table."""
+    model = lm.model
+    assert isinstance(model, ItemEmbeddings)
+    table = model.item_embeddings()  # [I, D], not copied
+    found = torch.as_tensor(cols, device=table.device).clamp(min=0)
+    return torch.nn.functional.normalize(table[found].float(), dim=-1)
 
 
 @torch.no_grad()
@@ -75,11 +92,8 @@ def rerank_similar(lm: LoadedModel, queries: torch.Tensor, cols: np.ndarray) -> 
     reorders near-ties; this keeps the served order and scores exact among what the index found (recall
     itself comes from the search depth, ``similar_depth``), as the ranking stage does for the other
     endpoints. Reads only the k candidates' rows."""
-    model = lm.model
-    assert isinstance(model, ItemEmbeddings)
-    table = model.item_embeddings()  # [I, D], not copied
-    found = torch.as_tensor(cols, device=table.device)
-    rows = torch.nn.functional.normalize(table[found.clamp(min=0)].float(), dim=-1)  # [B, k, D]
+    rows = unit_rows(lm, cols)  # [B, k, D]
+    found = torch.as_tensor(cols, device=rows.device)
     sims = (rows @ queries.to(rows.device).unsqueeze(-1)).squeeze(-1).masked_fill(found < 0, float("-inf"))
     sims, order = sims.sort(dim=1, descending=True)
     return found.gather(1, order).cpu().numpy(), sims.cpu().numpy()

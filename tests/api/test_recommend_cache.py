@@ -33,7 +33,7 @@ def clients(trained_store, tmp_path, session, make_client):
     seed_database(session)
     models_dir = support.private_copy(trained_store, tmp_path)
     on = make_client(models_dir=models_dir, recommendation_cache_size=100)
-    off = make_client(models_dir=models_dir, recommendation_cache_size=0)
+    off = make_client(models_dir=models_dir, recommendation_cache_size=0, response_cache_mb=0)
     wait_ready(on)
     wait_ready(off)
     return on, off

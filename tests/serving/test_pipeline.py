@@ -181,6 +181,20 @@ def test_similar_items_from_the_index_are_ranked_by_exact_cosine(indexed):
         assert [i.score for i in served.items] == pytest.approx([i.score for i in exact.items], abs=1e-6)
 
 
+def test_exact_requests_keep_no_copy_of_an_indexed_models_vectors(indexed, loaded):
+    """A version with indexes scans its vectors only for an exact request, made for that request; one without
+    (a small catalogue, where every request scans them) keeps them."""
+    registry, sessions = indexed
+    svc = service(registry, sessions, ann_min_items=1, depth=N_ITEMS)
+    svc.recommend("u3", model="mf", filters=Filters(n=5), exact=True)
+    svc.similar("i3", n=5, model="mf", exact=True)
+    svc.recommend("u3", model="mf", filters=Filters(n=5))
+    assert not registry.models["mf"].cache  # nothing the size of the catalogue stays
+    small, sessions = loaded
+    service(small, sessions).similar("i3", n=5, model="mf")
+    assert set(small.models["mf"].cache) == {SIMILAR_FILE}
+
+
 # -- a client's member weights; a model that failed to load ------------------------------------------------
 def test_weights_reblend_the_hybrids_members(stack):
     cached, _ = stack

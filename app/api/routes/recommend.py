@@ -23,6 +23,7 @@ from app.api.recommend_schemas import (
     SessionRequest,
     SimilarRead,
 )
+from app.api.response_cache import TICKET, Ticket
 from app.recsys.models import get_model_class, model_names
 from app.recsys.store import served_names
 from app.serving.pipeline import Filters, RecommendationService
@@ -49,6 +50,22 @@ async def _run(request: Request, fn: Callable[..., T], *args: Any, **kwargs: Any
     if limiter is None:
         limiter = state.serving_limiter = anyio.CapacityLimiter(state.settings.serving_concurrency)
     return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs), limiter=limiter)
+
+
+async def _list(request: Request, fn: Callable[..., RecList], *args: Any, **kwargs: Any) -> RecList:
+    """``_run`` for a GET list endpoint: the response cache's ticket (``app.api.response_cache``) records
+    what the answer depends on in the serving thread, before the pipeline reads anything."""
+    ticket: Ticket | None = request.scope.get(TICKET)
+    if ticket is None:
+        return await _run(request, fn, *args, **kwargs)
+
+    def begun() -> RecList:
+        ticket.begin()
+        return fn(*args, **kwargs)
+
+    out = await _run(request, begun)
+    ticket.keep = out.strategy != "popular"  # popular lists move with everyone's events
+    return out
 
 
 def _svc(request: Request) -> RecommendationService:
@@ -127,7 +144,7 @@ async def recommend(
 ) -> dict[str, Any]:
     """Top-N items for a user; users the model never saw fall back (sequence model, content, popular)."""
     filters = Filters(n=n, categories=_csv(categories), exclude=_csv(exclude), exclude_seen=exclude_seen)
-    out = await _run(
+    out = await _list(
         request, _svc(request).recommend, user_id, model=model, filters=filters, exact=exact, weights=weights
     )
     return _rec(out, user_id=user_id)
@@ -159,7 +176,7 @@ async def next_items(
 ) -> dict[str, Any]:
     """What comes next after the user's current sequence, read from the database now."""
     filters = Filters(n=n, exclude_seen=exclude_seen)
-    out = await _run(request, _svc(request).next_items, user_id, model=model, filters=filters, exact=exact)
+    out = await _list(request, _svc(request).next_items, user_id, model=model, filters=filters, exact=exact)
     return _rec(out, user_id=user_id)
 
 
@@ -196,5 +213,5 @@ async def similar_items(
     exact: Exact = False,
 ) -> dict[str, Any]:
     """Item-to-item by learned embeddings; an item with features only is matched by the content model."""
-    out = await _run(request, _svc(request).similar, item_id, n=n, model=model, exact=exact)
+    out = await _list(request, _svc(request).similar, item_id, n=n, model=model, exact=exact)
     return _rec(out, item_id=item_id)
