@@ -56,7 +56,8 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 class Optimizers:
-    """The configured optimiser for dense parameters and SparseAdam for sparse embeddings, stepped together.
+    """The configured optimiser for dense parameters and, for sparse embeddings, SparseAdam (or plain SGD,
+    which takes sparse gradients as they are, when SGD is configured), stepped together.
 
     A sparse embedding (``nn.Embedding(sparse=True)``: a sequence model's item table under the sampled
     softmax) gets gradients for the rows a batch read only, so an epoch's updates cost the rows touched
@@ -68,7 +69,9 @@ class Optimizers:
         ids = {id(p) for p in sparse}
         dense = [p for p in net.parameters() if id(p) not in ids]
         self.all = [make_optimizer(dense, cfg)] if dense or not sparse else []
-        if sparse:
+        if sparse and cfg.optimizer == "sgd":
+            self.all.append(torch.optim.SGD(sparse, lr=cfg.lr))
+        elif sparse:
             self.all.append(torch.optim.SparseAdam(sparse, lr=cfg.lr))
 
     def zero_grad(self) -> None:
@@ -82,10 +85,11 @@ class Optimizers:
 
 def sparsify_embeddings(net: torch.nn.Module, n_items: int, cfg: TrainConfig) -> bool:
     """Makes every embedding table of ``net`` sparse when the catalogue has more than ``cfg.sparse_above``
-    items and the optimiser is plain Adam without weight decay (what SparseAdam does): :class:`Optimizers`
-    then steps them with SparseAdam, so a step costs the rows the batch read, not U + I rows. The tables
-    must only be read through their ``forward`` (lookups) while training. Returns whether it did."""
-    if n_items <= cfg.sparse_above or cfg.optimizer != "adam" or cfg.weight_decay:
+    items and the optimiser is plain Adam or SGD without weight decay: :class:`Optimizers` then steps them
+    with SparseAdam (what Adam does to the rows a batch read), or with SGD, whose step on the rows a batch
+    did not read is zero anyway, so a step costs the rows the batch read, not U + I rows. The tables must
+    only be read through their ``forward`` (lookups) while training. Returns whether it did."""
+    if n_items <= cfg.sparse_above or cfg.optimizer not in ("adam", "sgd") or cfg.weight_decay:
         return False
     for m in net.modules():
         if isinstance(m, torch.nn.Embedding):

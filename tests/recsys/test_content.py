@@ -122,10 +122,13 @@ def test_item_embeddings_and_encoder_shapes(model, split):
     assert enc.shape == (len(CATEGORIES), model.config.dim) and torch.isfinite(enc).all()
 
 
-def test_rating_head_beats_global_mean_and_rates_new_items(split, tmp_path):
+@pytest.mark.parametrize("sparse_above", [20_000, 0])  # 0: sparse tables, only the touched items encoded
+def test_rating_head_beats_global_mean_and_rates_new_items(split, tmp_path, sparse_above):
     m = Content(ContentConfig(dim=16))
-    m.fit(split.train, split.valid, TrainConfig(epochs=30, batch_size=128, lr=5e-3, objective="rating", seed=0))
+    cfg = TrainConfig(epochs=30, batch_size=128, lr=5e-3, objective="rating", seed=0, sparse_above=sparse_above)
+    m.fit(split.train, split.valid, cfg)
     assert m.supports_rating and "valid_rmse" in m.metrics
+    assert m.extra["sparse"] == (sparse_above == 0)
     err = rating_errors(m, split.test)["rmse"]
     mean = float(np.nanmean(split.train.ratings))
     baseline = float(np.sqrt(np.nanmean((split.test.ratings - mean) ** 2)))

@@ -1,5 +1,6 @@
-"""Sparse embedding tables (SparseAdam) above ``sparse_above`` items: the same first step as dense Adam, the
-same quality after training, and only the rows a batch read change."""
+"""Sparse embedding tables (SparseAdam, or SGD when configured) above ``sparse_above`` items: the same first
+step as dense Adam, the same steps as dense SGD, the same quality after training, and only the rows a batch
+read change."""
 
 from dataclasses import replace
 
@@ -12,7 +13,7 @@ from app.recsys.models.content import Content, ContentConfig
 from app.recsys.models.gmf import GMF
 from app.recsys.models.mf import MF, MFConfig
 from app.recsys.models.neumf import NeuMF
-from app.recsys.splits import leave_one_out
+from app.recsys.splits import leave_one_out, ratio_split
 from app.recsys.training import Optimizers, ranking_score, seed_everything, sparsify_embeddings
 from tests.recsys.synthetic import taste_data
 
@@ -87,3 +88,20 @@ def test_content_under_the_sampled_softmax_trains_sparse():
     report = model.fit(split.train, split.valid, cfg)
     assert model.extra["sparse"] and model.extra["loss"] == "sampled-softmax"
     assert np.isfinite(report.history[-1]["loss"])
+
+
+def test_mf_on_ratings_takes_the_same_sgd_steps_with_sparse_tables():
+    """Plain SGD moves no row whose gradient is zero, so MF's rating objective (SGD) trains the same weights
+    with sparse tables, where each step costs the rows a batch read."""
+    split = ratio_split(taste_data(n_users=150, n_items=60, per_user=30), valid_frac=0.1, test_frac=0.2, seed=0)
+    cfg = TrainConfig(epochs=3, batch_size=128, lr=0.5, optimizer="sgd", patience=100, objective="rating",
+                      sparse_above=10**9)  # fmt: skip
+    dense, sparse = MF(MFConfig(dim=8)), MF(MFConfig(dim=8))
+    dense.fit(split.train, split.valid, cfg)
+    sparse.fit(split.train, split.valid, replace(cfg, sparse_above=0))
+    assert not dense.extra["sparse"] and sparse.extra["sparse"]
+    a, b = dense.net.state_dict(), sparse.net.state_dict()
+    assert dense.net.item.weight.abs().sum() > 0
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5)
+    assert sparse.metrics["valid_rmse"] == pytest.approx(dense.metrics["valid_rmse"], rel=1e-4)

@@ -51,7 +51,9 @@ class Content(Recommender):
     catalogue every step); above ``sampled_above`` items the softmax is sampled and an epoch costs
     O(E (L + K / B) h d + E K d) with K = num_sampled shared negatives per batch of B (the encoder runs
     over each batch's distinct items, profiles included) (plus the update
-    of the touched residual rows per step: sparse above ``TrainConfig.sparse_above``); L = max_history,
+    of the touched residual rows per step: sparse above ``TrainConfig.sparse_above``). The rating objective
+    encodes the whole catalogue every step at or below ``sparse_above`` items, O((E / B) I h d), and above it
+    only each batch's items and profiles, O(E L h d), with sparse tables; L = max_history,
     h = hidden; memory 16 E bytes for the profile windows (gathered per batch),
     O(I h) encoder activations (O((B L + K) h) sampled), O(B I) logits (O(B K) sampled), 20 (U + I) d
     weights.
@@ -105,8 +107,9 @@ class Content(Recommender):
         negs = torch.empty(0, dtype=torch.int64)
         sampled = not rating and self.config.loss == "softmax" and train.n_items > self.config.sampled_above
         self.extra["loss"] = "sampled-softmax" if sampled else self.config.loss
-        # The sampled softmax reads the user and residual tables by lookup only: sparse above sparse_above.
-        self.extra["sparse"] = sampled and sparsify_embeddings(net, train.n_items, cfg)
+        # The sampled softmax and the rating loss on a large catalogue read the user and residual tables by
+        # lookup only, encoding just the items a batch touches: sparse above sparse_above.
+        sparse = self.extra["sparse"] = (sampled or rating) and sparsify_embeddings(net, train.n_items, cfg)
         gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
         q_items = torch.as_tensor(train.item_counts(), dtype=torch.float32, device=self.device).add(1.0).pow(0.75)
         q_items /= q_items.sum()  # [I] the negatives' sampling distribution
@@ -138,9 +141,26 @@ class Content(Recommender):
             reg = self.config.reg * (q.pow(2).sum() + enc[pi].pow(2).sum()) / b
             return F.cross_entropy(torch.cat([pos, neg], dim=1), torch.zeros_like(i)) + reg
 
+        def touched_rating_loss(idx: torch.Tensor) -> torch.Tensor:
+            """The rating loss below, encoding only the batch's items and profile windows (sparse tables)."""
+            u, i, w = users[idx], items[idx], window_of(positions[idx])  # [B], [B], [B, L]
+            profile = w > 0
+            uniq, inv = torch.unique(torch.cat([i, w[profile] - 1]), return_inverse=True)  # [M], [B + P]
+            enc, bias = net.encode_items(uniq)  # [M, D], [M]
+            b = len(i)
+            local = torch.zeros_like(w)
+            local[profile] = inv[b:] + 1  # the windows in the encoded rows' numbering
+            q = net.user_vectors(u, local, enc)  # [B, D]
+            li = inv[:b]
+            pred = net.rating(u, q, li, enc, bias)
+            l2 = q.pow(2).sum() + enc[li].pow(2).sum() + bias[li].pow(2).sum() + net.known_user_bias(u).pow(2).sum()
+            return F.mse_loss(pred, targets[idx]) + self.config.rating_reg * l2 / b
+
         def loss(idx: torch.Tensor) -> torch.Tensor:
             if sampled:
                 return sampled_loss(idx)
+            if rating and sparse:
+                return touched_rating_loss(idx)
             u, i, w = users[idx], items[idx], window_of(positions[idx])
             enc, bias = net.encode_catalogue()  # [I, D], [I]
             q = net.user_vectors(u, w, enc)  # [B, D]

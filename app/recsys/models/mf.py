@@ -46,7 +46,7 @@ class MF(PairRecommender):
 
     Cost: time O(E (1 + k) d) per epoch with k sampled negatives (plus O((E / B)(U + I) d) for dense Adam's
     update of every row at each of the E / B steps, at or below ``TrainConfig.sparse_above`` items; above it
-    the tables are sparse and SparseAdam updates the rows read), validation O(U_v I d); memory about
+    the tables are sparse and SparseAdam (SGD on ratings) updates the rows read), validation O(U_v I d); memory about
     20 (U + I)(d + 1) bytes of weights, gradients, Adam moments and the best epoch's copy, plus
     O(E k) negatives; 4 (U + I)(d + 1) kept.
     """

@@ -248,7 +248,8 @@ class PairRecommender(Recommender):
             raise ValueError(f"{self.name}: objective 'rating' needs interactions with a rating")
         net = self.prepare(train, cfg)
         ratings = train.ratings[rated]
-        self.extra.update(objective="rating", rating_min=float(ratings.min()), rating_max=float(ratings.max()))
+        self.extra.update(objective="rating", rating_min=float(ratings.min()), rating_max=float(ratings.max()),
+                          sparse=sparsify_embeddings(net, train.n_items, cfg))  # fmt: skip
         net.mu.fill_(float(ratings.mean()))
         users = torch.as_tensor(train.users[rated], device=self.device)
         items = torch.as_tensor(train.items[rated], device=self.device)
