@@ -2,7 +2,7 @@
 of the events committed since the last look. The response cache (``app.api.response_cache``) relies on it.
 
 ``PRAGMA data_version`` on a connection of its own changes whenever any other connection, in any process,
-commits to the database file; reading it costs about a microsecond. When it moved, ``sync`` reads the
+commits to the database file; reading it costs a few microseconds. When it moved, ``sync`` reads the
 events past the last event id it saw and marks their users as changed at a new sequence number; an event
 rewrite or deletion (``history_rewrite``, kept by triggers) or a bulk load marks every user. An answer
 computed at sequence ``s`` for a user is still the answer as long as the database has not moved since the
