@@ -59,10 +59,7 @@ class Answer:
     headers: list[tuple[bytes, bytes]]
     body: bytes
     route: Any  # the matched route, so request metrics label a cached answer like a computed one
-    user: str | None
-    seq: int
-    models: tuple[tuple[str, str], ...]
-    items: int
+    made: Ticket  # what it was computed from
 
 
 class ResponseCache:
@@ -108,17 +105,17 @@ class ResponseCache:
 
         await self.app(scope, receive, capture)
         if sent["complete"] and ticket.keep and ticket.models is not None and ticket.items >= 0:
-            cache[key] = Answer(sent["headers"], b"".join(chunks), scope.get("route"), user, ticket.seq,
-                                ticket.models, ticket.items)  # fmt: skip
+            cache[key] = Answer(sent["headers"], b"".join(chunks), scope.get("route"), ticket)
             RESPONSE_CACHE_ENTRIES.set(len(cache))
 
     @staticmethod
     def _valid(answer: Answer, feed: ChangeFeed, registry: ModelRegistry, catalogue: CatalogueKeeper) -> bool:
-        if not (registry.ready and catalogue.ready) or answer.models != registry.models.token:
+        made = answer.made
+        if not (registry.ready and catalogue.ready) or made.models != registry.models.token:
             return False
-        if answer.items != catalogue.current().item_generation:
+        if made.items != catalogue.current().item_generation:
             return False
-        return answer.user is None or (feed.current() and feed.changed_at(answer.user) <= answer.seq)
+        return made.user is None or (feed.current() and feed.changed_at(made.user) <= made.seq)
 
 
 def make_cache(max_bytes: int) -> LRUCache[Any, Answer] | None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import Connection, bindparam, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -164,7 +164,7 @@ _ITEMS = select(Item.id, Item.external_id, Item.active, Item.categories).order_b
 _LAST_ITEM = select(func.max(Item.id))
 
 
-def read_marks(session: Session) -> Marks:
+def read_marks(session: Session | Connection) -> Marks:
     return Marks(
         session.execute(_ITEM_WRITES).scalar(),
         session.execute(_REWRITES).scalar(),

@@ -17,15 +17,14 @@ from __future__ import annotations
 import sqlite3
 import threading
 
-from sqlalchemy import Engine, bindparam, func, select
+from sqlalchemy import Engine, bindparam, select
 
-from app.db.tables import HistoryRewrite, Interaction, User
+from app.db.tables import Interaction, User
+from app.serving.catalogue import read_marks
 
 # More new events than this between two syncs (a bulk load): every user is marked instead of each one.
 MAX_SCANNED_EVENTS = 100_000
 
-_LAST_ID = select(func.max(Interaction.id))
-_REWRITES = select(HistoryRewrite.count).where(HistoryRewrite.id == 1)
 _USERS_AFTER = (
     select(User.external_id)
     .join(Interaction, Interaction.user_id == User.id)
@@ -46,7 +45,6 @@ class ChangeFeed:
         self.max_users = max_users
         self.seq = 0
         self.floor = 0
-        self.syncs = 0  # syncs that read the database (the counter had moved)
         self._marks: dict[str, int] = {}  # user -> seq of their last change, oldest mark first
         self._counter = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
         self._counter_lock = threading.Lock()  # the one connection is read from the loop and from sync
@@ -86,8 +84,8 @@ class ChangeFeed:
             if version == self._synced_version:
                 return self.seq
             with self.engine.connect() as conn:
-                last_id = int(conn.execute(_LAST_ID).scalar() or 0)
-                rewrites = conn.execute(_REWRITES).scalar()
+                marks = read_marks(conn)  # the catalogue's: the last event id and the event-rewrite count
+                last_id, rewrites = marks.last_id, marks.rewrites
                 first = self._synced_version is None
                 everyone = (
                     first
@@ -97,7 +95,6 @@ class ChangeFeed:
                 )
                 after = {"after": self._last_id, "upto": last_id}
                 users = [] if everyone else list(conn.execute(_USERS_AFTER, after).scalars())
-            self.syncs += 1
             if everyone or users:
                 self.seq += 1
             if everyone:

@@ -123,18 +123,27 @@ class Content(Recommender):
             if not rating and self.config.loss != "softmax":
                 negs = torch.as_tensor(sampler.sample(train.users, cfg.num_negatives), device=self.device)  # [N, K]
 
+        def encode_touched(
+            touched: torch.Tensor, w: torch.Tensor
+        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+            """(N,) items and (B, L) profile windows -> the encodings [M, D] and biases [M] of the distinct
+            items among them, each of ``touched`` as one of those rows [N], and the windows in that numbering."""
+            profile = w > 0
+            n = len(touched)
+            uniq, inv = torch.unique(torch.cat([touched, w[profile] - 1]), return_inverse=True)  # [M], [N + P]
+            enc, bias = net.encode_items(uniq)  # [M, D], [M]
+            local = torch.zeros_like(w)
+            local[profile] = inv[n:] + 1
+            return enc, bias, inv[:n], local
+
         def sampled_loss(idx: torch.Tensor) -> torch.Tensor:
             """Softmax over the batch's item and K shared negatives, encoding only the items it touches."""
             u, i, w = users[idx], items[idx], window_of(positions[idx])  # [B], [B], [B, L]
             negs = torch.multinomial(q_items, self.config.num_sampled, replacement=True, generator=gen)  # [K]
-            profile = w > 0
-            uniq, inv = torch.unique(torch.cat([i, negs, w[profile] - 1]), return_inverse=True)  # [M], [B + K + P]
-            enc, bias = net.encode_items(uniq)  # [M, D], [M]
-            b, k = len(i), len(negs)
-            local = torch.zeros_like(w)
-            local[profile] = inv[b + k :] + 1  # the windows in the encoded rows' numbering
+            b = len(i)
+            enc, bias, rows, local = encode_touched(torch.cat([i, negs]), w)
             q = net.user_vectors(u, local, enc)  # [B, D]
-            pi, ni = inv[:b], inv[b : b + k]
+            pi, ni = rows[:b], rows[b:]
             pos = (q * enc[pi]).sum(-1, keepdim=True) + bias[pi].unsqueeze(1) - log_q[i].unsqueeze(1)  # [B, 1]
             neg = q @ enc[ni].T + bias[ni] - log_q[negs]  # [B, K]
             neg = neg.masked_fill(negs.unsqueeze(0) == i.unsqueeze(1), float("-inf"))  # accidental hits
@@ -144,17 +153,11 @@ class Content(Recommender):
         def touched_rating_loss(idx: torch.Tensor) -> torch.Tensor:
             """The rating loss below, encoding only the batch's items and profile windows (sparse tables)."""
             u, i, w = users[idx], items[idx], window_of(positions[idx])  # [B], [B], [B, L]
-            profile = w > 0
-            uniq, inv = torch.unique(torch.cat([i, w[profile] - 1]), return_inverse=True)  # [M], [B + P]
-            enc, bias = net.encode_items(uniq)  # [M, D], [M]
-            b = len(i)
-            local = torch.zeros_like(w)
-            local[profile] = inv[b:] + 1  # the windows in the encoded rows' numbering
+            enc, bias, li, local = encode_touched(i, w)
             q = net.user_vectors(u, local, enc)  # [B, D]
-            li = inv[:b]
             pred = net.rating(u, q, li, enc, bias)
             l2 = q.pow(2).sum() + enc[li].pow(2).sum() + bias[li].pow(2).sum() + net.known_user_bias(u).pow(2).sum()
-            return F.mse_loss(pred, targets[idx]) + self.config.rating_reg * l2 / b
+            return F.mse_loss(pred, targets[idx]) + self.config.rating_reg * l2 / len(idx)
 
         def loss(idx: torch.Tensor) -> torch.Tensor:
             if sampled:

@@ -158,9 +158,9 @@ class RatingStackConfig:
     members: tuple[str, ...] = ()  # empty: every registered name of RATING_MEMBERS
     rating_counts: str = "auto"  # count terms in the stack: auto (cross-validated) | on | off
     rating_folds: int = 5  # cross-validation folds over the validation ratings
-    # The default set leaves the stack out above this many items: its rating members do not scale there
-    # yet (GMF's AdamW and MF's SGD step every embedding row at each step, O((U + I) d); content's rating
-    # loss encodes the whole catalogue at each step, O(I h d)). Asked for by name, it trains all the same.
+    # The default set leaves the stack out above this many items: its GMF member does not scale there yet
+    # (AdamW's weight decay steps every embedding row at each step, O((U + I) d); MF and content use sparse
+    # tables above sparse_above). Asked for by name, it trains all the same.
     max_items: int = 20_000
 
 
